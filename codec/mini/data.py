@@ -1,0 +1,119 @@
+"""Training pages for the mini codec: rendered demo-corpus text plus synthetic text.
+
+Real pages come from the demo corpus (pydoc of the standard library), paginated from a
+random line of a random document so that page and band boundaries vary. Synthetic pages
+(random words, numbers, punctuation, indentation and non-ASCII characters) keep the
+codec a reader of glyphs rather than a model of pydoc's phrasing.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from codec.mini.layout import band_spans
+
+EXTRA_CHARS = "’‘“”—–…°ßéèêàâçüöäñÉ×·•→≤≥±µ§©®€£¥"
+_WORD = re.compile(r"\S+")
+
+
+@dataclass
+class PageSample:
+    ink: np.ndarray  # uint8 [H, W] gray, 255 = white
+    text: str
+    lines: list[tuple[int, int]]  # line spans relative to `text`
+
+
+def to_sample(page, image: np.ndarray) -> PageSample:
+    spans = [(ln.start - page.start, ln.end - page.start) for ln in page.lines]
+    return PageSample(image.mean(-1).astype(np.uint8) if image.ndim == 3 else image,
+                      page.text, spans)
+
+
+def bands_of(sample: PageSample, rows: int, lines_per_band: int) -> list[str]:
+    spans = band_spans([_Span(*s) for s in sample.lines], rows, lines_per_band)
+    return ["" if s is None else sample.text[s[0]:s[1]] for s in spans]
+
+
+@dataclass
+class _Span:
+    start: int
+    end: int
+
+
+def synthetic_text(rng: random.Random, vocab: list[str], n_lines: int = 40) -> str:
+    """Lines of random words, digits, symbols and indentation (not pydoc's phrasing)."""
+    symbols = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+    lines = []
+    for _ in range(n_lines):
+        if rng.random() < 0.08:
+            lines.append("")
+            continue
+        indent = " " * rng.choice([0, 0, 0, 2, 4, 4, 8, 12])
+        words = []
+        for _ in range(rng.randint(1, 14)):
+            r = rng.random()
+            if r < 0.55:
+                w = rng.choice(vocab)
+            elif r < 0.7:
+                w = str(rng.randint(0, 10 ** rng.randint(1, 8)))
+            elif r < 0.85:
+                w = "".join(rng.choice(symbols) for _ in range(rng.randint(1, 4)))
+            elif r < 0.93:
+                w = "".join(rng.choice(EXTRA_CHARS) for _ in range(rng.randint(1, 3)))
+            else:
+                w = "".join(chr(rng.randint(33, 126)) for _ in range(rng.randint(2, 10)))
+            if rng.random() < 0.1:
+                w = w.upper()
+            words.append(w)
+        sep = " " if rng.random() < 0.9 else "  "
+        lines.append(indent + sep.join(words))
+    return "\n".join(lines) + "\n"
+
+
+class PageStream(torch.utils.data.IterableDataset):
+    """Endless, seeded stream of rendered training pages."""
+
+    def __init__(self, texts: list[str], render_config, seed: int = 0, synthetic: float = 0.25):
+        self.texts = texts
+        self.render_config = render_config
+        self.seed = seed
+        self.synthetic = synthetic
+        self.vocab = sorted({w for t in texts[:50] for w in _WORD.findall(t) if len(w) < 20})
+
+    def __iter__(self):
+        from render import paginate, rasterize
+
+        info = torch.utils.data.get_worker_info()
+        rng = random.Random(self.seed * 1000 + (info.id if info else 0))
+        cfg = self.render_config
+        while True:
+            if rng.random() < self.synthetic:
+                text = synthetic_text(rng, self.vocab)
+            else:
+                doc = rng.choice(self.texts)
+                starts = [0] + [m.end() for m in re.finditer("\n", doc)][:-1]
+                text = doc[rng.choice(starts):]
+            page = next(iter(paginate(text, cfg)))
+            yield to_sample(page, rasterize(page, cfg))
+
+
+def collate(samples: list[PageSample]) -> list[PageSample]:
+    return samples
+
+
+def render_pages(texts: list[str], render_config, max_pages: int) -> list[PageSample]:
+    """Every page of `texts` in order, up to max_pages (validation sets)."""
+    from render import paginate, rasterize
+
+    out: list[PageSample] = []
+    for text in texts:
+        for page in paginate(text, render_config):
+            if len(out) == max_pages:
+                return out
+            out.append(to_sample(page, rasterize(page, render_config)))
+    return out

@@ -1,0 +1,42 @@
+"""Which text each band of visual tokens must read: the renderer's own line spans.
+
+A band is `lines_per_band` consecutive lines of a page; its text is the exact source span
+of those lines (consumed whitespace and line terminators included), so the bands of a
+page concatenate back to the page text.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def band_spans(lines: Sequence, rows: int, lines_per_band: int) -> list[tuple[int, int] | None]:
+    """(start, end) source span of each band from a page's `Line`s; None for empty bands."""
+    spans: list[tuple[int, int] | None] = []
+    for r in range(rows):
+        chunk = lines[r * lines_per_band:(r + 1) * lines_per_band]
+        spans.append((chunk[0].start, chunk[-1].end) if chunk else None)
+    return spans
+
+
+def page_bands(page, rows: int, lines_per_band: int) -> list[str]:
+    """Band texts of a rendered `Page` (spans are relative to the page's document)."""
+    out = []
+    for span in band_spans(page.lines, rows, lines_per_band):
+        out.append("" if span is None else page.text[span[0] - page.start:span[1] - page.start])
+    return out
+
+
+def text_bands(text: str, render_config, rows: int, lines_per_band: int) -> list[str]:
+    """Lay `text` out as one page and split it into band texts.
+
+    Text beyond the first page (it would not have fitted the page the tokens came from)
+    goes to the last band, where the likelihood charges for it rather than dropping it.
+    """
+    from render import paginate
+
+    page = next(iter(paginate(text, render_config)))
+    bands = page_bands(page, rows, lines_per_band)
+    if page.end < len(text):
+        bands[-1] += text[page.end:]
+    return bands

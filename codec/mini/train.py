@@ -1,0 +1,217 @@
+"""Train the mini codec's modes jointly (one shared line encoder, one compressor and
+read-out per mode) on rendered demo-corpus pages, and write shippable weights.
+
+    python -m codec.mini.train --steps 3000 --out codec/mini/weights
+
+Seeded and single-process (plus one render worker); the loss is the CTC NLL per byte of
+every band of every page, and progress is tracked by GREEDY decoding precision on
+validation pages (documents held out of training), next to the blind floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codec.mini import DEFAULT_MODE, MODES, RENDER_PRESET, mode_config
+from codec.mini.ctc import band_nll, best_path
+from codec.mini.data import PageSample, PageStream, bands_of, collate, render_pages
+from codec.mini.model import MiniNet, to_ink
+
+
+def load_texts(corpus: str | None, workdir: Path, n_docs: int) -> list[str]:
+    """Documents of the corpus; by default the demo corpus, built locally if absent."""
+    from data.corpus import read_corpus
+    from data.demo import build_demo_corpus
+
+    path = Path(corpus) if corpus else workdir / "demo.jsonl.zst"
+    if corpus is None and not path.exists():
+        path = build_demo_corpus(workdir, n_docs=n_docs)
+    return [doc.text for doc in read_corpus(path)]
+
+
+def ink_batch(samples: list[PageSample]) -> torch.Tensor:
+    return to_ink(torch.from_numpy(np.stack([s.ink for s in samples])))
+
+
+def corrupt(tokens: torch.Tensor, noise: float, drop: float) -> torch.Tensor:
+    """Token noise (a VST's predictions are never exact) and dropped tokens (zeros: the
+    null token), so the read-out is smooth around real tokens and has a prior."""
+    keep = (torch.rand(tokens.shape[:2]) >= drop).to(tokens.dtype)[..., None]
+    return (tokens + noise * torch.randn_like(tokens)) * keep
+
+
+def page_loss(net: MiniNet, tokens: torch.Tensor, samples: list[PageSample]) -> tuple[torch.Tensor, int]:
+    c = net.cfg
+    logits = net.readout(tokens)
+    targets = [b.encode("utf-8") for s in samples for b in bands_of(s, c.rows, c.lines_per_band)]
+    nll = band_nll(logits.flatten(0, 1), targets)
+    return nll.sum(), sum(len(t) for t in targets)
+
+
+@torch.no_grad()
+def greedy_texts(net: MiniNet, tokens: torch.Tensor) -> list[str]:
+    logits = net.readout(tokens.float())
+    return [b"".join(best_path(p)).decode("utf-8", errors="replace") for p in logits]
+
+
+@torch.no_grad()
+def evaluate(nets: dict[str, MiniNet], val: list[PageSample]) -> dict[str, dict[str, float]]:
+    from eval.metrics import precision
+
+    out = {}
+    refs = [s.text for s in val]
+    ink = ink_batch(val)
+    for mode, net in nets.items():
+        tokens = torch.cat([net.encode(ink[i:i + 16]) for i in range(0, len(val), 16)])
+        preds = greedy_texts(net, tokens)
+        blind = greedy_texts(net, torch.zeros_like(tokens))
+        nll, nbytes = page_loss(net, tokens, val)
+        out[mode] = {
+            "precision": float(np.mean([precision(p, r) for p, r in zip(preds, refs)])),
+            "exact": float(np.mean([p == r for p, r in zip(preds, refs)])),
+            "blind_precision": float(np.mean([precision(p, r) for p, r in zip(blind, refs)])),
+            "val_bpb": float(nll) / math.log(2) / nbytes,
+        }
+    return out
+
+
+def save(net: MiniNet, render_config, out: Path, meta: dict) -> Path:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    mode = net.cfg.mode
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()}
+    path = out / f"{mode}.safetensors"
+    save_file(state, str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    info = {"version": f"mini-{mode}-{digest}", "model": net.cfg.to_dict(),
+            "render_config": render_config.to_dict(), **meta}
+    (out / f"{mode}.json").write_text(json.dumps(info, indent=2) + "\n")
+    return path
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from render import get_preset
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    render_config = get_preset(RENDER_PRESET)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    texts = load_texts(args.corpus, workdir, args.n_docs)
+    val_texts = texts[::20]  # every 20th document is held out for validation
+    train_texts = [t for i, t in enumerate(texts) if i % 20]
+    val = render_pages(val_texts, render_config, args.val_pages)
+
+    modes = args.modes.split(",")
+    nets: dict[str, MiniNet] = {}
+    for mode in modes:
+        net = MiniNet(mode_config(mode, render_config, dim=args.dim, D=args.D))
+        if nets:  # one line encoder shared by every mode
+            net.encoder = next(iter(nets.values())).encoder
+        nets[mode] = net
+    params = list({id(p): p for n in nets.values() for p in n.parameters()}.values())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    loader = torch.utils.data.DataLoader(
+        PageStream(train_texts, render_config, seed=args.seed, synthetic=args.synthetic),
+        batch_size=args.batch, collate_fn=collate, num_workers=args.workers,
+        **({"prefetch_factor": 4} if args.workers else {}))
+
+    log = open(workdir / "train_log.jsonl", "w")
+    history = []
+    t0 = time.time()
+    bar = tqdm(total=args.steps, desc="mini codec", dynamic_ncols=True)
+    batches = iter(loader)
+    for step in range(args.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        samples = next(batches)
+        ink = ink_batch(samples)
+        total = torch.zeros(())
+        per_mode = {}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            feats = next(iter(nets.values())).encoder(ink)
+            for mode, net in nets.items():
+                tokens = corrupt(net.compressor(feats), args.noise, args.drop)
+                nll, nbytes = page_loss(net, tokens, samples)
+                per_mode[mode] = nll / nbytes
+                total = total + per_mode[mode]
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        bar.update(1)
+        bar.set_postfix({m: f"{v.item():.3f}" for m, v in per_mode.items()})
+        if (step + 1) % args.val_every == 0 or step + 1 == args.steps:
+            metrics = evaluate(nets, val)
+            rec = {"step": step + 1, "minutes": (time.time() - t0) / 60,
+                   "train_nats_per_byte": {m: v.item() for m, v in per_mode.items()}, "val": metrics}
+            history.append(rec)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.write(f"step {step + 1} ({rec['minutes']:.1f} min) greedy precision "
+                      + " ".join(f"{m}={v['precision']:.4f} (blind {v['blind_precision']:.3f})"
+                                 for m, v in metrics.items()))
+    bar.close()
+    minutes = (time.time() - t0) / 60
+    meta = {"training": {"command": "python -m codec.mini.train " + " ".join(args.argv),
+                         "steps": args.steps, "batch": args.batch, "seed": args.seed,
+                         "minutes": round(minutes, 1), "corpus": args.corpus or "demo corpus",
+                         "train_docs": len(train_texts), "val_docs": len(val_texts),
+                         "val": history[-1]["val"] if history else {}}}
+    for net in nets.values():
+        save(net, render_config, Path(args.out), meta)
+    return {"minutes": minutes, "history": history}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(Path(__file__).parent / "weights"))
+    p.add_argument("--workdir", default="runs/codec_mini")
+    p.add_argument("--corpus", default=None, help="corpus path (default: build the demo corpus)")
+    p.add_argument("--n-docs", type=int, default=100, help="demo-corpus documents to build")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=150)
+    p.add_argument("--dim", type=int, default=128, help="the size dial (encoder width)")
+    p.add_argument("--D", type=int, default=256, help="visual-token width")
+    p.add_argument("--noise", type=float, default=0.05)
+    p.add_argument("--drop", type=float, default=0.03)
+    p.add_argument("--synthetic", type=float, default=0.25)
+    p.add_argument("--val-pages", type=int, default=24)
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    args = p.parse_args(argv)
+    args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(parse(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Corpus readers, the visual-token store and the training loader."""

@@ -1,0 +1,397 @@
+"""Streaming corpus readers: The Pile (.jsonl.zst), .jsonl, .txt, .parquet, or a directory of them.
+
+Every reader is a generator that holds at most one record (or one parquet batch) in memory.
+
+Policy for bad input (nothing raises, nothing is dropped without a record in the SkipLog):
+
+- invalid UTF-8 bytes (in a JSONL line, a .txt file or a parquet binary column): the document
+  is **skipped** with the byte offset in the reason. We do not repair with U+FFFD because a
+  replacement character would be rendered, encoded and later "read back" as if it were text.
+- lone surrogates from JSON escapes (``"\\ud800"``): skipped, same reason (not valid Unicode).
+- invalid JSON, a non-object record, a missing / null / non-string text field: skipped.
+- control characters (C0 except tab, newline, carriage return and form feed; DEL; C1),
+  NUL included: **removed**, recorded as a repair with the count. Form feed stays: it is a
+  common page-break marker in real corpora.
+- empty or whitespace-only documents (after repair): skipped.
+- documents longer than ``max_chars`` characters: skipped (a JSONL line too long to possibly
+  hold a document within the limit is skipped without being parsed or fully buffered).
+- a truncated / corrupt compressed stream or parquet file: the rest of that file is skipped
+  with one record naming the last good record.
+
+Document ids are ``<source>:<record>``: ``source`` is the file's path relative to the corpus
+directory (or its name when a single file is given) and ``record`` the 0-based line number
+(JSONL, blank and bad lines counted) or row number (parquet). A ``.txt`` file is one
+document whose id is just its source. Ids therefore do not depend on sharding or on skips.
+
+Sharding: document ``id`` belongs to shard ``crc32(id) % num_shards``, so every document is in
+exactly one shard whatever the file layout; file-level skips are recorded by the shard that
+owns ``crc32(source)``. Every shard reads (decompresses) every JSONL file but parses only its
+own lines.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import zstandard
+
+DEFAULT_MAX_CHARS = 2_000_000
+PARQUET_BATCH_ROWS = 1024
+# A JSON string escapes one character into at most 12 bytes (a \uXXXX\uXXXX pair).
+_JSON_BYTES_PER_CHAR = 12
+_LINE_SLACK_BYTES = 1 << 20
+_READ_BLOCK = 1 << 20
+
+SUFFIXES = (".jsonl.zst", ".jsonl", ".parquet", ".txt")
+
+# C0 controls except \t \n \f \r; DEL; C1 controls.
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+
+
+@dataclass
+class Document:
+    id: str
+    text: str
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One bad record: what was skipped (or repaired), where, and why."""
+
+    source: str
+    item: str
+    reason: str
+    action: str = "skip"  # "skip" or "repair"
+
+
+class SkipLog:
+    """An append-only record of skipped and repaired items; can be written as JSONL."""
+
+    def __init__(self) -> None:
+        self.entries: list[Skip] = []
+
+    def add(self, source: str, item: str, reason: str, action: str = "skip") -> None:
+        self.entries.append(Skip(source, item, reason, action))
+
+    def append(self, entry: Skip) -> None:
+        self.entries.append(entry)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[Skip]:
+        return iter(self.entries)
+
+    @property
+    def skipped(self) -> list[Skip]:
+        return [e for e in self.entries if e.action == "skip"]
+
+    @property
+    def repaired(self) -> list[Skip]:
+        return [e for e in self.entries if e.action == "repair"]
+
+    def counts(self) -> Counter:
+        """Counts by (action, reason kind), the reason cut at its first ':'."""
+        return Counter((e.action, e.reason.split(":", 1)[0]) for e in self.entries)
+
+    def write_jsonl(self, path: str | Path) -> Path:
+        path = Path(path)
+        with path.open("w", encoding="utf-8") as fh:
+            for entry in self.entries:
+                fh.write(json.dumps(asdict(entry), ensure_ascii=False) + "\n")
+        return path
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    """Stable shard of a document id (or source name); identical across runs and machines."""
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % num_shards
+
+
+def clean_text(text: str) -> tuple[str, int]:
+    """Remove control characters (see module docstring); returns the text and how many went."""
+    cleaned, removed = _CONTROL_CHARS.subn("", text)
+    return cleaned, removed
+
+
+class _Context:
+    """Per-call settings shared by the readers."""
+
+    def __init__(self, text_field: str, shard_index: int, num_shards: int,
+                 max_chars: int | None, skips: SkipLog | None) -> None:
+        if num_shards < 1 or not 0 <= shard_index < num_shards:
+            raise ValueError(f"need 0 <= shard_index < num_shards, got {shard_index}/{num_shards}")
+        if max_chars is not None and max_chars < 1:
+            raise ValueError(f"max_chars must be positive or None, got {max_chars}")
+        self.text_field = text_field
+        self.shard_index = shard_index
+        self.num_shards = num_shards
+        self.max_chars = max_chars
+        self.skips = skips if skips is not None else SkipLog()
+
+    def owns(self, key: str) -> bool:
+        return self.num_shards == 1 or shard_of(key, self.num_shards) == self.shard_index
+
+    def skip(self, source: str, item: str, reason: str) -> None:
+        self.skips.add(source, item, reason)
+
+    def make_document(self, source: str, doc_id: str, text: Any, meta: dict) -> Document | None:
+        """Validate and repair one text; None (with a recorded skip) when it is unusable."""
+        if text is None:
+            self.skip(source, doc_id, f"missing text field {self.text_field!r}")
+            return None
+        if isinstance(text, (bytes, bytearray)):
+            try:
+                text = bytes(text).decode("utf-8")
+            except UnicodeDecodeError as err:
+                self.skip(source, doc_id, f"invalid UTF-8: byte {err.start}: {err.reason}")
+                return None
+        if not isinstance(text, str):
+            self.skip(source, doc_id, f"text field is {type(text).__name__}, not a string")
+            return None
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            self.skip(source, doc_id, f"invalid Unicode: lone surrogate at char {err.start}")
+            return None
+        text, removed = clean_text(text)
+        if not text.strip():
+            self.skip(source, doc_id, "empty document")
+            return None
+        if self.max_chars is not None and len(text) > self.max_chars:
+            self.skip(source, doc_id, f"oversized: {len(text)} chars > max_chars={self.max_chars}")
+            return None
+        if removed:
+            self.skips.add(source, doc_id, f"control characters: removed {removed}", "repair")
+        return Document(doc_id, text, meta)
+
+
+def _split_record(obj: dict, text_field: str) -> tuple[Any, dict]:
+    """Text and meta of one JSON object: nested ``meta`` merged with the other top-level keys."""
+    meta = {k: v for k, v in obj.items() if k not in (text_field, "meta")}
+    nested = obj.get("meta")
+    if isinstance(nested, dict):
+        meta.update(nested)
+    elif "meta" in obj:
+        meta["meta"] = nested
+    return obj.get(text_field), meta
+
+
+def _lines(stream: io.BufferedIOBase, limit: int | None) -> Iterator[bytes | None]:
+    """Lines of a binary stream; None stands for a line longer than ``limit`` (drained, unread)."""
+    while True:
+        line = stream.readline(limit) if limit else stream.readline()
+        if not line:
+            return
+        if limit and len(line) >= limit and not line.endswith(b"\n"):
+            while True:  # discard the rest of the oversized line in bounded pieces
+                rest = stream.readline(_READ_BLOCK)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield None
+            continue
+        yield line
+
+
+def _read_jsonl_stream(stream: io.BufferedIOBase, source: str, ctx: _Context) -> Iterator[Document]:
+    limit = None
+    if ctx.max_chars is not None:
+        limit = ctx.max_chars * _JSON_BYTES_PER_CHAR + _LINE_SLACK_BYTES
+    line_no = -1
+    try:
+        for line_no, line in enumerate(_lines(stream, limit)):
+            doc_id = f"{source}:{line_no}"
+            if not ctx.owns(doc_id):
+                continue
+            if line is None:
+                ctx.skip(source, doc_id, f"oversized: line longer than {limit} bytes")
+                continue
+            doc = _parse_json_line(line, source, doc_id, ctx)
+            if doc is not None:
+                yield doc
+    except zstandard.ZstdError as err:
+        if ctx.owns(source):
+            ctx.skip(source, f"{source}:{line_no + 1}",
+                     f"corrupt compressed stream after line {line_no}; rest of file skipped: {err}")
+
+
+def _parse_json_line(line: bytes, source: str, doc_id: str, ctx: _Context) -> Document | None:
+    try:
+        decoded = line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        ctx.skip(source, doc_id, f"invalid UTF-8: byte {err.start}: {err.reason}")
+        return None
+    if not decoded.strip():
+        ctx.skip(source, doc_id, "blank line")
+        return None
+    try:
+        obj = json.loads(decoded)
+    except json.JSONDecodeError as err:
+        ctx.skip(source, doc_id, f"invalid JSON: {err.msg} at char {err.pos}")
+        return None
+    if not isinstance(obj, dict):
+        ctx.skip(source, doc_id, f"invalid record: JSON {type(obj).__name__}, not an object")
+        return None
+    text, meta = _split_record(obj, ctx.text_field)
+    return ctx.make_document(source, doc_id, text, meta)
+
+
+def _read_jsonl(path: Path, source: str, ctx: _Context) -> Iterator[Document]:
+    with path.open("rb") as fh:
+        yield from _read_jsonl_stream(fh, source, ctx)
+
+
+class _ZstdFrames(io.RawIOBase):
+    """Decompressed bytes of a file of one or more zstd frames.
+
+    zstandard's own stream_reader ends quietly on a truncated file; this one raises ZstdError
+    so that a cut-off download is recorded instead of looking like a short corpus.
+    """
+
+    def __init__(self, raw: io.BufferedIOBase) -> None:
+        super().__init__()
+        self._raw = raw
+        # The Pile's shards were written with long windows; allow up to 2 GiB of window.
+        self._decompressor = zstandard.ZstdDecompressor(max_window_size=2**31)
+        self._frame = self._decompressor.decompressobj()
+        self._in_frame = False  # bytes of the current frame seen, frame not finished
+        self._pending = b""
+        self._offset = 0  # read position inside _pending (avoids re-slicing large buffers)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self._offset >= len(self._pending):
+            compressed = self._raw.read(_READ_BLOCK)
+            if not compressed:
+                if self._in_frame:
+                    raise zstandard.ZstdError("truncated zstd stream (frame not finished)")
+                return 0
+            self._pending, self._offset = self._feed(compressed), 0
+        size = min(len(buffer), len(self._pending) - self._offset)
+        buffer[:size] = memoryview(self._pending)[self._offset:self._offset + size]
+        self._offset += size
+        return size
+
+    def _feed(self, compressed: bytes) -> bytes:
+        out = []
+        while compressed:
+            self._in_frame = True
+            out.append(self._frame.decompress(compressed))
+            if not self._frame.eof:
+                break
+            compressed = self._frame.unused_data  # the next frame starts here
+            self._frame = self._decompressor.decompressobj()
+            self._in_frame = False
+        return b"".join(out)
+
+
+def _read_jsonl_zst(path: Path, source: str, ctx: _Context) -> Iterator[Document]:
+    with path.open("rb") as raw:
+        stream = io.BufferedReader(_ZstdFrames(raw), _READ_BLOCK)
+        yield from _read_jsonl_stream(stream, source, ctx)
+
+
+def _read_txt(path: Path, source: str, ctx: _Context) -> Iterator[Document]:
+    if not ctx.owns(source):
+        return
+    # UTF-8 uses at most 4 bytes a character: a larger file cannot fit within max_chars.
+    if ctx.max_chars is not None and path.stat().st_size > 4 * ctx.max_chars:
+        ctx.skip(source, source, f"oversized: {path.stat().st_size} bytes > 4*max_chars")
+        return
+    doc = ctx.make_document(source, source, path.read_bytes(), {"source": source})
+    if doc is not None:
+        yield doc
+
+
+def _read_parquet(path: Path, source: str, ctx: _Context) -> Iterator[Document]:
+    import pyarrow.parquet as pq  # heavy import kept local: most callers read JSONL
+
+    try:
+        pfile = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a corrupt footer
+        if ctx.owns(source):
+            ctx.skip(source, source, f"unreadable parquet file: {err}")
+        return
+    if ctx.text_field not in pfile.schema_arrow.names:
+        if ctx.owns(source):
+            ctx.skip(source, source, f"missing text field {ctx.text_field!r}: no such column")
+        return
+    row = 0
+    try:
+        for batch in pfile.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            records = batch.to_pylist()
+            for offset, obj in enumerate(records):
+                doc_id = f"{source}:{row + offset}"
+                if ctx.owns(doc_id):
+                    text, meta = _split_record(obj, ctx.text_field)
+                    doc = ctx.make_document(source, doc_id, text, meta)
+                    if doc is not None:
+                        yield doc
+            row += len(records)
+    except Exception as err:
+        if ctx.owns(source):
+            ctx.skip(source, f"{source}:{row}", f"corrupt parquet data from row {row}; rest skipped: {err}")
+
+
+_READERS = {
+    ".jsonl.zst": _read_jsonl_zst,
+    ".jsonl": _read_jsonl,
+    ".parquet": _read_parquet,
+    ".txt": _read_txt,
+}
+
+
+def corpus_suffix(path: Path) -> str | None:
+    """The supported suffix a file name ends with, or None."""
+    name = path.name.lower()
+    return next((s for s in SUFFIXES if name.endswith(s)), None)
+
+
+def _files(root: Path) -> Iterator[Path]:
+    """All files under a directory in a stable (sorted, depth-first) order."""
+    for child in sorted(root.iterdir(), key=lambda p: p.name):
+        if child.is_dir():
+            yield from _files(child)
+        else:
+            yield child
+
+
+def read_corpus(path: str | Path, *, text_field: str = "text", shard_index: int = 0,
+                num_shards: int = 1, max_chars: int | None = DEFAULT_MAX_CHARS,
+                skips: SkipLog | None = None) -> Iterator[Document]:
+    """Stream the documents of one corpus file or a directory of them (any mix of formats).
+
+    Usage errors (a missing path, a single file of an unsupported type, bad shard arguments)
+    raise; problems with the data itself become entries in ``skips``.
+    """
+    path = Path(path)
+    ctx = _Context(text_field, shard_index, num_shards, max_chars, skips)
+    if not path.exists():
+        raise FileNotFoundError(f"corpus path does not exist: {path}")
+    if path.is_file():
+        suffix = corpus_suffix(path)
+        if suffix is None:
+            raise ValueError(f"unsupported corpus file {path}; expected one of {SUFFIXES}")
+        yield from _READERS[suffix](path, path.name, ctx)
+        return
+    for file in _files(path):
+        source = file.relative_to(path).as_posix()
+        suffix = corpus_suffix(file)
+        if suffix is None:
+            if ctx.owns(source):
+                ctx.skip(source, source, "unsupported file type")
+            continue
+        yield from _READERS[suffix](file, source, ctx)
+
+
+# The demo corpus lives in its own module; re-exported here as the package contract lists it.
+from data.demo import build_demo_corpus, heldout_texts  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Fidelity, long-context benchmarks, runners and efficiency reports."""

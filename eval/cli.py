@@ -1,0 +1,48 @@
+"""The `vst` command line: one entry point, a subcommand per pipeline stage.
+
+    vst demo --out runs/demo          # the main job, end to end on the embedded default
+    vst render FILE --out DIR         # text -> page images + pages.jsonl
+    vst fidelity FILE --out DIR       # text -> render -> encode -> decode -> text report
+    vst convert --corpus C --out S    # corpus -> visual-token store (Ray)
+    vst generate CKPT ...             # continue a document with a trained VST
+    vst eval --help                   # benchmarks, runners, efficiency
+
+It lives in `eval/` because it sits at the end of the data flow and may import every
+stage. Each stage keeps its own command in `<package>/cli.py` with heavy imports inside
+the function, so `vst --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from data.demo import demo_corpus_command
+from eval.demo import demo
+from eval.eval_cli import app as eval_app
+from eval.fidelity import fidelity
+from jobs.convert import convert
+from render.cli import render
+from vst.cli import generate
+
+app = typer.Typer(
+    name="vst",
+    help="Visual-Symbolic Transformer: render long text as pages, encode them with a frozen "
+    "optical codec, model the visual tokens, and evaluate against text baselines.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.command("demo")(demo)
+app.command("demo-corpus")(demo_corpus_command)
+app.command("render")(render)
+app.command("fidelity")(fidelity)
+app.command("convert")(convert)
+app.command("generate")(generate)
+app.add_typer(eval_app, name="eval", help="Long-context benchmarks, runners and efficiency.")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,460 @@
+"""Efficiency report: the VST against the same-shape text-token transformer, at equal text.
+
+For each text length (characters of the same English text) both models see the whole
+document: the VST as visual tokens (pages x n), the text model as cl100k (or byte)
+tokens. Both are `vst.model.VST` with the same trunk (depth, width, heads, GQA, MLP); only
+the input/output layers differ. Per model and length we measure
+
+- prefill latency: one forward over the document, filling a KV cache;
+- decode throughput: single-position steps against that cache (positions/s, and the text
+  characters those positions stand for: a visual token carries a whole line);
+- KV-cache bytes held for the document (2 x layers x kv-heads x head-dim x positions);
+- peak memory above the baseline (CUDA allocator peak, or sampled RSS on CPU);
+- positions per document: visual tokens vs cl100k tokens vs UTF-8 bytes.
+
+Rendering and codec encoding/decoding are timed separately (`encode_s`, `codec_decode_s`)
+and never folded into the model numbers silently. The public anchor is Glyph
+(arXiv 2510.17800): up to 4.8x prefill, 4.4x decode and 67% less KV memory at 128K tokens.
+
+Run it as `vst eval efficiency --out DIR` or call `run_efficiency(out_dir, ...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+DEFAULT_LENGTHS = (4096, 8192, 16384, 32768)
+GLYPH_ANCHOR = {
+    "source": "Glyph (arXiv 2510.17800), 128K context vs its text backbone",
+    "prefill_speedup": 4.8,
+    "decode_speedup": 4.4,
+    "kv_memory_saving": 0.67,
+}
+
+
+# ------------------------------------------------------------------------ the text
+
+
+def sample_text(n_chars: int) -> str:
+    """`n_chars` of English prose from the stdlib's language-reference topics, repeated as needed."""
+    from pydoc_data.topics import topics
+
+    body = "\n\n".join(topics[k].strip() for k in sorted(topics))
+    reps = -(-n_chars // len(body))
+    return (body * reps)[:n_chars]
+
+
+@dataclass
+class Positions:
+    chars: int
+    bytes: int
+    cl100k: int
+    pages: int
+    visual: int
+
+    @property
+    def compression(self) -> float:
+        """cl100k tokens per visual token (the compression ratio at this length)."""
+        return self.cl100k / max(self.visual, 1)
+
+
+def count_positions(text: str, encoder: Any) -> Positions:
+    """Positions one document costs in each modality (`encoder`: a runners PageEncoder)."""
+    from codec.base import cl100k
+
+    pages = encoder.pages(text)
+    n = encoder.codec.n or 1
+    return Positions(
+        chars=len(text),
+        bytes=len(text.encode("utf-8")),
+        cl100k=len(cl100k().encode(text, disallowed_special=())),
+        pages=len(pages),
+        visual=len(pages) * n,
+    )
+
+
+# ----------------------------------------------------------------------- measuring
+
+
+class PeakMemory:
+    """Peak memory above the level at entry: CUDA allocator stats, else sampled RSS."""
+
+    def __init__(self, device: str, interval: float = 0.002) -> None:
+        self.device, self.interval, self.peak = device, interval, 0
+
+    def __enter__(self) -> "PeakMemory":
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+            return self
+        import psutil
+
+        self._proc = psutil.Process()
+        self._base = self._max = self._proc.memory_info().rss
+        self._stop = threading.Event()
+
+        def poll() -> None:
+            while not self._stop.is_set():
+                self._max = max(self._max, self._proc.memory_info().rss)
+                time.sleep(self.interval)
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self._base
+            return
+        self._stop.set()
+        self._thread.join()
+        self._max = max(self._max, self._proc.memory_info().rss)
+        self.peak = self._max - self._base
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _positions(model: Any, start: int, length: int, device: str):
+    """Rotary coordinates: (page, row, col) for a 3D-rope VST, plain indices otherwise."""
+    import torch
+
+    idx = torch.arange(start, start + length, device=device)[None]
+    if model.cfg.modality == "vector" and model.cfg.rope == "3d":
+        from vst.rope import page_positions
+
+        n = model.cfg.tokens_per_page
+        return page_positions(idx // n, idx % n, model.cfg.grid)
+    return idx
+
+
+def _inputs(model: Any, length: int, device: str, dtype, tokens=None):
+    import torch
+
+    g = torch.Generator(device="cpu").manual_seed(0)
+    if model.cfg.modality == "vector":
+        x = tokens[None] if tokens is not None else torch.randn(1, length, model.cfg.D, generator=g)
+        return x.to(device, dtype)
+    return torch.randint(0, model.cfg.vocab_size, (1, length), generator=g).to(device)
+
+
+def _next_input(model: Any, h):
+    """What the model feeds itself: its predicted vector, or its greedy token id."""
+    if model.cfg.modality == "vector":
+        return model.head(h[:, -1:])
+    return model.lm_head(h[:, -1:]).argmax(-1)
+
+
+@dataclass
+class Measurement:
+    model: str  # "vst" or "text"
+    chars: int
+    positions: int
+    prefill_s: float
+    decode_steps: int
+    decode_pos_s: float  # positions generated per second against the document's cache
+    decode_chars_s: float  # text characters those positions stand for, per second
+    kv_bytes: int
+    peak_mem_bytes: int
+
+
+def measure(
+    model: Any,
+    length: int,
+    *,
+    chars: int,
+    decode_steps: int = 16,
+    repeats: int = 2,
+    device: str = "cpu",
+    dtype: str = "float32",
+    tokens=None,
+    name: str = "",
+) -> Measurement:
+    """Prefill `length` positions into a fresh KV cache, then decode `decode_steps` more."""
+    import torch
+
+    torch_dtype = getattr(torch, dtype)
+    cfg = model.cfg
+    x = _inputs(model, length, device, torch_dtype, tokens)
+    bos = torch.zeros(x.shape[:2], dtype=torch.bool, device=device)
+    bos[:, 0] = True  # the document starts here (BOS-style input convention)
+    pos = _positions(model, 0, length, device)
+    prefill, peak = [], 0
+    with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=torch_dtype, enabled=dtype != "float32"):
+        model(x[:, : min(8, length)], bos[:, : min(8, length)], pos[:, : min(8, length)])  # warm-up
+        for _ in range(max(1, repeats)):
+            cache = model.new_cache(1, length + decode_steps + 1, torch_dtype)
+            with PeakMemory(device) as mem:
+                _sync(device)
+                t0 = time.perf_counter()
+                h = model(x, bos, pos, cache=cache)
+                nxt = _next_input(model, h)
+                _sync(device)
+                prefill.append(time.perf_counter() - t0)
+            peak = max(peak, mem.peak)
+        no_bos = torch.zeros(1, 1, dtype=torch.bool, device=device)
+        _sync(device)
+        t0 = time.perf_counter()
+        for step in range(decode_steps):
+            h = model(nxt, no_bos, _positions(model, length + step, 1, device), cache=cache)
+            nxt = _next_input(model, h)
+        _sync(device)
+        decode_s = time.perf_counter() - t0
+    elt = torch.finfo(torch_dtype).bits // 8
+    kv = 2 * cfg.depth * cfg.n_kv_heads * cfg.head_dim * length * elt
+    pos_s = decode_steps / decode_s if decode_steps else 0.0
+    return Measurement(
+        model=name or cfg.modality,
+        chars=chars,
+        positions=length,
+        prefill_s=statistics.median(prefill),
+        decode_steps=decode_steps,
+        decode_pos_s=pos_s,
+        decode_chars_s=pos_s * chars / max(length, 1),
+        kv_bytes=kv,
+        peak_mem_bytes=int(peak),
+    )
+
+
+# -------------------------------------------------------------------------- report
+
+
+def build_models(codec: Any, *, flavour: str = "tiny", text_vocab: int = 100277, max_len: int = 1 << 17,
+                 device: str = "cpu", seed: int = 0):
+    """A VST and the same-shape text-token model (random weights: timing needs no training)."""
+    import torch
+
+    from vst.config import flavour as make_config
+    from vst.model import VST
+
+    grid = tuple(codec.grid) if getattr(codec, "grid", None) else (1, codec.n or 1)
+    vcfg = make_config(flavour, modality="vector", D=codec.D, grid=grid, max_seq_len=max_len)
+    tcfg = vcfg.with_(modality="text", vocab_size=text_vocab, rope="1d")
+    torch.manual_seed(seed)
+    return VST(vcfg).to(device).eval(), VST(tcfg).to(device).eval()
+
+
+def _codec(codec: Any) -> Any:
+    if isinstance(codec, str):
+        from codec import load_codec
+
+        return load_codec(codec)
+    return codec
+
+
+def run_efficiency(
+    out_dir: str | Path,
+    lengths: Sequence[int] = DEFAULT_LENGTHS,
+    *,
+    codec: Any = "mini",
+    flavour: str = "tiny",
+    text_tokens: str = "cl100k",
+    decode_steps: int = 16,
+    repeats: int = 2,
+    device: str = "cpu",
+    dtype: str = "float32",
+    encode: bool = True,
+    renderer: Any = None,
+    models: tuple[Any, Any] | None = None,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Measure both models at each length; write efficiency.{json,md} and plots; return the JSON.
+
+    text_tokens: "cl100k" (the text model sees cl100k tokens, vocab 100277) or "byte"
+    (UTF-8 bytes, vocab 256). encode: also time render + codec encode of the real pages
+    (the VST is then fed those tokens) and codec decode of one page.
+    """
+    import torch
+
+    from eval.runners.visual import PageEncoder
+
+    if text_tokens not in ("cl100k", "byte"):
+        raise ValueError("text_tokens must be 'cl100k' or 'byte'")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    codec = _codec(codec)
+    encoder = PageEncoder(codec, renderer)
+    vst, text = models or build_models(
+        codec, flavour=flavour, text_vocab=100277 if text_tokens == "cl100k" else 256, device=device
+    )
+    rows: list[dict[str, Any]] = []
+    for n_chars in lengths:
+        doc = sample_text(int(n_chars))
+        pos = count_positions(doc, encoder)
+        row: dict[str, Any] = {"chars": n_chars, **asdict(pos), "compression_vs_cl100k": pos.compression}
+        tokens = None
+        if encode:
+            pages = encoder.pages(doc)
+            t0 = time.perf_counter()
+            tokens = encoder.encode_pages(pages)
+            row["encode_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                codec.decode(tokens[:1])
+            row["codec_decode_s_per_page"] = time.perf_counter() - t0
+            tokens = tokens.reshape(-1, tokens.shape[-1])
+        text_len = pos.cl100k if text_tokens == "cl100k" else pos.bytes
+        v = measure(vst, pos.visual, chars=n_chars, decode_steps=decode_steps, repeats=repeats,
+                    device=device, dtype=dtype, tokens=tokens, name="vst")
+        t = measure(text, text_len, chars=n_chars, decode_steps=decode_steps, repeats=repeats,
+                    device=device, dtype=dtype, name=f"text-{text_tokens}")
+        row["vst"], row["text"] = asdict(v), asdict(t)
+        row["prefill_speedup"] = t.prefill_s / max(v.prefill_s, 1e-12)
+        row["decode_speedup_positions"] = v.decode_pos_s / max(t.decode_pos_s, 1e-12)
+        row["decode_speedup_chars"] = v.decode_chars_s / max(t.decode_chars_s, 1e-12)
+        row["kv_saving"] = 1.0 - v.kv_bytes / max(t.kv_bytes, 1)
+        rows.append(row)
+    result = {
+        "device": device,
+        "dtype": dtype,
+        "torch_threads": torch.get_num_threads(),
+        "codec": {"name": getattr(codec, "name", "?"), "version": getattr(codec, "version", "?"),
+                  "n": codec.n, "D": codec.D},
+        "flavour": flavour,
+        "text_tokens": text_tokens,
+        "models": {
+            "vst": {**vst.cfg.to_dict(), "params": vst.num_params(), "trunk_params": vst.num_params(True)},
+            "text": {**text.cfg.to_dict(), "params": text.num_params(), "trunk_params": text.num_params(True)},
+        },
+        "decode_steps": decode_steps,
+        "repeats": repeats,
+        "anchor": GLYPH_ANCHOR,
+        "rows": rows,
+    }
+    (out / "efficiency.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / "efficiency.md").write_text(markdown_table(result), encoding="utf-8")
+    if plots:
+        result["plots"] = [str(p) for p in plot(result, out)]
+    return result
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    a = result["anchor"]
+    lines = [
+        f"# Efficiency: VST vs same-shape text model ({result['text_tokens']} tokens)",
+        "",
+        f"Device `{result['device']}` ({result['dtype']}, {result['torch_threads']} threads); "
+        f"flavour `{result['flavour']}`; codec `{result['codec']['name']}` "
+        f"(n={result['codec']['n']}, D={result['codec']['D']}). Random weights: speed does not depend on them.",
+        f"Anchor: {a['source']}: {a['prefill_speedup']}x prefill, {a['decode_speedup']}x decode, "
+        f"{a['kv_memory_saving']:.0%} less KV memory.",
+        "",
+        "| chars | pages | visual pos | text pos | compression | prefill VST (s) | prefill text (s) "
+        "| prefill speedup | decode VST (pos/s) | decode text (pos/s) | decode speedup (chars/s) "
+        "| KV VST | KV text | KV saving | peak mem VST | peak mem text |",
+        "|" + "---|" * 16,
+    ]
+    for r in result["rows"]:
+        v, t = r["vst"], r["text"]
+        lines.append(
+            f"| {r['chars']} | {r['pages']} | {v['positions']} | {t['positions']} "
+            f"| {r['compression_vs_cl100k']:.1f}x | {v['prefill_s']:.4f} | {t['prefill_s']:.4f} "
+            f"| {r['prefill_speedup']:.2f}x | {v['decode_pos_s']:.1f} | {t['decode_pos_s']:.1f} "
+            f"| {r['decode_speedup_chars']:.2f}x | {_fmt_bytes(v['kv_bytes'])} | {_fmt_bytes(t['kv_bytes'])} "
+            f"| {r['kv_saving']:.0%} | {_fmt_bytes(v['peak_mem_bytes'])} | {_fmt_bytes(t['peak_mem_bytes'])} |"
+        )
+    if any("encode_s" in r for r in result["rows"]):
+        lines += ["", "Codec cost, outside the model numbers above:", "",
+                  "| chars | render + encode (s) | codec decode, 1 page (s) |", "|---|---|---|"]
+        lines += [f"| {r['chars']} | {r['encode_s']:.3f} | {r['codec_decode_s_per_page']:.4f} |"
+                  for r in result["rows"] if "encode_s" in r]
+    lines += [
+        "",
+        "compression = cl100k tokens per visual token. Decode speedup compares text characters "
+        "produced per second (a VST position stands for a page line, a text position for one "
+        "token); per-position rates are in the JSON (`decode_speedup_positions`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    x = [r["chars"] for r in rows]
+    panels = [
+        ("prefill_latency.png", "prefill latency (s)", "prefill_s"),
+        ("decode_throughput.png", "decode (text chars / s)", "decode_chars_s"),
+        ("kv_cache.png", "KV cache (MiB)", "kv_bytes"),
+        ("peak_memory.png", "peak memory (MiB)", "peak_mem_bytes"),
+        ("positions.png", "positions per document", "positions"),
+    ]
+    paths = []
+    for fname, label, key in panels:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for model, style in (("vst", "o-"), ("text", "s--")):
+            y = [r[model][key] for r in rows]
+            if key.endswith("bytes"):
+                y = [v / 2**20 for v in y]
+            ax.plot(x, y, style, label=rows[0][model]["model"])
+        if key == "positions":
+            ax.plot(x, [r["bytes"] for r in rows], ":", label="utf-8 bytes")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("document length (characters)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out / fname
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def efficiency(
+    out: Path = Path("runs/efficiency"),
+    lengths: str = ",".join(map(str, DEFAULT_LENGTHS)),
+    codec: str = "mini",
+    flavour: str = "tiny",
+    text_tokens: str = "cl100k",
+    decode_steps: int = 16,
+    repeats: int = 2,
+    device: str = "cpu",
+    dtype: str = "float32",
+    encode: bool = True,
+) -> None:
+    """VST vs the same-shape text model at equal text lengths: prefill, decode, KV, memory.
+
+    LENGTHS are characters, comma separated (e.g. 4096,8192,...,131072 on a GPU).
+    """
+    import typer
+
+    result = run_efficiency(
+        out, [int(s) for s in lengths.split(",") if s.strip()], codec=codec, flavour=flavour,
+        text_tokens=text_tokens, decode_steps=decode_steps, repeats=repeats, device=device,
+        dtype=dtype, encode=encode,
+    )
+    typer.echo((out / "efficiency.md").read_text(encoding="utf-8"))
+    typer.echo(f"wrote {out / 'efficiency.json'} and {len(result.get('plots', []))} plots")

@@ -1,0 +1,629 @@
+"""RULER-style synthetic long-context tasks, generated locally and seeded.
+
+Families (after NVIDIA/RULER's synthetic set): needle-in-a-haystack (single, multikey,
+multivalue, multiquery; keys and values as words, numbers or uuids), variable tracking
+(vt), common-words extraction (cwe) and frequent-words extraction (fwe). Templates,
+answer prefixes and task configurations are RULER's, stored as data in
+`eval/prompts/ruler.json`; the generators are our own.
+
+* Haystacks are any list of texts (e.g. documents from the project's corpus); without
+  one, prose is taken from the docstrings of standard-library modules.
+* The target length is measured in characters, cl100k text tokens, or by any
+  `count_fn(text) -> int` (e.g. the VST's visual tokens). The haystack size is the
+  largest one whose full prompt fits the target.
+* Needles go in at requested depths (percent of the haystack), or at depths drawn from
+  RULER's 40-point grid.
+* Every sample is a pure function of (task, seed, index, haystack, target): records
+  are reproducible one by one.
+
+Records are LongBench-like JSON lines (`_id`, `input`, `context`, `answers`, `length`,
+`all_classes`, `dataset`, `language`) plus `prompt_template` (with `{context}` and
+`{input}`), `answer_prefix` and `max_new_tokens`; `build_prompt(record)` gives the model
+input. Scoring is RULER's `string_match_all` / `string_match_part`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import random
+import re
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from eval.prompts import load as _load_prompts
+
+CountFn = Callable[[str], int]
+
+# RULER samples needle depths from 40 evenly spaced percentages, rounded to integers.
+DEPTHS: tuple[int, ...] = tuple(int(round(100 * i / 39)) for i in range(40))
+
+_ADJECTIVES = """
+able absent acid adept agile airy alert amber ample ancient angry arctic ashen awake
+bald balmy bare bitter blank bleak blond bold brave brief bright brisk broad bronze
+busy calm candid cheap chief chilly civil clean clever close cloudy coarse cold cosmic
+crisp cruel curly damp dark dear deep dense dim dizzy dry dull dusty eager early east
+easy elder empty equal even exact fair faint false fancy fast fatal feral fierce
+final fine firm flat fond foggy frail free fresh frosty full gentle giant glad glossy
+golden grand grave gray great green grim gritty happy hardy harsh hasty hazy heavy
+hidden hollow honest humble hungry icy idle inner ivory jolly keen kind large late
+lazy lean level light lively livid local lofty lone loud lucky lunar mad major mellow
+merry messy mild minor misty modern moist muddy mute narrow neat new nimble noble
+noisy odd olive open oval pale plain plump polite proud pure quick quiet rapid rare
+raw ready regal rich rigid ripe rocky rosy rough round royal rural rusty sacred sad
+safe salty sandy scarce secret sharp shiny short shy silent silky silver simple sleek
+slim slow small smart smooth snowy soft solar solid sour spare stark steady steep
+stiff still stormy strict strong sunny sweet swift tall tame tender thick thin tidy
+tiny tired tough true upper urban vast vivid warm wary weary west wet whole wide wild
+windy wise witty woody young zealous
+"""
+_NOUNS = """
+acorn admiral album anchor angle ankle apple apron arch arena arrow attic avenue
+badge bagel ball banjo barn barrel basket beacon beard bell bench berry bicycle
+blanket boat bonnet bottle boulder bowl bracket branch bread brick bridge broom bucket
+buffalo bugle button cabin cactus camel candle canoe canyon carpet castle cave cellar
+chair chalk channel cherry chimney circle cliff clock cloud coast comet compass copper
+cotton crane crater crown cup curtain cushion daisy desert diamond dolphin donkey door
+dragon drum eagle easel elbow engine falcon feather fence ferry fiddle field finch
+flag flute forest fountain fox garden garlic gate glacier globe goat gravel guitar
+hammer harbor harp hatchet helmet heron hill honey horizon island jacket jar jungle
+kettle kite ladder lagoon lantern lemon lighthouse lily lizard lobster locket magnet
+mango maple marble meadow mirror mitten monkey moss mountain needle nest oasis ocean
+orchard otter owl paddle palace parrot pebble pencil pepper piano pillow pine planet
+pond puzzle quarry quilt rabbit raft rainbow raven ribbon river robin rocket saddle
+salmon satchel scarf shelf shell ship shovel signal skillet sled spider spoon squirrel
+stable statue stone straw stream sunset swan table teapot temple thimble thistle
+thunder tiger timber tower trolley trumpet tulip tunnel turtle umbrella valley velvet
+violin volcano wagon walnut whistle willow window wizard wolf zebra
+"""
+ADJECTIVES: tuple[str, ...] = tuple(sorted(set(_ADJECTIVES.split())))
+NOUNS: tuple[str, ...] = tuple(sorted(set(_NOUNS.split())))
+
+_STDLIB_MODULES = (
+    "collections", "functools", "itertools", "json", "re", "textwrap", "string", "difflib",
+    "heapq", "bisect", "random", "statistics", "fractions", "decimal", "datetime", "calendar",
+    "pathlib", "shutil", "csv", "argparse", "logging", "threading", "queue", "subprocess",
+    "typing", "dataclasses", "enum", "contextlib", "abc", "io", "os", "zipfile", "tarfile",
+    "gzip", "hashlib", "base64", "html", "email", "unittest", "doctest", "pdb", "timeit",
+    "sqlite3", "socket", "selectors", "asyncio", "inspect", "pickle", "copy", "pprint",
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------- lengths
+
+
+def count_fn_for(unit: str | CountFn) -> CountFn:
+    """"chars" -> len, "tokens" -> cl100k tokens, or a user count function as is."""
+    if callable(unit):
+        return unit
+    if unit == "chars":
+        return len
+    if unit == "tokens":
+        from eval.longbench import cl100k_count
+
+        return cl100k_count
+    raise ValueError(f"unknown length unit {unit!r}: use 'chars', 'tokens' or a function")
+
+
+def _unit_name(unit: str | CountFn) -> str:
+    return unit if isinstance(unit, str) else getattr(unit, "__name__", "custom")
+
+
+# ---------------------------------------------------------------- haystacks
+
+
+def split_sentences(text: str) -> list[str]:
+    """Whitespace-squeezed sentences: split after . ! ? followed by a space."""
+    text = " ".join(text.split())
+    return [s for s in re.split(r"(?<=[.!?])\s+", text) if s]
+
+
+@lru_cache(maxsize=1)
+def stdlib_haystack() -> tuple[str, ...]:
+    """Prose paragraphs from stdlib docstrings: a haystack that needs no download.
+
+    Code examples (lines starting with `>>>` or indented) are dropped so that the
+    haystack reads like an essay. The text depends on the Python version.
+    """
+    import importlib
+    import inspect
+
+    paras: list[str] = []
+    for name in _STDLIB_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:  # pragma: no cover - platform without the module
+            continue
+        docs = [inspect.getdoc(mod) or ""]
+        for attr in sorted(getattr(mod, "__all__", None) or dir(mod)):
+            if not attr.startswith("_"):
+                docs.append(inspect.getdoc(getattr(mod, attr, None)) or "")
+        for doc in docs:
+            for para in doc.split("\n\n"):
+                lines = para.splitlines()
+                if not lines or any(ln.startswith((">>>", "...", " ", "\t")) for ln in lines):
+                    continue
+                para = " ".join(lines)
+                if ". " in para and len(para) > 80 and para not in paras:
+                    paras.append(para)
+    return tuple(paras)
+
+
+def haystack_sentences(texts: Sequence[str] | None) -> list[str]:
+    sents = [s for t in (texts if texts is not None else stdlib_haystack()) for s in split_sentences(t)]
+    if not sents:
+        raise ValueError("the haystack texts contain no sentences")
+    return sents
+
+
+def _cycle(items: Sequence[str], start: int, n: int) -> list[str]:
+    """n items from `start`, wrapping around (long targets repeat the haystack, as RULER)."""
+    return [items[(start + i) % len(items)] for i in range(n)]
+
+
+# ---------------------------------------------------------------- random values
+
+
+def _word(rng: random.Random) -> str:
+    return f"{rng.choice(ADJECTIVES)}-{rng.choice(NOUNS)}"
+
+
+def _value(rng: random.Random, kind: str) -> str:
+    if kind == "numbers":
+        return str(rng.randint(10**6, 10**7 - 1))
+    if kind == "words":
+        return _word(rng)
+    if kind == "uuids":
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    raise ValueError(f"unknown needle type {kind!r}")
+
+
+def _distinct(rng: random.Random, kind: str, n: int, avoid: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    out: list[str] = []
+    while len(out) < n:
+        v = _value(rng, kind)
+        if v not in avoid and v not in out:
+            out.append(v)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _pseudo_words() -> tuple[str, ...]:
+    """Pronounceable three-syllable non-words, in a fixed shuffled order (cwe's big lists)."""
+    syll = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+    words = [a + b + c for a in syll for b in syll for c in syll]
+    random.Random("ruler-pseudo-words").shuffle(words)
+    return tuple(words)
+
+
+def _word_pool(n: int) -> list[str]:
+    real = sorted(set(ADJECTIVES) | set(NOUNS))
+    if n <= len(real):
+        return real
+    return real + list(_pseudo_words()[: n - len(real)])
+
+
+def _zeta(s: float, k: int = 1000) -> float:
+    """Riemann zeta for s > 1 (Euler-Maclaurin tail), for Zipf word counts in fwe."""
+    head = sum(i**-s for i in range(1, k))
+    return head + k ** (1 - s) / (s - 1) + 0.5 * k**-s + s * k ** (-s - 1) / 12
+
+
+# ---------------------------------------------------------------- task specs
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    family: str  # niah | variable_tracking | common_words_extraction | freq_words_extraction
+    args: dict
+
+
+def task_specs() -> dict[str, TaskSpec]:
+    """RULER's synthetic tasks (names as in its synthetic.yaml, QA tasks excluded)."""
+    data = _load_prompts("ruler")
+    return {k: TaskSpec(k, v["task"], dict(v["args"])) for k, v in data["tasks"].items()}
+
+
+TASKS: tuple[str, ...] = tuple(_load_prompts("ruler")["tasks"])
+
+
+def _template(family: str) -> dict:
+    return _load_prompts("ruler")["templates"][family]
+
+
+def _esc(s: str) -> str:
+    return s.replace("{", "{{").replace("}", "}}")
+
+
+_SENTINEL = "\x00CONTEXT\x00"
+
+
+@dataclass
+class _Draft:
+    """One sample before it is measured: prompt pieces, context, answers, needle spans."""
+
+    prefix: str  # few-shot examples + instructions, before the context
+    context: str
+    sep: str  # whitespace between context and question
+    question: str
+    answer_prefix: str
+    answers: list[str]
+    needles: list[dict]
+
+    def prompt(self) -> str:
+        return self.prefix + self.context + self.sep + self.question + self.answer_prefix
+
+
+def _split_filled(filled: str) -> tuple[str, str, str]:
+    """A template filled with the sentinel as context -> (prefix, sep, question)."""
+    pre, post = filled.split(_SENTINEL)
+    q = post.lstrip()
+    return pre, post[: len(post) - len(q)], q
+
+
+def _place(units: list[str], needles: Sequence[str], depths: Sequence[float], joiner: str):
+    """Insert needles at percent depths of `units`; return the context and needle info.
+
+    Depth d puts a needle at the first unit boundary with at least d% of the
+    haystack's characters before it, so depths mean the same for long and short
+    sentences. Info per needle: requested `depth`, `actual_depth` (haystack characters
+    before the needle, in percent) and its character `span` in the context.
+    """
+    if len(depths) != len(needles):
+        raise ValueError(f"{len(needles)} needles but {len(depths)} depths")
+    cum = list(itertools.accumulate((len(u) for u in units), initial=0))
+    total = cum[-1]
+    order = sorted(range(len(needles)), key=lambda i: depths[i])
+    parts: list[str] = []
+    info: list[dict] = [{} for _ in needles]
+    pos, offset = 0, 0  # offset: where the next part starts in the joined text
+    for i in order:
+        cut = max(pos, bisect.bisect_left(cum, total * depths[i] / 100))
+        for u in units[pos:cut]:
+            parts.append(u)
+            offset += len(u) + len(joiner)
+        pos = cut
+        parts.append(needles[i])
+        info[i] = {
+            "text": needles[i],
+            "depth": float(depths[i]),
+            "actual_depth": 100 * cum[cut] / total if total else 0.0,
+            "span": [offset, offset + len(needles[i])],
+        }
+        offset += len(needles[i]) + len(joiner)
+    parts.extend(units[pos:])
+    return joiner.join(parts), info
+
+
+# ---------------------------------------------------------------- families
+
+
+def _niah(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[float] | None):
+    a = args
+    rng = random.Random(rng_seed + "/needles")
+    num_k = max(a["num_needle_k"], a["num_needle_q"])
+    keys = _distinct(rng, a["type_needle_k"], num_k)
+    values = [_distinct(rng, a["type_needle_v"], a["num_needle_v"]) for _ in keys]
+    needle_fmt = _load_prompts("ruler")["niah_needle"]
+    needles = [
+        needle_fmt.format(type_needle_v=a["type_needle_v"], key=k, value=v)
+        for k, vs in zip(keys, values)
+        for v in vs
+    ]
+    rng.shuffle(needles)
+    if depths is None:
+        depths = rng.sample(DEPTHS, len(needles))
+    queried = rng.sample(range(num_k), a["num_needle_q"])
+    queries = [keys[i] for i in queried]
+    answers = [v for i in queried for v in values[i]]
+    start = rng.randrange(len(hay))
+
+    kind = a["type_haystack"]
+    hay_rng = random.Random(rng_seed + "/haystack")
+    if kind == "essay":
+        units, joiner = _cycle(hay, start, n), " "
+    elif kind == "noise":
+        units, joiner = [_load_prompts("ruler")["noise_sentence"]] * n, "\n"
+    elif kind == "needle":  # distractor needles with other keys
+        dk = _distinct(hay_rng, a["type_needle_k"], n, avoid=set(keys))
+        units = [
+            needle_fmt.format(type_needle_v=a["type_needle_v"], key=k, value=_value(hay_rng, a["type_needle_v"]))
+            for k in dk
+        ]
+        joiner = "\n"
+    else:
+        raise ValueError(f"unknown haystack type {kind!r}")
+    context, info = _place(units, needles, depths, joiner)
+
+    t = _template("niah")
+    template, answer_prefix, type_v = t["template"], t["answer_prefix"], a["type_needle_v"]
+    if a["num_needle_q"] * a["num_needle_v"] == 1:  # RULER's singular wording
+        for old, new in (("Some", "A"), ("are all", "is"), ("are", "is"), ("answers", "answer")):
+            template, answer_prefix = template.replace(old, new), answer_prefix.replace(old, new)
+        type_v = type_v[:-1]
+    query = ", ".join(queries[:-1]) + ", and " + queries[-1] if len(queries) > 1 else queries[0]
+    pre, sep, question = _split_filled(template.format(type_needle_v=type_v, context=_SENTINEL, query=query))
+    ap = answer_prefix.format(type_needle_v=type_v, query=query)
+    return _Draft(pre, context, sep, question, ap, answers, info)
+
+
+def _vt_chains(rng: random.Random, num_chains: int, num_hops: int) -> tuple[list[list[str]], list[list[str]]]:
+    names: list[str] = []
+    while len(names) < num_chains * (num_hops + 1):
+        v = "".join(rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ", k=5))
+        if v not in names:
+            names.append(v)
+    values = rng.sample(range(10000, 100000), num_chains)
+    chains, var_lists = [], []
+    for c in range(num_chains):
+        vs = names[c * (num_hops + 1) : (c + 1) * (num_hops + 1)]
+        stmts = [f"VAR {vs[0]} = {values[c]}"] + [f"VAR {vs[j + 1]} = VAR {vs[j]}" for j in range(num_hops)]
+        chains.append(stmts)
+        var_lists.append(vs)
+    return var_lists, chains
+
+
+def _interleave(rng: random.Random, chains: list[list[str]]) -> list[str]:
+    """Merge chains in random order while each chain keeps its own order."""
+    pending = [list(c) for c in chains]
+    out: list[str] = []
+    while any(pending):
+        c = rng.choice([i for i, p in enumerate(pending) if p])
+        out.append(pending[c].pop(0))
+    return out
+
+
+def _vt(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[float] | None):
+    num_chains, num_hops = args["num_chains"], args["num_hops"]
+    rng = random.Random(rng_seed + "/needles")
+    var_lists, chains = _vt_chains(rng, num_chains, num_hops)
+    flat = _interleave(rng, chains)
+    if depths is None:
+        depths = [100 * rng.random() for _ in flat]
+    depths = sorted(depths)  # chain order = reading order
+    t = _template("variable_tracking")
+    noise = _load_prompts("ruler")["noise_sentence"]
+
+    def filled(context: str, value: str) -> tuple[str, str]:
+        q = t["template"].format(context=context, query=value, num_v=num_hops + 1)
+        return q, t["answer_prefix"].format(query=value, num_v=num_hops + 1)
+
+    # One worked example first, as RULER does (a short noise context, fresh names).
+    icl_vars, icl_chains = _vt_chains(rng, num_chains, num_hops)
+    icl_ctx, _ = _place([noise] * 5, _interleave(rng, icl_chains), sorted(rng.sample(range(101), len(icl_chains) * (num_hops + 1))), "\n")
+    icl_q, icl_ap = filled(icl_ctx, icl_chains[0][0].split("= ")[-1])
+    example = icl_q + icl_ap + " ".join(icl_vars[0]) + "\n"
+
+    if args.get("type_haystack", "noise") == "essay":
+        units, joiner = _cycle(hay, rng.randrange(len(hay)), n), " "
+        flat = [s + "." for s in flat]
+    else:
+        units, joiner = [noise] * n, "\n"
+    context, info = _place(units, flat, depths, joiner)
+    value = chains[0][0].split("= ")[-1]
+    q, ap = filled(_SENTINEL, value)
+    pre, sep, question = _split_filled(q)
+    return _Draft(example + pre, context, sep, question, ap, list(var_lists[0]), info)
+
+
+def _cwe_list(rng: random.Random, n_words: int, reps_common: int, reps_rare: int, n_common: int):
+    words = rng.sample(_word_pool(n_words), n_words)
+    common, rare = words[:n_common], words[n_common:]
+    seq = common * reps_common + rare * reps_rare
+    rng.shuffle(seq)
+    return " ".join(f"{i + 1}. {w}" for i, w in enumerate(seq)), common
+
+
+def _cwe(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[float] | None, short: bool = False):
+    num_cw = args["num_cw"]
+    rng = random.Random(rng_seed + "/words")
+    t = _template("common_words_extraction")
+    shot_cfg = (20, 3, 1) if short else (40, 10, 3)
+    ex_ctx, ex_ans = _cwe_list(rng, shot_cfg[0], shot_cfg[1], shot_cfg[2], num_cw)
+    example = t["template"].format(context=ex_ctx, query="") + t["answer_prefix"] + " " + " ".join(
+        f"{i + 1}. {w}" for i, w in enumerate(ex_ans)
+    )
+    reps = (6, 1) if short else (args["freq_cw"], args["freq_ucw"])
+    context, common = _cwe_list(random.Random(rng_seed + f"/list/{n}"), num_cw + n, reps[0], reps[1], num_cw)
+    pre, sep, question = _split_filled(t["template"].format(context=_SENTINEL, query=""))
+    return _Draft(example + "\n" + pre, context, sep, question, t["answer_prefix"], common, [])
+
+
+def _fwe(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[float] | None):
+    alpha, vocab_size = float(args.get("alpha", 2.0)), int(args.get("vocab_size", 2000))
+    rng = random.Random(rng_seed + "/vocab")
+    vocab: list[str] = []
+    while len(vocab) < vocab_size:
+        w = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=6))
+        if w not in vocab:
+            vocab.append(w)
+    vocab[0] = "..."  # the most frequent "word" is noise, as in RULER
+    z = _zeta(alpha)
+    words = [w for k, w in enumerate(vocab, 1) for _ in range(int(n * k**-alpha / z))]
+    random.Random(rng_seed + f"/order/{n}").shuffle(words)
+    t = _template("freq_words_extraction")
+    pre, sep, question = _split_filled(t["template"].format(context=_SENTINEL, query=""))
+    return _Draft(pre, " ".join(words), sep, question, t["answer_prefix"], vocab[1:4], [])
+
+
+_FAMILIES = {
+    "niah": _niah,
+    "variable_tracking": _vt,
+    "common_words_extraction": _cwe,
+    "freq_words_extraction": _fwe,
+}
+_MIN_SIZE = {"niah": 1, "variable_tracking": 1, "common_words_extraction": 1, "freq_words_extraction": 100}
+
+
+# ---------------------------------------------------------------- generation
+
+
+def _largest_fitting(make: Callable[[int], _Draft], lo: int, budget: int, count: CountFn) -> _Draft:
+    """Largest size whose prompt fits the budget: doubling, then bisection."""
+    fits = lambda d: count(d.prompt()) <= budget  # noqa: E731
+    best = make(lo)
+    if not fits(best):
+        raise ValueError(f"target length {budget} is too small for the smallest sample")
+    hi = lo
+    while True:
+        hi *= 2
+        d = make(hi)
+        if not fits(d):
+            break
+        lo, best = hi, d
+        if hi > 1 << 26:
+            raise RuntimeError("length function does not grow with the text")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        d = make(mid)
+        if fits(d):
+            lo, best = mid, d
+        else:
+            hi = mid
+    return best
+
+
+def generate_sample(
+    task: str,
+    target_length: int,
+    *,
+    unit: str | CountFn = "tokens",
+    seed: int = 0,
+    index: int = 0,
+    haystack: Sequence[str] | None = None,
+    depths: Sequence[float] | None = None,
+    reserve: int = 0,
+    overrides: dict | None = None,
+) -> dict:
+    """One record whose full prompt (`build_prompt`) measures at most `target_length - reserve`.
+
+    `depths` (percent, one per needle / variable-tracking statement) fixes where the
+    needles go; `overrides` changes task arguments (e.g. `{"num_needle_k": 8}`).
+    """
+    spec = task_specs()[task]
+    args = {**spec.args, **(overrides or {})}
+    count = count_fn_for(unit)
+    hay = haystack_sentences(haystack) if spec.family in ("niah", "variable_tracking") else []
+    rng_seed = f"{seed}/{task}/{index}"
+    family = _FAMILIES[spec.family]
+    budget = target_length - reserve
+
+    def make(n: int, **kw) -> _Draft:
+        return family(args, n, rng_seed, hay, depths, **kw)
+
+    if spec.family == "common_words_extraction":
+        try:
+            draft = _largest_fitting(make, _MIN_SIZE[spec.family], budget, count)
+        except ValueError:  # short targets: RULER's lighter repetition scheme
+            draft = _largest_fitting(lambda n: make(n, short=True), 1, budget, count)
+    else:
+        draft = _largest_fitting(make, _MIN_SIZE[spec.family], budget, count)
+
+    tmpl = _esc(draft.prefix) + "{context}" + _esc(draft.sep) + "{input}"
+    record = {
+        "_id": f"{task}-{seed}-{index}",
+        "dataset": task,
+        "task": spec.family,
+        "language": "en",
+        "input": draft.question,
+        "context": draft.context,
+        "answers": draft.answers,
+        "all_classes": None,
+        "prompt_template": tmpl,
+        "answer_prefix": draft.answer_prefix,
+        "max_new_tokens": _template(spec.family)["tokens_to_generate"],
+        "metric": "string_match_all",
+        "needles": draft.needles,
+        "length_unit": _unit_name(unit),
+        "target_length": target_length,
+        "seed": seed,
+        "index": index,
+    }
+    record["length"] = count(build_prompt(record)) + reserve
+    return record
+
+
+def generate(task: str, target_length: int, num_samples: int, **kw) -> list[dict]:
+    return [generate_sample(task, target_length, index=i, **kw) for i in range(num_samples)]
+
+
+def build_prompt(record: dict, answer_prefix: bool = True) -> str:
+    """The model input for a record: template filled with context and question."""
+    text = record["prompt_template"].format(context=record["context"], input=record["input"])
+    return text + (record.get("answer_prefix", "") if answer_prefix else "")
+
+
+def write_jsonl(records: Iterable[dict], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def postprocess_pred(pred: str) -> str:
+    """RULER: strip, turn control characters into newlines, strip again."""
+    return re.sub(r"[\x00-\x1f]", "\n", pred.strip()).strip()
+
+
+def match_all(pred: str, refs: Sequence[str]) -> float:
+    """Share of references found (case-insensitive substring) in the prediction."""
+    return sum(r.lower() in pred.lower() for r in refs) / len(refs)
+
+
+def match_part(pred: str, refs: Sequence[str]) -> float:
+    """1 if any reference is found in the prediction."""
+    return float(any(r.lower() in pred.lower() for r in refs))
+
+
+def string_match_all(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
+    """RULER's metric for the synthetic tasks: mean share of references found, x 100, 2 places."""
+    return round(sum(match_all(p, r) for p, r in zip(preds, refs)) / len(preds) * 100, 2)
+
+
+def string_match_part(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
+    """RULER's QA metric: share of predictions containing any reference, x 100, 2 places."""
+    return round(sum(match_part(p, r) for p, r in zip(preds, refs)) / len(preds) * 100, 2)
+
+
+METRICS = {"string_match_all": string_match_all, "string_match_part": string_match_part}
+
+
+def score_records(records: Sequence[dict], preds: Sequence[str] | None = None) -> dict:
+    """Score one task's records (predictions from `preds` or each record's `pred`)."""
+    preds = [r["pred"] for r in records] if preds is None else list(preds)
+    preds = [postprocess_pred(p) for p in preds]
+    metric = METRICS[records[0].get("metric", "string_match_all")]
+    return {
+        "score": metric(preds, [r["answers"] for r in records]),
+        "nulls": f"{sum(not p for p in preds)}/{len(preds)}",
+    }
+
+
+def score_directory(pred_dir: str | Path, write: bool = True) -> dict[str, dict]:
+    """Score every `<task>.jsonl` with `pred` fields; write `summary.json`."""
+    pred_dir = Path(pred_dir)
+    out: dict[str, dict] = {}
+    for path in sorted(pred_dir.glob("*.jsonl")):
+        recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if recs and all("pred" in r for r in recs):
+            out[path.stem] = score_records(recs)
+    if write:
+        (pred_dir / "summary.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def needle_depth(record: dict, i: int = 0) -> float:
+    """Where needle `i` starts, in percent of the whole context (needles included)."""
+    start = record["needles"][i]["span"][0]
+    return 100 * start / max(1, len(record["context"]))
+

@@ -1,0 +1,158 @@
+"""Text-token baselines: any local Hugging Face causal LM, read greedily as LongBench does.
+
+Prompts are cut in the middle by the model's own tokens to `max_length`, exactly as
+LongBench's pred.py does (`tokens[:half] + tokens[-half:]`, decoded back to text), and
+instruction-tuned models get their chat template except on the few-shot datasets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from eval.runners.common import Prompt, Runner, cut_at_stop, middle_keep, stop_strings, use_chat
+
+
+class HFTextRunner(Runner):
+    """A causal LM from a local directory (`local_files_only=True`), greedy decoding.
+
+    max_length: prompt budget in the model's tokens (default: the model's context
+    window minus the answer's max-new-tokens). chat: wrap prompts in the tokenizer's chat
+    template; None means "if the tokenizer has one".
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_length: int | None = None,
+        chat: bool | None = None,
+        device: str = "cpu",
+        dtype: str = "auto",
+        name: str | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.path = Path(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            self.path, local_files_only=True, dtype=torch_dtype
+        ).to(device)
+        self.model.eval()
+        self.device = torch.device(device)
+        self.window = int(getattr(self.model.config, "max_position_embeddings", 0) or 4096)
+        self.max_length = max_length
+        self.chat = chat if chat is not None else bool(getattr(self.tokenizer, "chat_template", None))
+        self.name = name or f"hf:{self.path.name}"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "runner": self.name,
+            "kind": "text",
+            "model_path": str(self.path),
+            "window": self.window,
+            "max_length": self.max_length,
+            "chat_template": self.chat,
+            "truncation": "middle, in model tokens (LongBench pred.py)",
+            "decoding": "greedy",
+        }
+
+    # ------------------------------------------------------------------ LongBench
+
+    def budget(self, max_new_tokens: int) -> int:
+        return self.max_length or max(1, self.window - max_new_tokens)
+
+    def truncate(self, text: str, budget: int) -> str:
+        ids = self.tokenizer(text, truncation=False).input_ids
+        head, tail = middle_keep(len(ids), budget)
+        if not tail:
+            return text
+        dec = lambda part: self.tokenizer.decode(part, skip_special_tokens=True)  # noqa: E731
+        return dec(ids[:head]) + dec(ids[-tail:])
+
+    def predict(self, prompt: Prompt, *, dataset: str, max_new_tokens: int) -> str:
+        text = self.truncate(prompt.text, self.budget(max_new_tokens))
+        chat = self.chat and use_chat(dataset)
+        if chat:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
+        ids = self.tokenizer(text, add_special_tokens=not chat).input_ids
+        stops = stop_strings(dataset)
+        return cut_at_stop(self._greedy(ids, max_new_tokens, stops), stops)
+
+    def _greedy(self, ids: list[int], max_new_tokens: int, stops: Sequence[str]) -> str:
+        import torch
+
+        eos = [t for t in [self.tokenizer.eos_token_id] if t is not None]
+        for s in stops:  # pred.py adds "\n"'s last token id to the eos list for samsum
+            eos.append(self.tokenizer.encode(s, add_special_tokens=False)[-1])
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (eos or [0])[0]
+        x = torch.tensor([ids], device=self.device)
+        with torch.no_grad():
+            out = self.model.generate(
+                x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                eos_token_id=eos or None,
+                pad_token_id=pad,
+            )
+        return self.tokenizer.decode(out[0, x.size(1) :], skip_special_tokens=True)
+
+    # -------------------------------------------------------------------- lm-eval
+
+    def generate(self, context: str, *, max_new_tokens: int, stop: Sequence[str] = ()) -> str:
+        ids = self.tokenizer(context).input_ids
+        ids = ids[-self.budget(max_new_tokens) :]  # lm-eval keeps the end of a long prompt
+        return cut_at_stop(self._greedy(ids, max_new_tokens, ()), stop)
+
+    def _prefix_id(self) -> int:
+        tok = self.tokenizer
+        for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id):
+            if t is not None:
+                return int(t)
+        return 0
+
+    def _score(self, context_ids: list[int], target_ids: list[int]) -> tuple[float, bool]:
+        """log p(target | context) and whether greedy decoding would produce the target."""
+        import torch
+
+        ids = (context_ids + target_ids)[-(self.window + 1) :]
+        n = len(target_ids)
+        x = torch.tensor([ids[:-1]], device=self.device)
+        with torch.no_grad():
+            logits = self.model(x).logits[0, -n:].float().log_softmax(-1)
+        tgt = torch.tensor(ids[-n:], device=self.device)
+        logp = logits.gather(-1, tgt[:, None]).sum().item()
+        return float(logp), bool((logits.argmax(-1) == tgt).all())
+
+    def loglikelihood(self, context: str, continuation: str) -> tuple[float, bool]:
+        # Encode the whole string and split it, so merges across the boundary stay as the
+        # tokenizer would make them (as lm-eval's HF model does).
+        whole = self.tokenizer(context + continuation, add_special_tokens=False).input_ids
+        ctx = self.tokenizer(context, add_special_tokens=False).input_ids if context else []
+        split = len(ctx)
+        while split > 0 and whole[:split] != ctx[:split]:
+            split -= 1
+        cont = whole[split:] or self.tokenizer(continuation, add_special_tokens=False).input_ids
+        context_ids = [self._prefix_id()] + whole[:split]
+        return self._score(context_ids, cont)
+
+    def loglikelihood_rolling(self, text: str) -> float:
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        total = 0.0
+        for ctx, tgt in map(
+            make_disjoint_window,
+            get_rolling_token_windows(ids, self._prefix_id(), self.window, 1),
+        ):
+            total += self._score(ctx, tgt)[0]
+        return total

@@ -1,0 +1,281 @@
+"""The typesetter: text -> lines -> pages, each with the exact source span it shows.
+
+Layout is separate from drawing. It decides every line break, page break and glyph
+position using the shared font metric (`render.fonts`), so all backends draw the same
+layout and agree on spans. Guarantees, for any input string `source`:
+
+* lines tile their page and pages tile the document: `page.text == source[page.start:page.end]`
+  and consecutive spans meet, so nothing is dropped or duplicated. Whitespace consumed at a
+  soft line break, and line terminators, belong to the line (and page) they end.
+* every visible character is drawn: by the primary font, a fallback font, as caret notation
+  (control characters, also listed in `Page.control_chars`), or as a box listed in
+  `Page.missing_glyphs`. Only default-ignorable characters (ZWJ, BOM, variation selectors)
+  that no font covers are invisible.
+
+Paging is lazy: `paginate` walks the document with a regex cursor, so memory stays bounded by
+one page no matter how long the document is.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from render.fonts import INVISIBLE, MISSING, FontChain, chain_for
+
+if TYPE_CHECKING:
+    from render.config import RenderConfig
+
+# Hard line terminators (CRLF counts as one). Form feed also ends the page.
+_TERMINATOR = re.compile(r"\r\n|[\n\r\v\f\x85\u2028\u2029]")
+_PAGE_BREAK = "\f"
+# Whitespace a line may break after (not NBSP / figure space / narrow NBSP).
+BREAKABLE_SPACES = frozenset(" \u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2008"
+                             "\u2009\u200a\u205f\u3000")
+_EPS = 1e-6
+
+
+class Run(NamedTuple):
+    """Consecutive glyphs of one face drawn without gaps, positions relative to `Line.x`."""
+
+    font: int  # index into the config's font chain, or fonts.MISSING (drawn as boxes)
+    text: str  # the characters to draw (display form: controls as caret notation)
+    xs: tuple[float, ...]  # pen x of each character
+    end: float  # pen x after the last character
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    start: int  # source span [start, end), including consumed whitespace and terminator
+    end: int
+    x: float  # left edge of the line's pen (after alignment), page px
+    top: float  # top of the line box, page px
+    baseline: float  # baseline y, page px
+    width: float  # drawn width without trailing whitespace
+    runs: tuple[Run, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    index: int
+    start: int
+    end: int
+    text: str
+    lines: tuple[Line, ...]
+    missing_glyphs: tuple[str, ...]  # characters no font covers, first-seen order
+    control_chars: tuple[str, ...]  # control characters drawn in caret notation
+    config_id: str
+
+    def record(self, doc_id: str) -> dict[str, Any]:
+        """The JSON-able index record of this page (written to pages.jsonl)."""
+        return {
+            "doc_id": doc_id,
+            "page": self.index,
+            "start": self.start,
+            "end": self.end,
+            "n_chars": self.end - self.start,
+            "n_lines": len(self.lines),
+            "render_config_id": self.config_id,
+            "missing_glyphs": [f"U+{ord(c):04X}" for c in self.missing_glyphs],
+            "control_chars": [f"U+{ord(c):04X}" for c in self.control_chars],
+        }
+
+
+def control_notation(ch: str) -> str | None:
+    """Visible stand-in for a control character, or None for other characters."""
+    cp = ord(ch)
+    if cp < 0x20:
+        return "^" + chr(cp + 0x40)
+    if cp == 0x7F:
+        return "^?"
+    if 0x80 <= cp <= 0x9F:
+        return f"\\x{cp:02X}"
+    return None
+
+
+class _Glyphs(NamedTuple):
+    """How one source character is drawn: display characters with face and advance."""
+
+    parts: tuple[tuple[str, int, float], ...]
+    advance: float
+    missing: bool
+    control: bool
+
+
+class Typesetter:
+    """Breaks text into lines for one config; caches per-character measurements."""
+
+    def __init__(self, config: RenderConfig) -> None:
+        self.config = config
+        self.chain: FontChain = chain_for(config)
+        self.avail = float(config.text_width)
+        self.tab_width = config.tab_size * self.chain.space_advance
+        self._advance: dict[str, float] = {}
+        self._glyphs: dict[str, _Glyphs] = {}
+
+    def glyphs(self, ch: str) -> _Glyphs:
+        hit = self._glyphs.get(ch)
+        if hit is None:
+            notation = control_notation(ch)
+            if notation is not None:
+                parts = tuple((c, *self.chain.lookup(c)) for c in notation)
+            else:
+                parts = ((ch, *self.chain.lookup(ch)),)
+            hit = _Glyphs(
+                parts=parts,
+                advance=sum(p[2] for p in parts),
+                missing=any(p[1] == MISSING for p in parts),
+                control=notation is not None,
+            )
+            self._glyphs[ch] = hit
+            self._advance[ch] = hit.advance
+        return hit
+
+    def advance(self, ch: str) -> float:
+        adv = self._advance.get(ch)
+        return adv if adv is not None else self.glyphs(ch).advance
+
+    def _tab_stop(self, x: float) -> float:
+        return (math.floor(x / self.tab_width + _EPS) + 1) * self.tab_width
+
+    def find_break(self, text: str, start: int, stop: int) -> int:
+        """End of the line that starts at `start` within the hard line ending at `stop`.
+
+        Greedy: break after the last whitespace run that precedes an overflowing word,
+        otherwise inside the word (at least one character per line). Whitespace may hang
+        past the right margin; only drawn characters trigger a break.
+        """
+        x = 0.0
+        limit = self.avail + _EPS
+        last_break = -1
+        seen_content = False
+        after_space = False
+        advance = self.advance
+        for i in range(start, stop):
+            ch = text[i]
+            if ch == "\t":
+                x = self._tab_stop(x)
+                after_space = True
+                continue
+            if ch in BREAKABLE_SPACES:
+                x += advance(ch)
+                after_space = True
+                continue
+            if after_space and seen_content:
+                last_break = i
+            after_space = False
+            x += advance(ch)
+            if x > limit and i > start:
+                return last_break if last_break > start else i
+            seen_content = True
+        return stop
+
+    def build_runs(
+        self, text: str, start: int, stop: int, missing: dict[str, None], controls: dict[str, None]
+    ) -> tuple[tuple[Run, ...], float]:
+        """Glyph runs of source[start:stop] and the drawn width (trailing spaces excluded)."""
+        runs: list[Run] = []
+        font = None  # face of the open run
+        chars: list[str] = []
+        xs: list[float] = []
+        x = 0.0
+        width = 0.0
+        glyphs = self.glyphs
+
+        def close() -> None:
+            if chars:
+                runs.append(Run(font, "".join(chars), tuple(xs), x))  # type: ignore[arg-type]
+                chars.clear()
+                xs.clear()
+
+        for i in range(start, stop):
+            ch = text[i]
+            if ch == "\t":
+                close()
+                x = self._tab_stop(x)
+                continue
+            info = glyphs(ch)
+            if info.missing:
+                missing[ch] = None
+            if info.control:
+                controls[ch] = None
+            for part, face, adv in info.parts:
+                if face == INVISIBLE:
+                    close()
+                    x += adv
+                    continue
+                if face != font:
+                    close()
+                    font = face
+                chars.append(part)
+                xs.append(x)
+                x += adv
+            if ch not in BREAKABLE_SPACES:
+                width = x
+        close()
+        return tuple(runs), width
+
+    def lines(self, text: str) -> Iterator[tuple[int, int, tuple[Run, ...], float, bool, dict, dict]]:
+        """Visual lines of the whole document, lazily, as raw tuples (see `paginate`)."""
+        pos = 0
+        length = len(text)
+        while pos < length or length == 0:
+            match = _TERMINATOR.search(text, pos)
+            content_end = match.start() if match else length
+            line_end = match.end() if match else length
+            page_break = bool(match) and match.group() == _PAGE_BREAK
+            s = pos
+            while True:
+                missing: dict[str, None] = {}
+                controls: dict[str, None] = {}
+                e = self.find_break(text, s, content_end) if s < content_end else content_end
+                last = e >= content_end
+                runs, width = self.build_runs(text, s, e, missing, controls)
+                yield s, (line_end if last else e), runs, width, page_break and last, missing, controls
+                if last:
+                    break
+                s = e
+            pos = line_end
+            if length == 0:
+                break
+
+
+def paginate(text: str, config: RenderConfig) -> Iterator[Page]:
+    """Lay `text` out on pages of `config`, lazily. An empty text gives one empty page."""
+    if not isinstance(text, str):
+        raise TypeError(f"paginate() needs a str, got {type(text).__name__}")
+    setter = Typesetter(config)
+    chain = setter.chain
+    pitch = config.line_pitch
+    baseline_offset = (pitch - (chain.ascent + chain.descent)) / 2 + chain.ascent
+    per_page = config.lines_per_page
+    config_id = config.id
+
+    lines: list[Line] = []
+    missing: dict[str, None] = {}
+    controls: dict[str, None] = {}
+    index = 0
+
+    def make_page() -> Page:
+        start, end = lines[0].start, lines[-1].end
+        return Page(index, start, end, text[start:end], tuple(lines), tuple(missing),
+                    tuple(controls), config_id)
+
+    for start, end, runs, width, page_break, line_missing, line_controls in setter.lines(text):
+        top = config.margin_top + len(lines) * pitch
+        x = float(config.margin_left)
+        if config.align != "left":
+            slack = max(0.0, setter.avail - width)
+            x += slack if config.align == "right" else slack / 2
+        lines.append(Line(start, end, x, top, top + baseline_offset, width, runs))
+        missing.update(line_missing)
+        controls.update(line_controls)
+        if len(lines) == per_page or page_break:
+            yield make_page()
+            index += 1
+            lines, missing, controls = [], {}, {}
+    if lines:
+        yield make_page()

@@ -1,0 +1,265 @@
+"""Corpus readers on small files written here, hostile inputs, sharding and the demo corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from data.corpus import (Document, SkipLog, build_demo_corpus, clean_text, heldout_texts,
+                         read_corpus)
+from data.demo import DEMO_FILE_NAME, PILE_SET_NAME, split_text
+
+
+def pile_line(text: str, set_name: str = "Pile-CC") -> bytes:
+    return (json.dumps({"text": text, "meta": {"pile_set_name": set_name}}) + "\n").encode()
+
+
+def write_zst(path: Path, payload: bytes) -> Path:
+    path.write_bytes(zstandard.ZstdCompressor().compress(payload))
+    return path
+
+
+def reasons(skips: SkipLog) -> list[str]:
+    return [entry.reason for entry in skips.skipped]
+
+
+def test_pile_jsonl_zst(tmp_path: Path) -> None:
+    path = write_zst(tmp_path / "00.jsonl.zst",
+                     pile_line("first doc") + pile_line("second doc", "ArXiv"))
+    skips = SkipLog()
+    docs = list(read_corpus(path, skips=skips))
+    assert [d.text for d in docs] == ["first doc", "second doc"]
+    assert [d.id for d in docs] == ["00.jsonl.zst:0", "00.jsonl.zst:1"]
+    assert docs[1].meta["pile_set_name"] == "ArXiv"
+    assert len(skips) == 0
+
+
+def test_zst_multi_frame_and_truncated(tmp_path: Path) -> None:
+    cctx = zstandard.ZstdCompressor()
+    frames = cctx.compress(pile_line("a")) + cctx.compress(pile_line("b"))
+    docs = list(read_corpus(write_zst_raw(tmp_path / "multi.jsonl.zst", frames)))
+    assert [d.text for d in docs] == ["a", "b"]
+
+    big = b"".join(pile_line(f"doc {i} " + "x" * 200) for i in range(2000))
+    blob = cctx.compress(big)
+    truncated = write_zst_raw(tmp_path / "cut.jsonl.zst", blob[: len(blob) // 2])
+    skips = SkipLog()
+    docs = list(read_corpus(truncated, skips=skips))
+    assert 0 < len(docs) < 2000
+    assert any("corrupt compressed stream" in r for r in reasons(skips))
+
+
+def write_zst_raw(path: Path, blob: bytes) -> Path:
+    path.write_bytes(blob)
+    return path
+
+
+def test_plain_jsonl_custom_field_and_meta(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"content": "hello", "url": "u1"}) + "\n"
+                    + json.dumps({"content": "bye", "meta": {"lang": "en"}}) + "\n")
+    docs = list(read_corpus(path, text_field="content"))
+    assert [d.text for d in docs] == ["hello", "bye"]
+    assert docs[0].meta == {"url": "u1"} and docs[1].meta == {"lang": "en"}
+
+
+def test_hostile_jsonl(tmp_path: Path) -> None:
+    lines = [
+        pile_line("good one"),                                   # 0
+        b'{"text": "bad \xff\xfe bytes", "meta": {}}\n',         # 1 invalid UTF-8
+        b'{"text": "unterminated\n',                             # 2 invalid JSON
+        pile_line(""),                                           # 3 empty
+        pile_line("   \n\t "),                                   # 4 whitespace only
+        pile_line("y" * 101),                                    # 5 oversized
+        json.dumps({"meta": {}}).encode() + b"\n",               # 6 missing text
+        json.dumps({"text": 5}).encode() + b"\n",                # 7 text not a string
+        b"[1, 2, 3]\n",                                          # 8 not an object
+        b'{"text": "lone \\ud800 surrogate"}\n',                 # 9 invalid unicode
+        pile_line("nul\x00 and \x07bell\x1b kept\ttab\nnl\x0cff"),  # 10 repaired
+        b"\n",                                                   # 11 blank line
+        pile_line("last good"),                                  # 12
+    ]
+    path = write_zst(tmp_path / "h.jsonl.zst", b"".join(lines))
+    skips = SkipLog()
+    docs = list(read_corpus(path, max_chars=100, skips=skips))
+    assert [d.id for d in docs] == ["h.jsonl.zst:0", "h.jsonl.zst:10", "h.jsonl.zst:12"]
+    assert docs[1].text == "nul and bell kept\ttab\nnl\x0cff"
+    by_item = {e.item: e.reason for e in skips.skipped}
+    assert by_item["h.jsonl.zst:1"].startswith("invalid UTF-8")
+    assert by_item["h.jsonl.zst:2"].startswith("invalid JSON")
+    assert by_item["h.jsonl.zst:3"] == "empty document"
+    assert by_item["h.jsonl.zst:4"] == "empty document"
+    assert by_item["h.jsonl.zst:5"].startswith("oversized")
+    assert by_item["h.jsonl.zst:6"].startswith("missing text field")
+    assert "not a string" in by_item["h.jsonl.zst:7"]
+    assert "not an object" in by_item["h.jsonl.zst:8"]
+    assert by_item["h.jsonl.zst:9"].startswith("invalid Unicode")
+    assert by_item["h.jsonl.zst:11"] == "blank line"
+    assert len(skips.skipped) == 10
+    [repair] = skips.repaired
+    assert repair.item == "h.jsonl.zst:10" and "removed 3" in repair.reason
+
+    log = skips.write_jsonl(tmp_path / "skips.jsonl")
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(rows) == 11 and {"source", "item", "reason", "action"} <= set(rows[0])
+
+
+def test_oversized_line_is_not_buffered(tmp_path: Path) -> None:
+    # A line far beyond max_chars * 12 bytes is drained, not parsed; the next line still reads.
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(pile_line("z" * (3 << 20)) + pile_line("small"))
+    skips = SkipLog()
+    docs = list(read_corpus(path, max_chars=10, skips=skips))
+    assert [d.text for d in docs] == ["small"]
+    assert reasons(skips) == [reasons(skips)[0]] and "line longer than" in reasons(skips)[0]
+
+
+def test_txt_directory_and_hostile_txt(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("alpha text")
+    (tmp_path / "sub" / "b.txt").write_text("beta text")
+    (tmp_path / "bad.txt").write_bytes(b"caf\xc3")  # truncated UTF-8 sequence
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "notes.md").write_text("not a corpus file")
+    skips = SkipLog()
+    docs = list(read_corpus(tmp_path, skips=skips))
+    assert [(d.id, d.text) for d in docs] == [("a.txt", "alpha text"), ("sub/b.txt", "beta text")]
+    by_item = {e.item: e.reason for e in skips.skipped}
+    assert by_item["bad.txt"].startswith("invalid UTF-8")
+    assert by_item["empty.txt"] == "empty document"
+    assert by_item["notes.md"] == "unsupported file type"
+
+
+def test_single_txt_file_oversized(tmp_path: Path) -> None:
+    path = tmp_path / "long.txt"
+    path.write_text("w" * 500)
+    skips = SkipLog()
+    assert list(read_corpus(path, max_chars=100, skips=skips)) == []
+    assert reasons(skips)[0].startswith("oversized")
+
+
+def test_parquet_batches_and_hostile_rows(tmp_path: Path) -> None:
+    texts = [f"row {i}" for i in range(2500)] + [None, "", "ok \x00 nul"]
+    table = pa.table({"text": texts, "lang": ["en"] * len(texts)})
+    path = tmp_path / "p.parquet"
+    pq.write_table(table, path, row_group_size=700)
+    skips = SkipLog()
+    docs = list(read_corpus(path, skips=skips))
+    assert len(docs) == 2501
+    assert docs[1234].id == "p.parquet:1234" and docs[1234].text == "row 1234"
+    assert docs[0].meta == {"lang": "en"}
+    assert docs[-1].text == "ok  nul"
+    assert sorted(e.item for e in skips.skipped) == ["p.parquet:2500", "p.parquet:2501"]
+
+    binary = tmp_path / "bin.parquet"
+    pq.write_table(pa.table({"text": pa.array([b"fine", b"\xff bad"], pa.binary())}), binary)
+    skips = SkipLog()
+    assert [d.text for d in read_corpus(binary, skips=skips)] == ["fine"]
+    assert reasons(skips)[0].startswith("invalid UTF-8")
+
+    nocol = tmp_path / "nocol.parquet"
+    pq.write_table(pa.table({"body": ["x"]}), nocol)
+    skips = SkipLog()
+    assert list(read_corpus(nocol, skips=skips)) == []
+    assert "no such column" in reasons(skips)[0]
+
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"definitely not parquet")
+    skips = SkipLog()
+    assert list(read_corpus(garbage, skips=skips)) == []
+    assert reasons(skips)[0].startswith("unreadable parquet")
+
+
+def test_mixed_directory(tmp_path: Path) -> None:
+    write_zst(tmp_path / "a.jsonl.zst", pile_line("zst doc"))
+    (tmp_path / "b.jsonl").write_bytes(pile_line("jsonl doc"))
+    pq.write_table(pa.table({"text": ["parquet doc"]}), tmp_path / "c.parquet")
+    (tmp_path / "d.txt").write_text("txt doc")
+    docs = list(read_corpus(tmp_path))
+    assert [d.text for d in docs] == ["zst doc", "jsonl doc", "parquet doc", "txt doc"]
+    assert len({d.id for d in docs}) == 4
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        list(read_corpus(tmp_path / "missing.jsonl"))
+    (tmp_path / "x.csv").write_text("a,b")
+    with pytest.raises(ValueError, match="unsupported"):
+        list(read_corpus(tmp_path / "x.csv"))
+    with pytest.raises(ValueError, match="shard"):
+        list(read_corpus(tmp_path, shard_index=2, num_shards=2))
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_docs=st.integers(0, 60), num_shards=st.integers(1, 7))
+def test_sharding_is_a_partition(tmp_path_factory: pytest.TempPathFactory, n_docs: int,
+                                 num_shards: int) -> None:
+    root = tmp_path_factory.mktemp("shards")
+    payload = b"".join(pile_line(f"doc {i}") if i % 9 else b"not json\n" for i in range(n_docs))
+    write_zst(root / "s.jsonl.zst", payload)
+    (root / "t.txt").write_text("a text file")
+    full_skips = SkipLog()
+    everything = [d.id for d in read_corpus(root, skips=full_skips)]
+    shards, shard_skips = [], []
+    for index in range(num_shards):
+        skips = SkipLog()
+        shards.append([d.id for d in read_corpus(root, shard_index=index,
+                                                 num_shards=num_shards, skips=skips)])
+        shard_skips.extend(e.item for e in skips)
+    merged = [doc_id for shard in shards for doc_id in shard]
+    assert sorted(merged) == sorted(everything)
+    assert len(merged) == len(set(merged))
+    assert sorted(shard_skips) == sorted(e.item for e in full_skips)
+    again = [d.id for d in read_corpus(root, shard_index=0, num_shards=num_shards)]
+    assert again == shards[0]
+
+
+def test_clean_text_keeps_layout_characters() -> None:
+    assert clean_text("a\tb\nc\rd\x0ce") == ("a\tb\nc\rd\x0ce", 0)
+    assert clean_text("\x00x\x85y\x7f") == ("xy", 3)
+
+
+def test_demo_corpus_deterministic_and_readable(tmp_path: Path) -> None:
+    first = build_demo_corpus(tmp_path / "one", n_docs=12, max_chars_per_doc=3000)
+    second = build_demo_corpus(tmp_path / "two", n_docs=12, max_chars_per_doc=3000)
+    assert first.name == DEMO_FILE_NAME
+    assert first.read_bytes() == second.read_bytes()
+    other_seed = build_demo_corpus(tmp_path / "three", n_docs=12, max_chars_per_doc=3000, seed=1)
+    assert other_seed.read_bytes() != first.read_bytes()
+
+    skips = SkipLog()
+    docs = list(read_corpus(first, skips=skips))
+    assert len(docs) == 12 and len(skips) == 0
+    for doc in docs:
+        assert isinstance(doc, Document)
+        assert doc.meta["pile_set_name"] == PILE_SET_NAME and doc.meta["module"]
+        assert 0 < len(doc.text) <= 3000
+        assert "\b" not in doc.text and " at 0x" not in doc.text
+        assert "/site-packages/" not in doc.text and "FILE\n" not in doc.text
+
+
+def test_demo_corpus_refuses_impossible_request(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="only"):
+        build_demo_corpus(tmp_path, n_docs=10**6)
+
+
+def test_heldout_is_a_different_source(tmp_path: Path) -> None:
+    held = heldout_texts(n=8, max_chars=1500)
+    assert held == heldout_texts(n=8, max_chars=1500)
+    assert len(held) == 8 and all(0 < len(t) <= 1500 for t in held)
+    demo = build_demo_corpus(tmp_path, n_docs=20)
+    demo_text = "\n".join(d.text for d in read_corpus(demo))
+    assert not any(t[:200] in demo_text for t in held)
+
+
+def test_split_text_bounds() -> None:
+    pieces = split_text("line\n" * 100 + "x" * 50, 23)
+    assert all(len(p) <= 23 for p in pieces)
+    assert "".join(pieces) == "line\n" * 100 + "x" * 50

@@ -1,0 +1,1 @@
+"""Visual-Symbolic Transformer: model, losses, training loop and generation."""

@@ -1,0 +1,58 @@
+"""`vst generate`: the command function the top-level `vst` app mounts (heavy imports inside)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def generate(
+    checkpoint: Path = typer.Argument(..., help="a run directory (newest checkpoint) or a step-NNNNNNN directory"),
+    data: Optional[str] = typer.Option(None, help="token store (default: the run's own data, validation split)"),
+    doc: int = typer.Option(0, help="which validation document to continue"),
+    prompt_pages: int = typer.Option(1, help="pages of the document given as the prompt"),
+    pages: int = typer.Option(1, help="pages to generate"),
+    seed: int = typer.Option(0, help="sampling seed (energy head)"),
+    device: str = typer.Option("cpu"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result here"),
+) -> None:
+    """Continue a document: predict its next page(s) of visual tokens and decode them to text."""
+    from dataclasses import replace
+
+    from vst.generate import continue_document, load_model
+    from vst.train import TrainConfig, build_codec, build_sources
+
+    model, state = load_model(checkpoint, device)
+    cfg = TrainConfig.from_dict(state["train_config"])
+    if data is not None:
+        cfg = replace(cfg, data=data)
+    codec = build_codec(cfg)
+    _, val = build_sources(cfg, codec)
+    tokens, texts = val.document(doc)
+    if prompt_pages >= len(texts) + 1 or prompt_pages < 1:
+        raise typer.BadParameter(f"document {doc} has {len(texts)} pages; prompt with 1..{len(texts)}")
+    result = continue_document(model, codec, torch_tensor(tokens), texts, prompt_pages, pages, seed)
+    for i, t in enumerate(result.prompt_text):
+        typer.echo(f"--- prompt page {i}\n{t}")
+    for i, t in enumerate(result.pages):
+        typer.echo(f"--- generated page {prompt_pages + i}\n{t}")
+        if i < len(result.truth):
+            typer.echo(f"--- true page {prompt_pages + i}\n{result.truth[i]}")
+    if json_out is not None:
+        json_out.write_text(json.dumps({"prompt": result.prompt_text, "generated": result.pages, "truth": result.truth}, indent=1))
+
+
+def torch_tensor(x):
+    import torch
+
+    return torch.as_tensor(x).float()
+
+
+app = typer.Typer(help="Visual-Symbolic Transformer commands.", no_args_is_help=True)
+app.command("generate")(generate)
+
+if __name__ == "__main__":
+    app()

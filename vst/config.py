@@ -1,0 +1,90 @@
+"""Model configuration: one dial (`depth`) sets the size; named flavours pick a depth.
+
+Width follows depth (d_model = aspect * depth, as in nanochat) so a single integer moves
+a model along a sensible scaling line; heads follow width at a fixed head size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+Modality = Literal["vector", "text"]
+RopeMode = Literal["1d", "3d"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    depth: int = 2
+    aspect: int = 64  # d_model = aspect * depth
+    head_dim: int = 64
+    kv_ratio: int = 2  # query heads per key/value head (grouped-query attention)
+    mlp: Literal["swiglu", "relu2"] = "swiglu"
+    mlp_ratio: float = 4.0  # hidden = mlp_ratio * d_model (SwiGLU uses 2/3 of it per branch)
+    rope: RopeMode = "3d"
+    rope_base: float = 10000.0
+    rope_sections: tuple[int, int, int] | None = None  # (page, row, col) frequency pairs
+    doc_mask: bool = True  # block attention across document boundaries inside a window
+    max_seq_len: int = 4096
+    # modality: "vector" reads codec tokens of width D; "text" reads token ids (baseline)
+    modality: Modality = "vector"
+    D: int = 64  # codec token width (vector modality)
+    vocab_size: int = 256  # text modality only
+    grid: tuple[int, int] = (4, 4)  # (rows, cols) of a page's token grid (3d rope)
+    # heads
+    head: Literal["regression", "energy"] = "regression"
+    norm_proj: Literal["none", "sphere", "layernorm"] = "none"  # hard projection of x_hat
+    alpha: float = 1.0  # target norm of x_hat (penalty or projection)
+    energy_noise_dim: int = 64
+    energy_blocks: int = 2
+    energy_samples: int = 8  # samples per position for the energy score
+
+    @property
+    def d_model(self) -> int:
+        return self.aspect * self.depth
+
+    @property
+    def n_heads(self) -> int:
+        return max(self.kv_ratio, (self.d_model // self.head_dim) // self.kv_ratio * self.kv_ratio)
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.n_heads // self.kv_ratio
+
+    @property
+    def tokens_per_page(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def with_(self, **kw: Any) -> "ModelConfig":
+        return replace(self, **kw)
+
+
+# name -> overrides. Approximate transformer-body parameter counts in the comments
+# (12 * depth * d_model^2); the embedding/head add D or vocab * d_model on top.
+FLAVOURS: dict[str, dict[str, Any]] = {
+    "debug": dict(depth=2, aspect=32, head_dim=16),  # d=64, ~0.1M: trains in CI in seconds
+    "tiny": dict(depth=4, aspect=64, head_dim=32),  # d=256, ~3M
+    "small": dict(depth=8, aspect=64),  # d=512, ~25M
+    "base": dict(depth=12, aspect=64),  # d=768, ~85M (GPT-2 small shape)
+    "large": dict(depth=20, aspect=64, head_dim=128),  # d=1280, ~390M
+    "1b": dict(depth=26, aspect=64, head_dim=128),  # d=1664, ~860M
+}
+
+
+def flavour(name: str, **overrides: Any) -> ModelConfig:
+    if name not in FLAVOURS:
+        raise ValueError(f"unknown flavour {name!r}; choose from {', '.join(FLAVOURS)}")
+    return ModelConfig(**{**FLAVOURS[name], **overrides})

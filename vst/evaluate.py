@@ -1,0 +1,91 @@
+"""Validation: regression quality and bits per byte of the true text under the frozen decoder.
+
+For the VST, on the last k complete pages of every validation window, the decoder scores
+the true page text given (a) the VST's predicted tokens, (b) the true tokens (the floor
+a perfect VST would reach) and (c) null tokens (the decoder's prior alone). The text
+baseline reports its own bits per byte on exactly the same pages of the same windows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from vst.data import Batch, Loader, WindowSource
+from vst.losses import decoder_nll, gather_pages, scored_pages, window_mean
+from vst.model import VST
+
+LN2 = math.log(2)
+
+
+@torch.no_grad()
+def evaluate(
+    model: VST,
+    source: WindowSource,
+    collate: Callable[[list], Batch],
+    *,
+    codec=None,
+    k: int = 1,
+    batches: int = 8,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    autocast: Callable | None = None,
+) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    loader = Loader(source, batch_size, shuffle=False)
+    n_batches = min(batches, max(1, len(source) // batch_size))
+    sums: dict[str, float] = {}
+
+    def add(key: str, value: float) -> None:
+        sums[key] = sums.get(key, 0.0) + float(value)
+
+    for step in range(n_batches):
+        batch = collate(loader.windows(step)).to(device)
+        with autocast() if autocast else torch.autocast("cpu", enabled=False):
+            h = model(batch.inputs, batch.bos, batch.positions, batch.doc_ids)
+        h = h.float()
+        if model.cfg.modality == "text":
+            ce = F.cross_entropy(model.lm_head(h).float().transpose(1, 2), batch.targets, reduction="none")
+            v = batch.valid.float()
+            add("val_ce", window_mean(ce, batch.valid))
+            add("nll_all", (ce * v).sum())
+            add("bytes_all", (batch.n_bytes * v).sum())
+            scored = torch.zeros_like(batch.valid)
+            for b, pages in enumerate(batch.pages):
+                for i in scored_pages(pages, bool(batch.first_valid[b]), k):
+                    scored[b] |= batch.page_of[b] == i
+            s = (scored & batch.valid).float()
+            add("nll_pages", (ce * s).sum())
+            add("bytes_pages", (batch.n_bytes * s).sum())
+            continue
+        x_hat = model.head(h).float()  # the energy head's forward draws one sample
+        x = batch.targets
+        add("val_mse", window_mean((x_hat - x).square().mean(-1), batch.valid))
+        add("val_cos", window_mean(F.cosine_similarity(x_hat, x, dim=-1, eps=1e-6), batch.valid))
+        add("val_norm", window_mean(x_hat.norm(dim=-1), batch.valid))
+        if codec is not None:
+            pred, texts = gather_pages(x_hat, batch, k)
+            if texts:
+                true, _ = gather_pages(x, batch, k)
+                null = codec.null_tokens(len(texts)).to(pred)
+                for name, toks in (("pred", pred), ("true", true), ("null", null)):
+                    nll, nbytes = decoder_nll(codec, toks, texts)
+                    add(f"nll_{name}", nll.sum())
+                add("bytes", nbytes.sum())
+    model.train(was_training)
+    out: dict[str, float] = {}
+    if model.cfg.modality == "text":
+        out["val_ce"] = sums["val_ce"] / n_batches
+        out["bpb_text"] = sums["nll_pages"] / (LN2 * max(sums["bytes_pages"], 1))
+        out["bpb_text_all"] = sums["nll_all"] / (LN2 * max(sums["bytes_all"], 1))
+        return out
+    for key in ("val_mse", "val_cos", "val_norm"):
+        out[key] = sums[key] / n_batches
+    if "bytes" in sums:
+        for name in ("pred", "true", "null"):
+            out[f"bpb_{name}"] = sums[f"nll_{name}"] / (LN2 * max(sums["bytes"], 1))
+    return out

@@ -1,0 +1,121 @@
+"""Continue a document: predict its next page(s) of visual tokens, then read them as text.
+
+Prefill runs the prompt once into the KV cache; every further token costs one position.
+The regression head emits its prediction; the energy head *samples* (it never averages),
+so repeated runs with different seeds give different continuations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vst.config import ModelConfig
+from vst.model import VST
+
+
+def token_positions(mcfg: ModelConfig, first_page: int, idx: torch.Tensor) -> torch.Tensor:
+    """Rotary positions of token indices counted from the start of page `first_page`."""
+    n = mcfg.tokens_per_page
+    if mcfg.rope == "1d":
+        return idx
+    page, slot = first_page + idx // n, idx % n
+    return torch.stack((page, slot // mcfg.grid[1], slot % mcfg.grid[1]), dim=-1)
+
+
+@torch.no_grad()
+def continue_tokens(
+    model: VST,
+    prompt: torch.Tensor,
+    n_new: int,
+    first_page: int = 0,
+    doc_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """prompt [T0, D] (whole pages from page `first_page`) -> next n_new tokens [n_new, D].
+
+    With doc_start the prompt opens its document, so the first input is the
+    document-start vector (as in training); otherwise the first prompt token only
+    serves as context.
+    """
+    mcfg = model.cfg
+    dev = model.doc_start.device
+    prompt = prompt.to(dev, torch.float32)
+    T0 = prompt.size(0)
+    if doc_start:
+        inputs = torch.cat([prompt.new_zeros(1, prompt.size(1)), prompt])
+        target_idx = torch.arange(0, T0 + 1)
+    else:
+        inputs, target_idx = prompt, torch.arange(1, T0 + 1)
+    bos = torch.zeros(1, inputs.size(0), dtype=torch.bool, device=dev)
+    bos[0, 0] = doc_start
+    cache = model.new_cache(1, inputs.size(0) + n_new)
+    pos = token_positions(mcfg, first_page, target_idx).to(dev)[None]
+    h = model(inputs[None], bos, pos, cache=cache)[:, -1:]
+    out = []
+    nxt = int(target_idx[-1])
+    for i in range(n_new):
+        x = _predict(model, h, generator)  # [1, 1, D]
+        out.append(x[0, 0])
+        if i + 1 == n_new:
+            break
+        nxt += 1
+        pos = token_positions(mcfg, first_page, torch.tensor([nxt])).to(dev)[None]
+        h = model(x, torch.zeros(1, 1, dtype=torch.bool, device=dev), pos, cache=cache)
+    return torch.stack(out)
+
+
+def _predict(model: VST, h: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    if model.cfg.head == "energy":
+        if generator is not None:  # sample with a private stream so results are reproducible
+            state = torch.get_rng_state()
+            torch.set_rng_state(generator.get_state())
+            x = model.head.sample(h, 1)[0]
+            generator.set_state(torch.get_rng_state())
+            torch.set_rng_state(state)
+            return x
+        return model.head.sample(h, 1)[0]
+    return model.head(h)
+
+
+@dataclass
+class Continuation:
+    prompt_text: list[str]  # the prompt pages' true text
+    pages: list[str]  # decoded continuation, one string per page
+    truth: list[str]  # the document's real next pages, when it has them
+    tokens: torch.Tensor  # [pages, n, D]
+
+
+def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[VST, dict]:
+    from vst.checkpoint import latest_checkpoint, load_checkpoint, read_state
+
+    ckpt = Path(checkpoint)
+    if not (ckpt / "state.json").exists():
+        found = latest_checkpoint(ckpt)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint in {ckpt}")
+        ckpt = found
+    state = read_state(ckpt)
+    model = VST(ModelConfig.from_dict(state["model_config"])).to(device)
+    load_checkpoint(ckpt, model, restore_rng=False)
+    return model.eval(), state
+
+
+def continue_document(
+    model: VST,
+    codec,
+    doc_tokens: torch.Tensor,
+    doc_texts: list[str],
+    prompt_pages: int,
+    pages: int,
+    seed: int = 0,
+) -> Continuation:
+    """doc_tokens [pages, n, D] of one document from its first page; decode `pages` more."""
+    n = model.cfg.tokens_per_page
+    prompt = doc_tokens[:prompt_pages].reshape(-1, doc_tokens.size(-1))
+    gen = torch.Generator().manual_seed(seed)
+    new = continue_tokens(model, prompt, pages * n, generator=gen).view(pages, n, -1)
+    text = codec.decode(new.float().cpu())
+    return Continuation(doc_texts[:prompt_pages], text, doc_texts[prompt_pages : prompt_pages + pages], new)

@@ -1,0 +1,484 @@
+"""vst-train: train a Visual-Symbolic Transformer (or the same-shape text baseline).
+
+Single device (CPU, or one GPU with bf16 autocast):
+
+    vst-train --flavour debug --data synthetic --steps 200 --out runs/vst-debug
+    vst-train --flavour small --data runs/demo/store --codec mini --steps 5000 \
+        --batch-size 32 --pages-per-window 8 --dec 0.1 --out runs/vst-small
+    vst-train --modality text --tokenizer cl100k --flavour small --data runs/demo/store \
+        --codec mini --steps 5000 --batch-size 32 --pages-per-window 8 --out runs/text-small
+
+DDP across processes (gloo on CPU, NCCL on GPU); the global batch is split over ranks:
+
+    torchrun --standalone --nproc_per_node 2 -m vst.train --flavour debug --data synthetic \
+        --steps 200 --batch-size 8 --out runs/vst-ddp
+    torchrun --standalone --nproc_per_node 8 -m vst.train --flavour 1b --data /data/store \
+        --codec mini --batch-size 256 --pages-per-window 16 --out runs/vst-1b
+
+`--resume` continues from the newest checkpoint in `--out` exactly (weights, optimizer,
+RNG, data position). From Python: `from vst.train import TrainConfig, train`;
+`train(TrainConfig(...))` returns a dict with the history, final eval and checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from vst.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vst.config import ModelConfig, flavour
+from vst.data import Loader, WindowSource, collate_text, collate_vector, text_codec
+from vst.evaluate import evaluate
+from vst.losses import LossConfig, compute_losses
+from vst.model import VST
+
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/vst"
+    # model
+    flavour: str = "debug"
+    depth: Optional[int] = None  # overrides the flavour's depth (the size dial)
+    modality: str = "vector"  # vector | text
+    tokenizer: str = "bytes"  # text modality: bytes | cl100k
+    text_seq_len: int = 2048
+    rope: str = "3d"  # 1d | 3d (text always 1d)
+    mlp: str = "swiglu"  # swiglu | relu2
+    head: str = "regression"  # regression | energy
+    norm_proj: str = "none"  # none | sphere | layernorm
+    alpha: float = 0.0  # target norm of x_hat; 0 = mean token norm of the training data
+    energy_samples: int = 8
+    # data
+    data: str = "synthetic"  # a token-store directory, or "synthetic"
+    codec: str = "toy"  # codec for decoder-CE/eval: toy (with synthetic data) | mini | ...
+    codec_path: Optional[str] = None
+    pages_per_window: int = 4
+    window_tokens: Optional[int] = None  # T; default pages_per_window * n
+    val_fraction: float = 0.05  # documents held out for validation (by a hash of the id)
+    synthetic_docs: int = 64
+    # loss
+    mse: float = 1.0
+    cos: float = 1.0
+    dec: float = 0.0
+    norm: float = 0.0
+    energy: float = 1.0
+    dec_pages: int = 1
+    # optimisation
+    batch_size: int = 8  # global, split over DDP ranks
+    steps: int = 200
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 20
+    schedule: str = "cosine"  # cosine | linear | constant | wsd
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    seed: int = 0
+    # run
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16 autocast on GPU) | fp32 | bf16
+    compile: bool = False
+    eval_every: int = 100
+    eval_batches: int = 8
+    save_every: int = 100
+    keep: int = 2
+    log_every: int = 10
+    resume: bool = False
+    tensorboard: bool = True
+    wandb: Optional[str] = None  # project name; used only if wandb is installed
+    progress: bool = True
+    halt_at: Optional[int] = field(default=None, repr=False)  # tests: stop dead after this step
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(mse=self.mse, cos=self.cos, dec=self.dec, norm=self.norm,
+                          energy=self.energy, dec_pages=self.dec_pages)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# -- setup helpers ----------------------------------------------------------------------
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world, local_rank) from torchrun's environment; (0, 1, 0) when absent."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def pick_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def build_codec(cfg: TrainConfig):
+    if cfg.codec == "toy":
+        from vst.synthetic import ToyCodec
+
+        return ToyCodec()
+    from codec import load_codec
+
+    return load_codec(cfg.codec, **({"path": cfg.codec_path} if cfg.codec_path else {}))
+
+
+def build_sources(cfg: TrainConfig, codec) -> tuple[WindowSource, WindowSource]:
+    if cfg.data == "synthetic":
+        from vst.synthetic import SyntheticSource
+
+        kw = dict(n_docs=cfg.synthetic_docs, pages_per_window=cfg.pages_per_window, seed=cfg.seed)
+        return SyntheticSource(codec, split="train", **kw), SyntheticSource(codec, split="val", **kw)
+    from vst.store_source import store_sources, window_tokens
+
+    return store_sources(cfg.data, cfg.window_tokens or window_tokens(cfg.data, cfg.pages_per_window), cfg.val_fraction)
+
+
+def mean_token_norm(source: WindowSource, windows: int = 16) -> float:
+    norms = [float(torch.from_numpy(source.window(i).tokens).float().norm(dim=-1).mean()) for i in range(min(windows, len(source)))]
+    return sum(norms) / len(norms)
+
+
+def build_model_config(cfg: TrainConfig, source: WindowSource) -> ModelConfig:
+    over: dict[str, Any] = dict(modality=cfg.modality, mlp=cfg.mlp, head=cfg.head, norm_proj=cfg.norm_proj,
+                                energy_samples=cfg.energy_samples, D=source.D, grid=tuple(source.grid))
+    if cfg.depth is not None:
+        over["depth"] = cfg.depth
+    if cfg.modality == "text":
+        over.update(rope="1d", vocab_size=text_codec(cfg.tokenizer)[2], max_seq_len=cfg.text_seq_len)
+    else:
+        over.update(rope=cfg.rope, alpha=cfg.alpha if cfg.alpha > 0 else mean_token_norm(source))
+    return flavour(cfg.flavour, **over)
+
+
+def make_collate(cfg: TrainConfig, mcfg: ModelConfig) -> Callable:
+    if cfg.modality == "text":
+        encode, nbytes, _ = text_codec(cfg.tokenizer)
+        return lambda ws: collate_text(ws, encode, nbytes, cfg.text_seq_len)
+    return lambda ws: collate_vector(ws, mcfg.grid, mcfg.rope)
+
+
+def make_optimizer(model: VST, cfg: TrainConfig, fused: bool) -> torch.optim.Optimizer:
+    # no weight decay on gains, biases and the document-start vector
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    lo = cfg.min_lr_ratio
+    if cfg.schedule == "constant":
+        f = 1.0
+    elif cfg.schedule == "linear":
+        f = 1 - (1 - lo) * t
+    elif cfg.schedule == "wsd":  # warmup-stable-decay: flat, then linear decay over the last 20%
+        f = 1.0 if t < 0.8 else 1 - (1 - lo) * (t - 0.8) / 0.2
+    elif cfg.schedule == "cosine":
+        f = lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * t))
+    else:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}")
+    return cfg.lr * f
+
+
+class Logger:
+    """TensorBoard (+ wandb when installed and asked for) and a metrics.jsonl, rank 0 only."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, active: bool, resume_step: int) -> None:
+        self.active, self.tb, self.wb = active, None, None
+        self.jsonl = (out / "metrics.jsonl") if active else None
+        if not active:
+            return
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"), purge_step=resume_step or None)
+        if cfg.wandb:
+            try:
+                import wandb
+            except ImportError:
+                print("wandb is not installed; logging to TensorBoard only")
+            else:
+                self.wb = wandb.init(project=cfg.wandb, config=asdict(cfg), dir=str(out), resume="allow")
+
+    def log(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
+        if not self.active:
+            return
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps({"step": step, "split": prefix, **metrics}) + "\n")
+        for k, v in metrics.items():
+            if self.tb is not None:
+                self.tb.add_scalar(f"{prefix}/{k}", v, step)
+        if self.wb is not None:
+            self.wb.log({f"{prefix}/{k}": v for k, v in metrics.items()}, step=step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wb is not None:
+            self.wb.finish()
+
+
+# -- the loop ---------------------------------------------------------------------------
+
+
+def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
+    """Train; returns {"history", "eval", "checkpoint", "tokens_per_s", "model_config", ...}.
+
+    Under torchrun every rank calls this; the process group is created (and destroyed)
+    here unless the caller already set one up.
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    rank, world, local_rank = dist_env()
+    own_group = False
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
+            dist.init_process_group(backend)
+            own_group = True
+    try:
+        return _train(cfg, rank, world, local_rank)
+    finally:
+        if own_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, Any]:
+    device = pick_device(cfg.device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts it)
+
+    codec = build_codec(cfg) if (cfg.dec > 0 or cfg.modality == "vector" or cfg.data == "synthetic") else None
+    train_src, val_src = build_sources(cfg, codec)
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:  # the checkpoint's model config wins (alpha was measured once)
+        from vst.checkpoint import read_state
+
+        mcfg = ModelConfig.from_dict(read_state(ckpt)["model_config"])
+    else:
+        mcfg = build_model_config(cfg, train_src)
+    model = VST(mcfg).to(device)
+    use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
+    opt = make_optimizer(model, cfg, fused=device.type == "cuda")
+    step = 0
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, opt, rank=rank)
+        step = state["step"]
+        if state.get("world", world) != world:
+            print(f"note: resuming a {state['world']}-rank run on {world} ranks; the data order is unchanged")
+    if ckpt is None and rank > 0:
+        torch.manual_seed(cfg.seed + 1000 * rank)  # ranks draw different energy-head noise
+    lcfg = cfg.loss_config()
+    trunk: torch.nn.Module = model
+    if cfg.compile:
+        trunk = torch.compile(model)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        trunk = DDP(trunk, device_ids=[device.index] if device.type == "cuda" else None)
+    collate = make_collate(cfg, mcfg)
+    loader = Loader(train_src, cfg.batch_size, cfg.seed, rank, world)
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
+    logger = Logger(cfg, out, rank == 0, step)
+    flops_tok = model.flops_per_token(cfg.pages_per_window * mcfg.tokens_per_page if mcfg.modality == "vector" else cfg.text_seq_len)
+    peak = _peak_flops(device)
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": mcfg.to_dict()}, indent=1))
+        print(f"VST {mcfg.modality} d_model={mcfg.d_model} depth={mcfg.depth} params={model.num_params():,} "
+              f"device={device} world={world} start_step={step}")
+
+    def ckpt_state() -> dict[str, Any]:
+        return {"train_config": asdict(cfg), "model_config": mcfg.to_dict(), "data_position": step,
+                "history_tail": history[-5:]}
+
+    def run_eval() -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if rank == 0:
+            metrics = evaluate(model, val_src, collate, codec=codec, k=cfg.dec_pages, batches=cfg.eval_batches,
+                               batch_size=min(cfg.batch_size, max(1, len(val_src))), device=device, autocast=autocast)
+            logger.log(step, metrics, "val")
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return metrics
+
+    history: list[dict[str, float]] = []
+    evals: list[dict[str, float]] = []
+    bar = _progress(cfg, rank, step)
+    tokens_seen, t_window, tok_window = 0, time.perf_counter(), 0
+    t_start = time.perf_counter()
+    model.train()
+    while step < cfg.steps:
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = collate(loader.windows(step)).to(device)
+        with autocast():
+            loss, terms = compute_losses(model, batch, lcfg, codec, ddp_model=trunk if trunk is not model else None)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        terms = _reduce_terms(terms, world)
+        n_tok = batch.num_tokens * world
+        tokens_seen += n_tok
+        tok_window += n_tok
+        record = {"step": step, "lr": lr, "grad_norm": float(gnorm), **terms}
+        history.append(record)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t_window
+            record["tokens_per_s"] = tok_window / dt
+            if peak:
+                record["mfu"] = flops_tok * record["tokens_per_s"] / (peak * world)
+            t_window, tok_window = time.perf_counter(), 0
+            logger.log(step, {k: v for k, v in record.items() if k != "step"})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms['loss']:.4f}", tok_s=f"{record.get('tokens_per_s', 0):.0f}")
+        if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < cfg.steps:
+            evals.append({"step": step, **run_eval()})
+        if cfg.save_every > 0 and step % cfg.save_every == 0 and step < cfg.steps:
+            save_checkpoint(out, step, model, opt, ckpt_state(), rank, world, cfg.keep)
+        if cfg.halt_at is not None and step >= cfg.halt_at:
+            if bar is not None:
+                bar.close()
+            logger.close()
+            return {"halted_at": step, "history": history}
+    if bar is not None:
+        bar.close()
+    final_eval = {"step": step, **run_eval()}
+    evals.append(final_eval)
+    path = save_checkpoint(out, step, model, opt, ckpt_state(), rank, world, cfg.keep)
+    logger.close()
+    elapsed = time.perf_counter() - t_start
+    result = {
+        "steps": step, "history": history, "eval": final_eval, "evals": evals, "checkpoint": str(path),
+        "tokens_per_s": tokens_seen / elapsed if elapsed > 0 else 0.0, "model_config": mcfg.to_dict(),
+        "params": model.num_params(), "flops_per_token": flops_tok,
+    }
+    if rank == 0:
+        (out / "result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
+    return result
+
+
+def _reduce_terms(terms: dict[str, torch.Tensor], world: int) -> dict[str, float]:
+    keys = sorted(terms)
+    vals = torch.stack([terms[k].float() for k in keys])
+    if world > 1:
+        import torch.distributed as dist
+
+        vals = vals.to("cpu") if dist.get_backend() == "gloo" else vals
+        dist.all_reduce(vals)
+        vals = vals / world
+    return {k: float(v) for k, v in zip(keys, vals.tolist())}
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def _progress(cfg: TrainConfig, rank: int, step: int):
+    if not cfg.progress or rank != 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.steps, initial=step, desc="vst-train", dynamic_ncols=True)
+
+
+# -- command line -----------------------------------------------------------------------
+
+
+def cli(
+    out: str = "runs/vst",
+    flavour: str = "debug",
+    depth: Optional[int] = None,
+    modality: str = "vector",
+    tokenizer: str = "bytes",
+    text_seq_len: int = 2048,
+    rope: str = "3d",
+    mlp: str = "swiglu",
+    head: str = "regression",
+    norm_proj: str = "none",
+    alpha: float = 0.0,
+    energy_samples: int = 8,
+    data: str = "synthetic",
+    codec: str = "toy",
+    codec_path: Optional[str] = None,
+    pages_per_window: int = 4,
+    window_tokens: Optional[int] = None,
+    val_fraction: float = 0.05,
+    synthetic_docs: int = 64,
+    mse: float = 1.0,
+    cos: float = 1.0,
+    dec: float = 0.0,
+    norm: float = 0.0,
+    energy: float = 1.0,
+    dec_pages: int = 1,
+    batch_size: int = 8,
+    steps: int = 200,
+    lr: float = 3e-3,
+    min_lr_ratio: float = 0.1,
+    warmup: int = 20,
+    schedule: str = "cosine",
+    weight_decay: float = 0.0,
+    beta1: float = 0.9,
+    beta2: float = 0.95,
+    grad_clip: float = 1.0,
+    seed: int = 0,
+    device: str = "auto",
+    dtype: str = "auto",
+    compile: bool = False,
+    eval_every: int = 100,
+    eval_batches: int = 8,
+    save_every: int = 100,
+    keep: int = 2,
+    log_every: int = 10,
+    resume: bool = False,
+    tensorboard: bool = True,
+    wandb: Optional[str] = None,
+    progress: bool = True,
+) -> None:
+    """Train a VST (--modality vector) or the text baseline (--modality text); see the module docstring."""
+    result = train(TrainConfig(**{k: v for k, v in locals().items()}))
+    if dist_env()[0] == 0:
+        print(json.dumps(result["eval"], indent=1))
+        print(f"checkpoint: {result['checkpoint']}")
+
+
+def main() -> None:
+    import typer
+
+    typer.run(cli)
+
+
+if __name__ == "__main__":
+    main()
