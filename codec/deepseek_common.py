@@ -41,7 +41,9 @@ def resolve_checkpoint_dir(path: str | os.PathLike | None, codec_name: str, env_
     if not directory.exists():
         raise FileNotFoundError(f"{codec_name}: checkpoint directory {directory} does not exist")
     if not directory.is_dir():
-        raise NotADirectoryError(f"{codec_name}: {directory} is a file; expected a checkpoint directory")
+        raise NotADirectoryError(
+            f"{codec_name}: {directory} is a file; expected a checkpoint directory"
+        )
     return directory
 
 
@@ -77,7 +79,8 @@ def weight_files(directory: Path, codec_name: str) -> list[Path]:
     if not found:
         raise CheckpointError(
             f"{codec_name}: {directory} is incomplete: no weights "
-            f"(expected model.safetensors, a sharded *.safetensors set with its index, or pytorch_model.bin)"
+            "(expected model.safetensors, a sharded *.safetensors set with its index, "
+            "or pytorch_model.bin)"
         )
     return found
 
@@ -113,7 +116,7 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """bf16 on a GPU (what the model was trained in), fp32 on a CPU (bf16 matmuls are slow there)."""
+    """bf16 on a GPU (what the model was trained in), fp32 on a CPU (slow bf16 matmuls there)."""
     if dtype is None or dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
@@ -145,8 +148,6 @@ def as_page_list(pages) -> list[np.ndarray]:
         if page.dtype != np.uint8:
             raise ValueError(f"page {i}: expected uint8 pixels, got {page.dtype}")
         out.append(np.ascontiguousarray(page))
-    if not out:
-        raise ValueError("encode got no pages")
     return out
 
 
@@ -162,7 +163,9 @@ def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens, mask
 
 
-def split_rows(tokens: torch.Tensor, mask: torch.Tensor | None, infer_padding: bool) -> list[torch.Tensor]:
+def split_rows(
+    tokens: torch.Tensor, mask: torch.Tensor | None, infer_padding: bool
+) -> list[torch.Tensor]:
     """[B, n, D] (+ mask) -> the valid [n_i, D] of each row, in order.
 
     Without a mask and with `infer_padding`, trailing all-zero rows count as padding: a
@@ -172,7 +175,9 @@ def split_rows(tokens: torch.Tensor, mask: torch.Tensor | None, infer_padding: b
         raise ValueError(f"tokens must be [B, n, D]; got shape {tuple(tokens.shape)}")
     if mask is not None:
         if mask.shape != tokens.shape[:2]:
-            raise ValueError(f"mask shape {tuple(mask.shape)} does not match tokens {tuple(tokens.shape[:2])}")
+            raise ValueError(
+                f"mask shape {tuple(mask.shape)} does not match tokens {tuple(tokens.shape[:2])}"
+            )
         return [tokens[i][mask[i].to(tokens.device)] for i in range(tokens.shape[0])]
     if not infer_padding:
         return list(tokens.unbind(0))
@@ -270,7 +275,7 @@ def windowed_no_repeat_processor(ngram: int, window: int):
         def __init__(self, start: int):
             self.start = start  # prompt length in input_ids (0 when prompting with embeddings)
 
-        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
             if ngram <= 0:
                 return scores
             generated = input_ids[:, self.start :].tolist()

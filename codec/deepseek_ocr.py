@@ -57,7 +57,7 @@ DEFAULT_PROMPT = "<image>\nFree OCR."
 PATCH, DOWNSAMPLE = 16, 4  # SAM patch size, then 4x conv compression: one token per 64 px
 MODES = {"tiny": 512, "small": 640, "base": 1024, "large": 1280}
 PRESETS = {"tiny": "ds-tiny", "small": "ds-small", "base": "ds-base", "large": "ds-large"}
-_PAD_COLOR = (127, 127, 127)  # the image mean (0.5) in uint8, as the model's own pre-processing pads
+_PAD_COLOR = (127, 127, 127)  # the image mean (0.5) in uint8: how the model's own code pads
 
 
 class RemoteCodeRefused(PermissionError):
@@ -100,7 +100,9 @@ def _check_checkpoint(directory: Path, config: dict) -> list[str]:
     files = _remote_code_files(directory, config)
     missing = [f for f in files if not (directory / f).is_file()]
     if missing:
-        raise CheckpointError(f"deepseek-ocr: {directory} is incomplete: remote code {missing} is missing")
+        raise CheckpointError(
+            f"deepseek-ocr: {directory} is incomplete: remote code {missing} is missing"
+        )
     return files
 
 
@@ -123,6 +125,7 @@ class DeepseekOcrCodec(Codec):
         no_repeat_ngram: int = 20,
         no_repeat_window: int = 90,
         encode_batch_size: int = 16,
+        decode_batch_size: int = 16,
     ) -> None:
         side, n, grid = mode_geometry(mode, keep_layout_tokens)
         directory = resolve_checkpoint_dir(path, self.name, ENV_VAR)
@@ -149,6 +152,7 @@ class DeepseekOcrCodec(Codec):
         self.no_repeat_ngram = no_repeat_ngram
         self.no_repeat_window = no_repeat_window
         self.encode_batch_size = encode_batch_size
+        self.decode_batch_size = decode_batch_size
         self._device = pick_device(device)
         self.dtype = pick_dtype(dtype, self._device)
 
@@ -202,9 +206,12 @@ class DeepseekOcrCodec(Codec):
     @torch.no_grad()
     def encode(self, pages: PageImages) -> torch.Tensor:
         images = as_page_list(pages)
+        if not images:
+            return torch.zeros(0, self.n, self.D, device=self._device, dtype=self.dtype)
         out = []
         for start in range(0, len(images), self.encode_batch_size):
-            batch = torch.stack([self.preprocess(p) for p in images[start : start + self.encode_batch_size]])
+            chunk = images[start : start + self.encode_batch_size]
+            batch = torch.stack([self.preprocess(page) for page in chunk])
             out.append(self._features(batch.to(self._device, self.dtype)))
         return torch.cat(out, dim=0)
 
@@ -216,7 +223,8 @@ class DeepseekOcrCodec(Codec):
         tokens = self.inner.projector(joined)  # [B, h*w, D]
         if tokens.shape[1] != self.rows_per_side**2:
             raise RuntimeError(
-                f"deepseek-ocr: the encoder gave {tokens.shape[1]} tokens, expected {self.rows_per_side**2}"
+                f"deepseek-ocr: the encoder gave {tokens.shape[1]} tokens, "
+                f"expected {self.rows_per_side**2}"
             )
         return self.add_layout(tokens) if self.keep_layout_tokens else tokens
 
@@ -255,15 +263,22 @@ class DeepseekOcrCodec(Codec):
         return super(type(self.inner), self.inner).forward(**kwargs)
 
     def _lm_hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self._lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)[0]
+        out = self._lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)
+        return out[0]
 
     def text_nll(
         self, tokens: torch.Tensor, texts: Sequence[str], mask: torch.Tensor | None = None
     ) -> TextNLL:
         if len(texts) != tokens.shape[0]:
-            raise ValueError(f"deepseek-ocr: {tokens.shape[0]} pages of tokens but {len(texts)} texts")
+            raise ValueError(
+                f"deepseek-ocr: {tokens.shape[0]} pages of tokens but {len(texts)} texts"
+            )
+        rows = self._visual_rows(tokens, mask)
+        if not rows:
+            zeros = torch.zeros(0, device=self._device)
+            return TextNLL(nll=zeros + 0.0 * tokens.sum(), n_bytes=zeros.long())
         nll = sequence_nll(
-            self._lm_hidden, self.model.lm_head, self._embed, self._visual_rows(tokens, mask),
+            self._lm_hidden, self.model.lm_head, self._embed, rows,
             self.prefix_ids, self.suffix_ids, [self._ids(t) for t in texts], self.max_positions,
         )
         n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], device=nll.device)
@@ -271,12 +286,16 @@ class DeepseekOcrCodec(Codec):
 
     @torch.no_grad()
     def decode(
-        self, tokens: torch.Tensor, max_new_tokens: int | None = None, mask: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        max_new_tokens: int | None = None,
+        mask: torch.Tensor | None = None,
     ) -> list[str]:
         rows = self._visual_rows(tokens, mask)
+        if not rows:
+            return []
         prefix = self._embed(torch.tensor(self.prefix_ids, device=self._device)).to(self.dtype)
         suffix = self._embed(torch.tensor(self.suffix_ids, device=self._device)).to(self.dtype)
-        prompt = torch.stack([torch.cat([prefix, row, suffix], dim=0) for row in rows])
         guard = windowed_no_repeat_processor(self.no_repeat_ngram, self.no_repeat_window)(0)
 
         def step(inputs, attention, positions, past):
@@ -286,9 +305,13 @@ class DeepseekOcrCodec(Codec):
             )
             return self.model.lm_head(out[0][:, -1]).float(), out[1]
 
-        ids = greedy_generate(
-            step, self._embed, prompt, self.eos_id, max_new_tokens or self.max_new_tokens, guard
-        )
+        ids: list[list[int]] = []
+        for start in range(0, len(rows), self.decode_batch_size):
+            chunk = rows[start : start + self.decode_batch_size]
+            prompt = torch.stack([torch.cat([prefix, row, suffix], dim=0) for row in chunk])
+            ids += greedy_generate(
+                step, self._embed, prompt, self.eos_id, max_new_tokens or self.max_new_tokens, guard
+            )
         return [self.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
 
 
@@ -296,15 +319,15 @@ def _load_remote(directory: Path, dtype: torch.dtype, device: torch.device):
     from transformers import AutoModel, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=True, local_files_only=True)
-        model = AutoModel.from_pretrained(
-            directory, trust_remote_code=True, local_files_only=True, dtype=dtype, use_safetensors=True
-        )
+        options = dict(trust_remote_code=True, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(directory, **options)
+        model = AutoModel.from_pretrained(directory, dtype=dtype, use_safetensors=True, **options)
     except Exception as err:  # noqa: BLE001 - re-raised with context
         raise CheckpointError(
-            f"deepseek-ocr: loading the remote code in {directory} failed: {type(err).__name__}: {err}. "
-            "DeepSeek-OCR's code was written for transformers 4.46; with this project's transformers "
-            "it may need a patched copy (see docs/deepseek.md)."
+            f"deepseek-ocr: loading the remote code in {directory} failed: "
+            f"{type(err).__name__}: {err}. DeepSeek-OCR's code was written for transformers "
+            "4.46; with this project's transformers it may need a patched copy "
+            "(see docs/deepseek.md)."
         ) from err
     model.to(device).eval()
     model.requires_grad_(False)

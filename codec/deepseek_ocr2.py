@@ -27,6 +27,7 @@ import torch
 
 from codec.base import Codec, PageImages, TextNLL, register_codec
 from codec.deepseek_common import (
+    PROCESSOR_FILES,
     CheckpointError,
     as_page_list,
     dtype_name,
@@ -90,35 +91,78 @@ class DeepseekOcr2Codec(Codec):
         no_repeat_ngram: int = 20,
         no_repeat_window: int = 90,
         encode_batch_size: int = 16,
+        decode_batch_size: int = 16,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"deepseek-ocr2: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+            raise ValueError(
+                f"deepseek-ocr2: unknown mode {mode!r}; choose one of {', '.join(MODES)}"
+            )
         directory = resolve_checkpoint_dir(path, self.name, ENV_VAR)
         config = read_checkpoint_config(directory, self.name)
         _check_model_type(config, directory)
         weights = weight_files(directory, self.name)
         require_tokenizer(directory, self.name)
-
+        torch_device = pick_device(device)
+        torch_dtype = pick_dtype(dtype, torch_device)
+        processor = _load_processor(directory)
+        model = _load_model(directory, torch_dtype, torch_device)
         self.path = directory
+        self._setup(
+            model, processor, fingerprint(directory, weights), mode=mode,
+            keep_separator=keep_separator, render_preset=render_preset, prompt=prompt,
+            max_new_tokens=max_new_tokens, no_repeat_ngram=no_repeat_ngram,
+            no_repeat_window=no_repeat_window, encode_batch_size=encode_batch_size,
+            decode_batch_size=decode_batch_size,
+        )
+
+    @classmethod
+    def from_model(
+        cls, model, processor, weights_id: str = "in-memory", **options
+    ) -> "DeepseekOcr2Codec":
+        """A codec around an already-built model and processor (benchmarks, experiments).
+        The model is frozen in place; `weights_id` goes into `version`."""
+        if options.get("mode", "global") not in MODES:
+            raise ValueError(f"deepseek-ocr2: unknown mode {options['mode']!r}")
+        self = cls.__new__(cls)
+        self.path = None
+        model.eval()
+        model.requires_grad_(False)
+        self._setup(model, processor, weights_id, **options)
+        return self
+
+    def _setup(
+        self,
+        model,
+        processor,
+        weights_id: str,
+        *,
+        mode: str = "global",
+        keep_separator: bool = True,
+        render_preset: str | None = None,
+        prompt: str = DEFAULT_PROMPT,
+        max_new_tokens: int = 2048,
+        no_repeat_ngram: int = 20,
+        no_repeat_window: int = 90,
+        encode_batch_size: int = 16,
+        decode_batch_size: int = 16,
+    ) -> None:
+        self.model, self.processor, self.tokenizer = model, processor, processor.tokenizer
+        first = next(model.parameters())
+        self._device, self.dtype = first.device, first.dtype
         self.mode = mode
         self.keep_separator = keep_separator
-        self.prompt_prefix, self.prompt_suffix = split_prompt(prompt)
         self.prompt = prompt
+        self.prompt_prefix, self.prompt_suffix = split_prompt(prompt)
         self.max_new_tokens = max_new_tokens
         self.no_repeat_ngram = no_repeat_ngram
         self.no_repeat_window = no_repeat_window
         self.encode_batch_size = encode_batch_size
-        self._device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self._device)
+        self.decode_batch_size = decode_batch_size
 
-        self.processor = _load_processor(directory)
-        self.tokenizer = self.processor.tokenizer
-        self.model = _load_model(directory, self.dtype, self._device)
-
-        text_config = self.model.config.text_config
+        text_config = model.config.text_config
         self.D = int(text_config.hidden_size)
         self.max_positions = getattr(text_config, "max_position_embeddings", None)
-        image_processor = self.processor.image_processor
+        image_processor = processor.image_processor
         self.global_size = int(image_processor.size.height)
         self.tile_size = int(image_processor.tile_size)
         self.n_global = self._queries(self.global_size)
@@ -132,17 +176,18 @@ class DeepseekOcr2Codec(Codec):
             self.grid = None
         from render import get_preset
 
-        self.render_config = get_preset(render_preset or ("ds-base" if mode == "global" else "ds-large"))
+        default_preset = "ds-base" if mode == "global" else "ds-large"
+        self.render_config = get_preset(render_preset or default_preset)
 
         self.bos_id = self.tokenizer.bos_token_id
         self.eos_id = self.tokenizer.eos_token_id
         if self.bos_id is None or self.eos_id is None:
-            raise CheckpointError(f"deepseek-ocr2: the tokenizer in {directory} has no BOS/EOS token")
+            raise CheckpointError("deepseek-ocr2: the tokenizer has no BOS/EOS token")
         self.prefix_ids = [self.bos_id] + self._ids(self.prompt_prefix)
         self.suffix_ids = self._ids(self.prompt_suffix)
-        weights_id = fingerprint(directory, weights)
         self.version = (
-            f"deepseek-ocr2:{weights_id}:mode={mode}:sep={int(keep_separator)}:{dtype_name(self.dtype)}"
+            f"deepseek-ocr2:{weights_id}:mode={mode}:sep={int(keep_separator)}:"
+            f"{dtype_name(self.dtype)}"
         )
 
     # ---- geometry -------------------------------------------------------------------
@@ -168,7 +213,8 @@ class DeepseekOcr2Codec(Codec):
 
     def tokens_per_page(self, height: int, width: int) -> int:
         """Tokens `encode` yields for one page of this pixel size, separator included or not."""
-        return self.num_tiles(height, width) * self.n_tile + self.n_global + int(self.keep_separator)
+        tiles = self.num_tiles(height, width)
+        return tiles * self.n_tile + self.n_global + int(self.keep_separator)
 
     @property
     def device(self) -> torch.device:
@@ -184,6 +230,9 @@ class DeepseekOcr2Codec(Codec):
         """Tokens [B, n_max, D] in the model dtype on the codec device, and a bool mask
         [B, n_max] of real tokens (all True in global mode)."""
         images = as_page_list(pages)
+        if not images:
+            empty = torch.zeros(0, self.n or 0, self.D, device=self._device, dtype=self.dtype)
+            return empty, torch.zeros(0, self.n or 0, dtype=torch.bool, device=self._device)
         rows: list[torch.Tensor] = []
         for start in range(0, len(images), self.encode_batch_size):
             rows.extend(self._encode_chunk(images[start : start + self.encode_batch_size]))
@@ -194,7 +243,9 @@ class DeepseekOcr2Codec(Codec):
         if self.mode == "global":
             # With crop_to_patches=False the processor sizes the global view to `tile_size`;
             # asking for the 1024² size gives the 256-token view the model reads pages at.
-            features = ip(images, crop_to_patches=False, tile_size=self.global_size, return_tensors="pt")
+            features = ip(
+                images, crop_to_patches=False, tile_size=self.global_size, return_tensors="pt"
+            )
         else:
             features = ip(images, crop_to_patches=True, return_tensors="pt")
         local = features.get("pixel_values_local")
@@ -213,8 +264,13 @@ class DeepseekOcr2Codec(Codec):
 
     def _visual_rows(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> list[torch.Tensor]:
         """Per-page visual embeddings as the decoder must see them (separator restored)."""
-        if tokens.shape[-1] != self.D:
-            raise ValueError(f"deepseek-ocr2: tokens have width {tokens.shape[-1]}, expected D={self.D}")
+        wrong_n = self.n is not None and tokens.ndim == 3 and tokens.shape[1] != self.n
+        if tokens.ndim != 3 or tokens.shape[-1] != self.D or wrong_n:
+            expected = f"[B, {self.n if self.n is not None else 'n'}, {self.D}]"
+            raise ValueError(
+                f"deepseek-ocr2: tokens must be {expected} in mode {self.mode}; "
+                f"got {tuple(tokens.shape)}"
+            )
         tokens = tokens.to(self._device, self.dtype)
         rows = split_rows(tokens, mask, infer_padding=self.mode == "crops")
         if self.keep_separator:
@@ -226,15 +282,22 @@ class DeepseekOcr2Codec(Codec):
         return self.model.get_input_embeddings()(ids)
 
     def _lm_hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)
+        out = self.model.model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False
+        )
         return out.last_hidden_state
 
     def text_nll(
         self, tokens: torch.Tensor, texts: Sequence[str], mask: torch.Tensor | None = None
     ) -> TextNLL:
         if len(texts) != tokens.shape[0]:
-            raise ValueError(f"deepseek-ocr2: {tokens.shape[0]} pages of tokens but {len(texts)} texts")
+            raise ValueError(
+                f"deepseek-ocr2: {tokens.shape[0]} pages of tokens but {len(texts)} texts"
+            )
         rows = self._visual_rows(tokens, mask)
+        if not rows:
+            zeros = torch.zeros(0, device=self._device)
+            return TextNLL(nll=zeros + 0.0 * tokens.sum(), n_bytes=zeros.long())
         text_ids = [self._ids(t) for t in texts]
         nll = sequence_nll(
             self._lm_hidden, self.model.lm_head, self._embed, rows,
@@ -243,32 +306,48 @@ class DeepseekOcr2Codec(Codec):
         n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], device=nll.device)
         return TextNLL(nll=nll, n_bytes=n_bytes)
 
-    @torch.no_grad()
     def decode(
         self,
         tokens: torch.Tensor,
         max_new_tokens: int | None = None,
         mask: torch.Tensor | None = None,
     ) -> list[str]:
+        ids = self.generate_ids(tokens, max_new_tokens, mask)
+        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
+
+    @torch.no_grad()
+    def generate_ids(
+        self,
+        tokens: torch.Tensor,
+        max_new_tokens: int | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> list[list[int]]:
+        """Greedy decoder token ids per page, EOS excluded (what `decode` detokenises)."""
         from transformers import GenerationConfig, LogitsProcessorList
 
         rows = self._visual_rows(tokens, mask)
         prefix = self._embed(torch.tensor(self.prefix_ids, device=self._device)).to(self.dtype)
         suffix = self._embed(torch.tensor(self.suffix_ids, device=self._device)).to(self.dtype)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = self.eos_id if pad_id is None else pad_id
         # A fresh config: a checkpoint's own generation_config may ask for sampling.
         gen_config = GenerationConfig(
             do_sample=False, num_beams=1, max_new_tokens=max_new_tokens or self.max_new_tokens,
             eos_token_id=self.eos_id, pad_token_id=pad_id, bos_token_id=self.bos_id,
         )
         guard = windowed_no_repeat_processor(self.no_repeat_ngram, self.no_repeat_window)
-        texts: list[str | None] = [None] * len(rows)
+        results: list[list[int]] = [[] for _ in rows]
         # Pages with equal token counts share one unpadded generate call, so no row ever
         # sees padding and each page decodes exactly as it would alone.
         by_length: dict[int, list[int]] = {}
         for i, row in enumerate(rows):
             by_length.setdefault(row.shape[0], []).append(i)
-        for members in by_length.values():
+        groups = [
+            same[s : s + self.decode_batch_size]
+            for same in by_length.values()
+            for s in range(0, len(same), self.decode_batch_size)
+        ]
+        for members in groups:
             embeds = torch.stack([torch.cat([prefix, rows[i], suffix], dim=0) for i in members])
             attention = torch.ones(embeds.shape[:2], dtype=torch.long, device=self._device)
             out = self.model.generate(
@@ -276,10 +355,8 @@ class DeepseekOcr2Codec(Codec):
                 logits_processor=LogitsProcessorList([guard(0)]),
             )
             for i, ids in zip(members, out.tolist()):
-                if self.eos_id in ids:
-                    ids = ids[: ids.index(self.eos_id)]
-                texts[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return [t or "" for t in texts]
+                results[i] = ids[: ids.index(self.eos_id)] if self.eos_id in ids else ids
+        return results
 
     def null_tokens(self, batch: int) -> torch.Tensor:
         """Zeros of a page's shape; in crops mode zero rows read as padding (the prior alone)."""
@@ -296,11 +373,15 @@ def _load_processor(directory):
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the directory named
-        raise CheckpointError(f"deepseek-ocr2: cannot load the tokenizer in {directory}: {err}") from err
-    if any((directory / name).is_file() for name in ("processor_config.json", "preprocessor_config.json")):
-        image_processor = DeepseekOcr2ImageProcessorPil.from_pretrained(directory, local_files_only=True)
+        raise CheckpointError(
+            f"deepseek-ocr2: cannot load the tokenizer in {directory}: {err}"
+        ) from err
+    if any((directory / name).is_file() for name in PROCESSOR_FILES):
+        image_processor = DeepseekOcr2ImageProcessorPil.from_pretrained(
+            directory, local_files_only=True
+        )
     else:
-        log.warning("deepseek-ocr2: %s has no processor config; using the default geometry", directory)
+        log.warning("deepseek-ocr2: %s has no processor config; using the defaults", directory)
         image_processor = DeepseekOcr2ImageProcessorPil()
     return DeepseekOcr2Processor(image_processor=image_processor, tokenizer=tokenizer)
 
@@ -313,7 +394,9 @@ def _load_model(directory, dtype: torch.dtype, device: torch.device):
             directory, local_files_only=True, dtype=dtype
         )
     except Exception as err:  # noqa: BLE001 - re-raised with the directory named
-        raise CheckpointError(f"deepseek-ocr2: cannot load the model in {directory}: {err}") from err
+        raise CheckpointError(
+            f"deepseek-ocr2: cannot load the model in {directory}: {err}"
+        ) from err
     model.to(device).eval()
     model.requires_grad_(False)  # frozen: gradients may reach the tokens, never a weight
     return model

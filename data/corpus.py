@@ -69,7 +69,7 @@ class Skip:
     source: str
     item: str
     reason: str
-    action: str = "skip"  # "skip" or "repair"
+    action: str = "skip"  # "skip" or "repair" here; later stages add e.g. "report"
 
 
 class SkipLog:
@@ -307,7 +307,10 @@ def _read_txt(path: Path, source: str, ctx: _Context) -> Iterator[Document]:
     if ctx.max_chars is not None and path.stat().st_size > 4 * ctx.max_chars:
         ctx.skip(source, source, f"oversized: {path.stat().st_size} bytes > 4*max_chars")
         return
-    doc = ctx.make_document(source, source, path.read_bytes(), {"source": source})
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):  # a byte-order mark marks the encoding, not text
+        data = data[3:]
+    doc = ctx.make_document(source, source, data, {"source": source})
     if doc is not None:
         yield doc
 
@@ -339,7 +342,8 @@ def _read_parquet(path: Path, source: str, ctx: _Context) -> Iterator[Document]:
             row += len(records)
     except Exception as err:
         if ctx.owns(source):
-            ctx.skip(source, f"{source}:{row}", f"corrupt parquet data from row {row}; rest skipped: {err}")
+            ctx.skip(source, f"{source}:{row}",
+                     f"corrupt parquet data from row {row}; rest skipped: {err}")
 
 
 _READERS = {

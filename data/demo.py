@@ -11,13 +11,15 @@ commits no third-party text. Output is deterministic for a given Python build.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import random
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Annotated, Iterator
 
+import typer
 import zstandard
 
 PILE_SET_NAME = "PythonStdlibDocs"
@@ -40,6 +42,7 @@ _OVERSTRIKE = re.compile(".\b")  # pydoc bolds a character as "c\bc"
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # reprs of default values carry memory addresses
 
 
+@functools.lru_cache(maxsize=None)  # rendering is the slow part; the result never changes
 def module_doc_text(module_name: str) -> str:
     """Plain-text pydoc of one module, without overstrike, addresses or machine-specific parts."""
     import pydoc
@@ -117,6 +120,16 @@ def heldout_texts(n: int = 32, min_chars: int = 400, max_chars: int = 4000,
     if n > len(candidates):
         raise ValueError(f"only {len(candidates)} held-out topics have >= {min_chars} chars")
     return [split_text(text, max_chars)[0].rstrip() for text in candidates[:n]]
+
+
+def demo_corpus_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
+    n_docs: Annotated[int, typer.Option(help="Documents to write.")] = 64,
+    max_chars: Annotated[int, typer.Option(help="Most characters a document.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of the module order.")] = 0,
+) -> None:
+    """Build the demo corpus (The Pile's format) from the standard library's pydoc."""
+    typer.echo(build_demo_corpus(out, n_docs, max_chars, seed))
 
 
 def main(argv: list[str] | None = None) -> None:

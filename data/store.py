@@ -250,15 +250,21 @@ class StoreWriter:
 
     def add_page(self, doc_id: str, page: int, char_start: int, char_end: int, text: str,
                  tokens: Any) -> None:
-        """Append one page; ``tokens`` is ``[n, D]`` (or ``[k, D]`` for a variable-n store)."""
+        """Append one page; ``tokens`` is ``[n, D]`` (or ``[k, D]`` for a variable-n store).
+        A rejected page (ValueError) leaves the writer as it was."""
         self._check_order(doc_id, page, char_start, char_end, text)
         stored = to_storage(tokens, self.meta.dtype)
         if stored.ndim != 2 or stored.shape[1] != self.meta.D or len(stored) == 0:
             raise ValueError(f"{doc_id} page {page}: tokens shape {stored.shape}, "
                              f"expected [{self.meta.n or 'k'}, {self.meta.D}]")
         if self.meta.fixed_n and len(stored) != self.meta.n:
-            raise ValueError(f"{doc_id} page {page}: {len(stored)} tokens, store has n={self.meta.n}")
+            raise ValueError(f"{doc_id} page {page}: {len(stored)} tokens, "
+                             f"store has n={self.meta.n}")
         self._tokens.append(stored[None] if self.meta.fixed_n else stored)
+        if doc_id != self._current_doc:
+            self._docs_seen.add(doc_id)
+            self._current_doc = doc_id
+        self._next_page, self._next_char = page + 1, char_end
         columns = self._columns
         columns["doc_id"].append(doc_id)
         columns["page"].append(page)
@@ -281,21 +287,24 @@ class StoreWriter:
             self.add_page(doc_id, number, start, end, text, page_tokens)
 
     def _check_order(self, doc_id: str, page: int, start: int, end: int, text: str) -> None:
+        """Raise ValueError if this page cannot come next; changes nothing."""
         if self._closed:
             raise StoreError(f"{self.name}: writer is closed")
-        if doc_id != self._current_doc:
-            if doc_id in self._docs_seen:
-                raise ValueError(f"{doc_id}: pages of a document must be contiguous in one part")
-            self._docs_seen.add(doc_id)
-            self._current_doc, self._next_page, self._next_char = doc_id, 0, start
-        if page != self._next_page:
-            raise ValueError(f"{doc_id}: got page {page}, expected page {self._next_page}")
-        if start != self._next_char or end < start or len(text) != end - start:
+        new_doc = doc_id != self._current_doc
+        if new_doc and doc_id in self._docs_seen:
+            raise ValueError(f"{doc_id}: pages of a document must be contiguous in one part")
+        expected_page = 0 if new_doc else self._next_page
+        expected_char = start if new_doc else self._next_char
+        if page != expected_page:
+            raise ValueError(f"{doc_id}: got page {page}, expected page {expected_page}")
+        if start != expected_char or end < start or len(text) != end - start:
             raise ValueError(f"{doc_id} page {page}: char span ({start}, {end}) does not follow "
-                             f"the previous page (at {self._next_char}) or does not match "
+                             f"the previous page (at {expected_char}) or does not match "
                              f"its {len(text)}-char text")
-        self._next_page += 1
-        self._next_char = end
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{doc_id} page {page}: text is not valid Unicode ({err})") from None
 
     # -- finishing
 
@@ -374,7 +383,7 @@ class StoreWriter:
 
 
 def part_status(root: str | Path, part_id: int | str) -> str:
-    """"complete" (marker present), "incomplete" (a temp dir or a dir without marker) or "missing"."""
+    """"complete" (marker present), "incomplete" (temp dir, or dir without marker), "missing"."""
     root = Path(root)
     name = part_name(part_id)
     final = root / PARTS_DIR / name
@@ -568,7 +577,7 @@ class Store:
             return _Part(self.root, name, self.meta)
         except Exception as err:  # a damaged index fails in pyarrow in many ways
             raise StoreCorruptError(f"{name}: cannot read {INDEX_FILE} ({type(err).__name__}: "
-                                    f"{err}); data.store.verify_store() checks every part") from None
+                                    f"{err}); verify_store() checks every part") from None
 
     def _build_doc_table(self) -> None:
         """Per document: its part and first page row; pages of a doc are contiguous in a part."""

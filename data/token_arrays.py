@@ -212,7 +212,8 @@ def verify_array(directory: Path, layout: str, recorded: dict) -> None:
     if layout == "npy":
         expected_size = _NPY_HEADER_BYTES + array.nbytes
         if where.stat().st_size != expected_size:
-            raise TokenArrayCorrupt(f"{where}: {where.stat().st_size} bytes, expected {expected_size}")
+            raise TokenArrayCorrupt(f"{where}: {where.stat().st_size} bytes, "
+                                    f"expected {expected_size}")
     chunk_rows = recorded["chunk_rows"]
     total = hashlib.sha256()
     for index, expected in enumerate(recorded["chunk_sha256"]):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class Window:
 
 def page_row_col(page_index: np.ndarray, token_in_page: np.ndarray,
                  grid: tuple[int, int] | None) -> np.ndarray:
-    """(page, row, col) of each position, ``[..., 3]`` int; row = 0 and col = token without a grid."""
+    """(page, row, col) of each position, ``[..., 3]``; without a grid row = 0, col = token."""
     if grid is None:
         row, col = np.zeros_like(token_in_page), token_in_page
     else:
@@ -61,6 +61,21 @@ def page_row_col(page_index: np.ndarray, token_in_page: np.ndarray,
         row = np.where(token_in_page < 0, -1, row)
         col = np.where(token_in_page < 0, -1, col)
     return np.stack([page_index, row, col], axis=-1)
+
+
+def plan_windows(token_counts: Sequence[int], T: int) -> list[tuple[int, int]]:
+    """(first page, page count) of a document's windows: greedy runs of whole pages within T
+    tokens; a page longer than T alone (it will be cut)."""
+    windows, page = [], 0
+    while page < len(token_counts):
+        used, end = 0, page
+        while end < len(token_counts) and used + token_counts[end] <= T:
+            used += token_counts[end]
+            end += 1
+        end = max(end, page + 1)
+        windows.append((page, end - page))
+        page = end
+    return windows
 
 
 class WindowLoader:
@@ -86,18 +101,10 @@ class WindowLoader:
         """(document, first page, page count) of every window, greedily packing whole pages."""
         docs, firsts, counts = [], [], []
         for doc_number, doc_id in enumerate(self.doc_ids):
-            sizes = self.store.page_token_counts(doc_id)
-            page = 0
-            while page < len(sizes):
-                used, end = 0, page
-                while end < len(sizes) and used + sizes[end] <= self.T:
-                    used += sizes[end]
-                    end += 1
-                end = max(end, page + 1)  # an over-long page still gets a (truncated) window
+            for first, count in plan_windows(self.store.page_token_counts(doc_id).tolist(), self.T):
                 docs.append(doc_number)
-                firsts.append(page)
-                counts.append(end - page)
-                page = end
+                firsts.append(first)
+                counts.append(count)
         self._win_doc = np.asarray(docs, np.int64)
         self._win_first = np.asarray(firsts, np.int64)
         self._win_pages = np.asarray(counts, np.int64)

@@ -9,7 +9,8 @@ the input/output layers differ. Per model and length we measure
 - decode throughput: single-position steps against that cache (positions/s, and the text
   characters those positions stand for: a visual token carries a whole line);
 - KV-cache bytes held for the document (2 x layers x kv-heads x head-dim x positions);
-- peak memory above the baseline (CUDA allocator peak, or sampled RSS on CPU);
+- peak memory of the prefill above the baseline, KV cache included (CUDA allocator peak;
+  on CPU, sampled malloc bytes in use);
 - positions per document: visual tokens vs cl100k tokens vs UTF-8 bytes.
 
 Rendering and codec encoding/decoding are timed separately (`encode_s`, `codec_decode_s`)
@@ -42,7 +43,7 @@ GLYPH_ANCHOR = {
 
 
 def sample_text(n_chars: int) -> str:
-    """`n_chars` of English prose from the stdlib's language-reference topics, repeated as needed."""
+    """`n_chars` of English prose: the stdlib's language-reference topics, repeated as needed."""
     from pydoc_data.topics import topics
 
     body = "\n\n".join(topics[k].strip() for k in sorted(topics))
@@ -83,9 +84,14 @@ def count_positions(text: str, encoder: Any) -> Positions:
 
 
 class PeakMemory:
-    """Peak memory above the level at entry: CUDA allocator stats, else sampled RSS."""
+    """Peak memory above the level at entry.
 
-    def __init__(self, device: str, interval: float = 0.002) -> None:
+    CUDA: the allocator's peak. CPU: bytes in use by malloc (glibc `mallinfo2`, which
+    follows frees, unlike RSS), sampled every `interval` seconds by a thread; very short
+    peaks between samples can be missed. Without glibc, sampled RSS.
+    """
+
+    def __init__(self, device: str, interval: float = 0.0005) -> None:
         self.device, self.interval, self.peak = device, interval, 0
 
     def __enter__(self) -> "PeakMemory":
@@ -96,15 +102,13 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
             return self
-        import psutil
-
-        self._proc = psutil.Process()
-        self._base = self._max = self._proc.memory_info().rss
+        self._read = _heap_reader()
+        self._base = self._max = self._read()
         self._stop = threading.Event()
 
         def poll() -> None:
             while not self._stop.is_set():
-                self._max = max(self._max, self._proc.memory_info().rss)
+                self._max = max(self._max, self._read())
                 time.sleep(self.interval)
 
         self._thread = threading.Thread(target=poll, daemon=True)
@@ -120,8 +124,34 @@ class PeakMemory:
             return
         self._stop.set()
         self._thread.join()
-        self._max = max(self._max, self._proc.memory_info().rss)
-        self.peak = self._max - self._base
+        self._max = max(self._max, self._read())
+        self.peak = max(0, self._max - self._base)
+
+
+def _heap_reader():
+    """A callable giving bytes in use: glibc malloc's count if available, else RSS."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+
+        def heap() -> int:
+            m = libc.mallinfo2()
+            return int(m.uordblks + m.hblkhd)  # small-chunk bytes in use + mmapped chunks
+
+        heap()
+        return heap
+    except (OSError, AttributeError):
+        import psutil
+
+        proc = psutil.Process()
+        return lambda: proc.memory_info().rss
 
 
 def _sync(device: str) -> None:
@@ -195,19 +225,23 @@ def measure(
     bos = torch.zeros(x.shape[:2], dtype=torch.bool, device=device)
     bos[:, 0] = True  # the document starts here (BOS-style input convention)
     pos = _positions(model, 0, length, device)
-    prefill, peak = [], 0
-    with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=torch_dtype, enabled=dtype != "float32"):
+    prefill = []
+    autocast = torch.autocast(device.split(":")[0], dtype=torch_dtype, enabled=dtype != "float32")
+    with torch.inference_mode(), autocast:
         model(x[:, : min(8, length)], bos[:, : min(8, length)], pos[:, : min(8, length)])  # warm-up
+        # memory first, in its own pass, so the sampling thread never slows a timed run
+        with PeakMemory(device) as mem:
+            cache = model.new_cache(1, length + decode_steps + 1, torch_dtype)
+            _next_input(model, model(x, bos, pos, cache=cache))
+        del cache
         for _ in range(max(1, repeats)):
             cache = model.new_cache(1, length + decode_steps + 1, torch_dtype)
-            with PeakMemory(device) as mem:
-                _sync(device)
-                t0 = time.perf_counter()
-                h = model(x, bos, pos, cache=cache)
-                nxt = _next_input(model, h)
-                _sync(device)
-                prefill.append(time.perf_counter() - t0)
-            peak = max(peak, mem.peak)
+            _sync(device)
+            t0 = time.perf_counter()
+            h = model(x, bos, pos, cache=cache)
+            nxt = _next_input(model, h)
+            _sync(device)
+            prefill.append(time.perf_counter() - t0)
         no_bos = torch.zeros(1, 1, dtype=torch.bool, device=device)
         _sync(device)
         t0 = time.perf_counter()
@@ -228,15 +262,22 @@ def measure(
         decode_pos_s=pos_s,
         decode_chars_s=pos_s * chars / max(length, 1),
         kv_bytes=kv,
-        peak_mem_bytes=int(peak),
+        peak_mem_bytes=int(mem.peak),
     )
 
 
 # -------------------------------------------------------------------------- report
 
 
-def build_models(codec: Any, *, flavour: str = "tiny", text_vocab: int = 100277, max_len: int = 1 << 17,
-                 device: str = "cpu", seed: int = 0):
+def build_models(
+    codec: Any,
+    *,
+    flavour: str = "tiny",
+    text_vocab: int = 100277,
+    max_len: int = 1 << 17,
+    device: str = "cpu",
+    seed: int = 0,
+):
     """A VST and the same-shape text-token model (random weights: timing needs no training)."""
     import torch
 
@@ -250,11 +291,11 @@ def build_models(codec: Any, *, flavour: str = "tiny", text_vocab: int = 100277,
     return VST(vcfg).to(device).eval(), VST(tcfg).to(device).eval()
 
 
-def _codec(codec: Any) -> Any:
+def _codec(codec: Any, random_init: bool = False) -> Any:
     if isinstance(codec, str):
-        from codec import load_codec
+        from eval.runners.factory import load_codec_by_name
 
-        return load_codec(codec)
+        return load_codec_by_name(codec, random_init=random_init)
     return codec
 
 
@@ -270,6 +311,8 @@ def run_efficiency(
     device: str = "cpu",
     dtype: str = "float32",
     encode: bool = True,
+    random_codec: bool = False,
+    threads: int = 0,
     renderer: Any = None,
     models: tuple[Any, Any] | None = None,
     plots: bool = True,
@@ -278,8 +321,41 @@ def run_efficiency(
 
     text_tokens: "cl100k" (the text model sees cl100k tokens, vocab 100277) or "byte"
     (UTF-8 bytes, vocab 256). encode: also time render + codec encode of the real pages
-    (the VST is then fed those tokens) and codec decode of one page.
+    (the VST is then fed those tokens) and codec decode of one page. threads: torch
+    intra-op threads for the run (0: leave as is; 1 is steadier on a shared CPU).
     """
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _run_efficiency(
+            out_dir, lengths, codec=codec, flavour=flavour, text_tokens=text_tokens,
+            decode_steps=decode_steps, repeats=repeats, device=device, dtype=dtype, encode=encode,
+            random_codec=random_codec, renderer=renderer, models=models, plots=plots,
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_efficiency(
+    out_dir: str | Path,
+    lengths: Sequence[int],
+    *,
+    codec: Any,
+    flavour: str,
+    text_tokens: str,
+    decode_steps: int,
+    repeats: int,
+    device: str,
+    dtype: str,
+    encode: bool,
+    random_codec: bool,
+    renderer: Any,
+    models: tuple[Any, Any] | None,
+    plots: bool,
+) -> dict[str, Any]:
     import torch
 
     from eval.runners.visual import PageEncoder
@@ -288,7 +364,7 @@ def run_efficiency(
         raise ValueError("text_tokens must be 'cl100k' or 'byte'")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    codec = _codec(codec)
+    codec = _codec(codec, random_codec)
     encoder = PageEncoder(codec, renderer)
     vst, text = models or build_models(
         codec, flavour=flavour, text_vocab=100277 if text_tokens == "cl100k" else 256, device=device
@@ -297,7 +373,8 @@ def run_efficiency(
     for n_chars in lengths:
         doc = sample_text(int(n_chars))
         pos = count_positions(doc, encoder)
-        row: dict[str, Any] = {"chars": n_chars, **asdict(pos), "compression_vs_cl100k": pos.compression}
+        row: dict[str, Any] = {"chars": n_chars, **asdict(pos)}
+        row["compression_vs_cl100k"] = pos.compression
         tokens = None
         if encode:
             pages = encoder.pages(doc)
@@ -325,13 +402,10 @@ def run_efficiency(
         "dtype": dtype,
         "torch_threads": torch.get_num_threads(),
         "codec": {"name": getattr(codec, "name", "?"), "version": getattr(codec, "version", "?"),
-                  "n": codec.n, "D": codec.D},
+                  "n": codec.n, "D": codec.D, "random_weights": random_codec},
         "flavour": flavour,
         "text_tokens": text_tokens,
-        "models": {
-            "vst": {**vst.cfg.to_dict(), "params": vst.num_params(), "trunk_params": vst.num_params(True)},
-            "text": {**text.cfg.to_dict(), "params": text.num_params(), "trunk_params": text.num_params(True)},
-        },
+        "models": {"vst": _model_info(vst), "text": _model_info(text)},
         "decode_steps": decode_steps,
         "repeats": repeats,
         "anchor": GLYPH_ANCHOR,
@@ -342,6 +416,12 @@ def run_efficiency(
     if plots:
         result["plots"] = [str(p) for p in plot(result, out)]
     return result
+
+
+def _model_info(model: Any) -> dict[str, Any]:
+    c = model.cfg
+    return {**c.to_dict(), "d_model": c.d_model, "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads,
+            "params": model.num_params(), "trunk_params": model.num_params(True)}
 
 
 def _fmt_bytes(n: float) -> str:
@@ -359,11 +439,13 @@ def markdown_table(result: dict[str, Any]) -> str:
         "",
         f"Device `{result['device']}` ({result['dtype']}, {result['torch_threads']} threads); "
         f"flavour `{result['flavour']}`; codec `{result['codec']['name']}` "
-        f"(n={result['codec']['n']}, D={result['codec']['D']}). Random weights: speed does not depend on them.",
+        f"(n={result['codec']['n']}, D={result['codec']['D']}). "
+        "Random weights: speed does not depend on them.",
         f"Anchor: {a['source']}: {a['prefill_speedup']}x prefill, {a['decode_speedup']}x decode, "
         f"{a['kv_memory_saving']:.0%} less KV memory.",
         "",
-        "| chars | pages | visual pos | text pos | compression | prefill VST (s) | prefill text (s) "
+        "| chars | pages | visual pos | text pos | compression | prefill VST (s) "
+        "| prefill text (s) "
         "| prefill speedup | decode VST (pos/s) | decode text (pos/s) | decode speedup (chars/s) "
         "| KV VST | KV text | KV saving | peak mem VST | peak mem text |",
         "|" + "---|" * 16,
@@ -374,8 +456,9 @@ def markdown_table(result: dict[str, Any]) -> str:
             f"| {r['chars']} | {r['pages']} | {v['positions']} | {t['positions']} "
             f"| {r['compression_vs_cl100k']:.1f}x | {v['prefill_s']:.4f} | {t['prefill_s']:.4f} "
             f"| {r['prefill_speedup']:.2f}x | {v['decode_pos_s']:.1f} | {t['decode_pos_s']:.1f} "
-            f"| {r['decode_speedup_chars']:.2f}x | {_fmt_bytes(v['kv_bytes'])} | {_fmt_bytes(t['kv_bytes'])} "
-            f"| {r['kv_saving']:.0%} | {_fmt_bytes(v['peak_mem_bytes'])} | {_fmt_bytes(t['peak_mem_bytes'])} |"
+            f"| {r['decode_speedup_chars']:.2f}x | {_fmt_bytes(v['kv_bytes'])} "
+            f"| {_fmt_bytes(t['kv_bytes'])} | {r['kv_saving']:.0%} "
+            f"| {_fmt_bytes(v['peak_mem_bytes'])} | {_fmt_bytes(t['peak_mem_bytes'])} |"
         )
     if any("encode_s" in r for r in result["rows"]):
         lines += ["", "Codec cost, outside the model numbers above:", "",
@@ -444,17 +527,22 @@ def efficiency(
     device: str = "cpu",
     dtype: str = "float32",
     encode: bool = True,
+    random_codec: bool = False,
+    threads: int = 0,
 ) -> None:
     """VST vs the same-shape text model at equal text lengths: prefill, decode, KV, memory.
 
     LENGTHS are characters, comma separated (e.g. 4096,8192,...,131072 on a GPU).
+    --random-codec uses untrained codec weights of the same page geometry (positions
+    and model timings are unchanged; only the decoded text is noise). --threads 1 gives
+    steadier numbers on a shared CPU.
     """
     import typer
 
     result = run_efficiency(
         out, [int(s) for s in lengths.split(",") if s.strip()], codec=codec, flavour=flavour,
         text_tokens=text_tokens, decode_steps=decode_steps, repeats=repeats, device=device,
-        dtype=dtype, encode=encode,
+        dtype=dtype, encode=encode, random_codec=random_codec, threads=threads,
     )
     typer.echo((out / "efficiency.md").read_text(encoding="utf-8"))
     typer.echo(f"wrote {out / 'efficiency.json'} and {len(result.get('plots', []))} plots")

@@ -14,6 +14,7 @@ import re
 import string
 import warnings
 from collections import Counter
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -41,7 +42,8 @@ E_BUCKETS: tuple[str, ...] = ("0-4k", "4-8k", "8k+")
 _EN_PUNCT = frozenset(string.punctuation)
 _ZH_PUNCT = frozenset(
     string.punctuation
-    + "！？｡。＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､、〃》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘’‛“”„‟…‧﹏."
+    + "！？｡。＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､、〃》「」『』【】"
+    + "〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘’‛“”„‟…‧﹏."
 )
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -130,16 +132,26 @@ def retrieval_zh_score(prediction: str, ground_truth: str, **_: object) -> float
     return _share_of_numbers_equal(prediction, re.findall(r"段落(\d+)", ground_truth)[0])
 
 
-def code_sim_score(prediction: str, ground_truth: str, **_: object) -> float:
-    """fuzzywuzzy ratio of the first line that is not a comment or a code fence."""
-    from fuzzywuzzy import fuzz
+def fuzz_ratio(a: str, b: str) -> int:
+    """`fuzzywuzzy.fuzz.ratio` as upstream runs it (no python-Levenshtein installed):
+    100 for equal strings (even two empty ones), 0 when one is empty, else
+    round(100 x difflib ratio). Computed here so a Levenshtein backend, which scores
+    differently, cannot change our numbers."""
+    if a == b:
+        return 100
+    if not a or not b:
+        return 0
+    return int(round(100 * SequenceMatcher(None, a, b).ratio()))
 
+
+def code_sim_score(prediction: str, ground_truth: str, **_: object) -> float:
+    """Fuzzy ratio of the first line that is not a comment or a code fence."""
     first = ""
     for line in prediction.lstrip("\n").split("\n"):
         if "`" not in line and "#" not in line and "//" not in line:
             first = line
             break
-    return fuzz.ratio(first, ground_truth) / 100
+    return fuzz_ratio(first, ground_truth) / 100
 
 
 def classification_score(prediction: str, ground_truth: str, **kwargs: object) -> float:

@@ -14,7 +14,9 @@ from typing import Iterable, Sequence
 
 from eval.prompts import load as _load_prompts
 
-TEMPLATES: tuple[str, ...] = ("0shot", "0shot_cot", "0shot_cot_ans", "0shot_no_context", "0shot_rag")
+TEMPLATES: tuple[str, ...] = (
+    "0shot", "0shot_cot", "0shot_cot_ans", "0shot_no_context", "0shot_rag",
+)  # fmt: skip
 # Upstream generation settings: greedy-ish sampling, 128 new tokens (1024 for the CoT pass).
 MAX_NEW_TOKENS = 128
 MAX_NEW_TOKENS_COT = 1024

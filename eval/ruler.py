@@ -18,8 +18,9 @@ answer prefixes and task configurations are RULER's, stored as data in
 
 Records are LongBench-like JSON lines (`_id`, `input`, `context`, `answers`, `length`,
 `all_classes`, `dataset`, `language`) plus `prompt_template` (with `{context}` and
-`{input}`), `answer_prefix` and `max_new_tokens`; `build_prompt(record)` gives the model
-input. Scoring is RULER's `string_match_all` / `string_match_part`.
+`{input}`; it ends with RULER's answer prefix), `answer_prefix` and `max_new_tokens`;
+`build_prompt(record)` = `prompt_template.format(**record)` is the model input.
+Scoring is RULER's `string_match_all` / `string_match_part`.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def stdlib_haystack() -> tuple[str, ...]:
 
 
 def haystack_sentences(texts: Sequence[str] | None) -> list[str]:
-    sents = [s for t in (texts if texts is not None else stdlib_haystack()) for s in split_sentences(t)]
+    texts = stdlib_haystack() if texts is None else texts
+    sents = [s for t in texts for s in split_sentences(t)]
     if not sents:
         raise ValueError("the haystack texts contain no sentences")
     return sents
@@ -182,13 +184,16 @@ def _value(rng: random.Random, kind: str) -> str:
     raise ValueError(f"unknown needle type {kind!r}")
 
 
-def _distinct(rng: random.Random, kind: str, n: int, avoid: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
-    out: list[str] = []
+def _distinct(
+    rng: random.Random, kind: str, n: int, avoid: frozenset[str] = frozenset()
+) -> list[str]:
+    """n distinct random values, none of them in `avoid`."""
+    out: dict[str, None] = {}
     while len(out) < n:
         v = _value(rng, kind)
-        if v not in avoid and v not in out:
-            out.append(v)
-    return out
+        if v not in avoid:
+            out.setdefault(v)
+    return list(out)
 
 
 @lru_cache(maxsize=1)
@@ -321,7 +326,7 @@ def _niah(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[fl
     queried = rng.sample(range(num_k), a["num_needle_q"])
     queries = [keys[i] for i in queried]
     answers = [v for i in queried for v in values[i]]
-    start = rng.randrange(len(hay))
+    start = rng.randrange(len(hay)) if hay else 0
 
     kind = a["type_haystack"]
     hay_rng = random.Random(rng_seed + "/haystack")
@@ -330,11 +335,9 @@ def _niah(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[fl
     elif kind == "noise":
         units, joiner = [_load_prompts("ruler")["noise_sentence"]] * n, "\n"
     elif kind == "needle":  # distractor needles with other keys
-        dk = _distinct(hay_rng, a["type_needle_k"], n, avoid=set(keys))
-        units = [
-            needle_fmt.format(type_needle_v=a["type_needle_v"], key=k, value=_value(hay_rng, a["type_needle_v"]))
-            for k in dk
-        ]
+        dk = _distinct(hay_rng, a["type_needle_k"], n, avoid=frozenset(keys))
+        tv = a["type_needle_v"]
+        units = [needle_fmt.format(type_needle_v=tv, key=k, value=_value(hay_rng, tv)) for k in dk]
         joiner = "\n"
     else:
         raise ValueError(f"unknown haystack type {kind!r}")
@@ -347,12 +350,14 @@ def _niah(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[fl
             template, answer_prefix = template.replace(old, new), answer_prefix.replace(old, new)
         type_v = type_v[:-1]
     query = ", ".join(queries[:-1]) + ", and " + queries[-1] if len(queries) > 1 else queries[0]
-    pre, sep, question = _split_filled(template.format(type_needle_v=type_v, context=_SENTINEL, query=query))
+    filled = template.format(type_needle_v=type_v, context=_SENTINEL, query=query)
+    pre, sep, question = _split_filled(filled)
     ap = answer_prefix.format(type_needle_v=type_v, query=query)
     return _Draft(pre, context, sep, question, ap, answers, info)
 
 
-def _vt_chains(rng: random.Random, num_chains: int, num_hops: int) -> tuple[list[list[str]], list[list[str]]]:
+def _vt_chains(rng: random.Random, num_chains: int, num_hops: int):
+    """Distinct 5-letter variable names and assignment chains `VAR B = VAR A` from a value."""
     names: list[str] = []
     while len(names) < num_chains * (num_hops + 1):
         v = "".join(rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ", k=5))
@@ -362,7 +367,8 @@ def _vt_chains(rng: random.Random, num_chains: int, num_hops: int) -> tuple[list
     chains, var_lists = [], []
     for c in range(num_chains):
         vs = names[c * (num_hops + 1) : (c + 1) * (num_hops + 1)]
-        stmts = [f"VAR {vs[0]} = {values[c]}"] + [f"VAR {vs[j + 1]} = VAR {vs[j]}" for j in range(num_hops)]
+        stmts = [f"VAR {vs[0]} = {values[c]}"]
+        stmts += [f"VAR {vs[j + 1]} = VAR {vs[j]}" for j in range(num_hops)]
         chains.append(stmts)
         var_lists.append(vs)
     return var_lists, chains
@@ -395,7 +401,8 @@ def _vt(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[floa
 
     # One worked example first, as RULER does (a short noise context, fresh names).
     icl_vars, icl_chains = _vt_chains(rng, num_chains, num_hops)
-    icl_ctx, _ = _place([noise] * 5, _interleave(rng, icl_chains), sorted(rng.sample(range(101), len(icl_chains) * (num_hops + 1))), "\n")
+    icl_depths = sorted(rng.sample(range(101), num_chains * (num_hops + 1)))
+    icl_ctx, _ = _place([noise] * 5, _interleave(rng, icl_chains), icl_depths, "\n")
     icl_q, icl_ap = filled(icl_ctx, icl_chains[0][0].split("= ")[-1])
     example = icl_q + icl_ap + " ".join(icl_vars[0]) + "\n"
 
@@ -419,7 +426,7 @@ def _cwe_list(rng: random.Random, n_words: int, reps_common: int, reps_rare: int
     return " ".join(f"{i + 1}. {w}" for i, w in enumerate(seq)), common
 
 
-def _cwe(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[float] | None, short: bool = False):
+def _cwe(args: dict, n: int, rng_seed: str, hay: list[str], depths, short: bool = False):
     num_cw = args["num_cw"]
     rng = random.Random(rng_seed + "/words")
     t = _template("common_words_extraction")
@@ -429,26 +436,31 @@ def _cwe(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[flo
         f"{i + 1}. {w}" for i, w in enumerate(ex_ans)
     )
     reps = (6, 1) if short else (args["freq_cw"], args["freq_ucw"])
-    context, common = _cwe_list(random.Random(rng_seed + f"/list/{n}"), num_cw + n, reps[0], reps[1], num_cw)
+    list_rng = random.Random(rng_seed + f"/list/{n}")
+    context, common = _cwe_list(list_rng, num_cw + n, reps[0], reps[1], num_cw)
     pre, sep, question = _split_filled(t["template"].format(context=_SENTINEL, query=""))
     return _Draft(example + "\n" + pre, context, sep, question, t["answer_prefix"], common, [])
 
 
+@lru_cache(maxsize=8)
+def _coded_vocab(rng_seed: str, size: int) -> tuple[str, ...]:
+    """Random six-letter "coded words"; the first is replaced by noise ("..."), as in RULER."""
+    rng = random.Random(rng_seed + "/vocab")
+    vocab: dict[str, None] = {}
+    while len(vocab) < size:
+        vocab.setdefault("".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=6)))
+    return ("...", *list(vocab)[1:])
+
+
 def _fwe(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[float] | None):
     alpha, vocab_size = float(args.get("alpha", 2.0)), int(args.get("vocab_size", 2000))
-    rng = random.Random(rng_seed + "/vocab")
-    vocab: list[str] = []
-    while len(vocab) < vocab_size:
-        w = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=6))
-        if w not in vocab:
-            vocab.append(w)
-    vocab[0] = "..."  # the most frequent "word" is noise, as in RULER
+    vocab = _coded_vocab(rng_seed, vocab_size)
     z = _zeta(alpha)
     words = [w for k, w in enumerate(vocab, 1) for _ in range(int(n * k**-alpha / z))]
     random.Random(rng_seed + f"/order/{n}").shuffle(words)
     t = _template("freq_words_extraction")
     pre, sep, question = _split_filled(t["template"].format(context=_SENTINEL, query=""))
-    return _Draft(pre, " ".join(words), sep, question, t["answer_prefix"], vocab[1:4], [])
+    return _Draft(pre, " ".join(words), sep, question, t["answer_prefix"], list(vocab[1:4]), [])
 
 
 _FAMILIES = {
@@ -457,7 +469,13 @@ _FAMILIES = {
     "common_words_extraction": _cwe,
     "freq_words_extraction": _fwe,
 }
-_MIN_SIZE = {"niah": 1, "variable_tracking": 1, "common_words_extraction": 1, "freq_words_extraction": 100}
+# Smallest haystack size tried (fwe needs ~100 words before its top-3 counts separate).
+_MIN_SIZE = {
+    "niah": 1,
+    "variable_tracking": 1,
+    "common_words_extraction": 1,
+    "freq_words_extraction": 100,
+}
 
 
 # ---------------------------------------------------------------- generation
@@ -508,7 +526,8 @@ def generate_sample(
     spec = task_specs()[task]
     args = {**spec.args, **(overrides or {})}
     count = count_fn_for(unit)
-    hay = haystack_sentences(haystack) if spec.family in ("niah", "variable_tracking") else []
+    # Only essay haystacks read text (the stdlib fallback imports ~50 modules once).
+    hay = haystack_sentences(haystack) if args.get("type_haystack") == "essay" else []
     rng_seed = f"{seed}/{task}/{index}"
     family = _FAMILIES[spec.family]
     budget = target_length - reserve
@@ -524,7 +543,10 @@ def generate_sample(
     else:
         draft = _largest_fitting(make, _MIN_SIZE[spec.family], budget, count)
 
+    # The answer prefix ends the template, so any runner that fills `prompt_template`
+    # with `context` and `input` feeds the model exactly what RULER feeds it.
     tmpl = _esc(draft.prefix) + "{context}" + _esc(draft.sep) + "{input}"
+    tmpl += _esc(draft.answer_prefix)
     record = {
         "_id": f"{task}-{seed}-{index}",
         "dataset": task,
@@ -553,9 +575,15 @@ def generate(task: str, target_length: int, num_samples: int, **kw) -> list[dict
 
 
 def build_prompt(record: dict, answer_prefix: bool = True) -> str:
-    """The model input for a record: template filled with context and question."""
+    """The model input for a record: its template filled with context and question.
+
+    The template ends with RULER's answer prefix; `answer_prefix=False` leaves it off.
+    """
     text = record["prompt_template"].format(context=record["context"], input=record["input"])
-    return text + (record.get("answer_prefix", "") if answer_prefix else "")
+    prefix = record.get("answer_prefix", "")
+    if not answer_prefix and prefix and text.endswith(prefix):
+        text = text[: -len(prefix)]
+    return text
 
 
 def write_jsonl(records: Iterable[dict], path: str | Path) -> Path:
@@ -614,7 +642,8 @@ def score_directory(pred_dir: str | Path, write: bool = True) -> dict[str, dict]
     pred_dir = Path(pred_dir)
     out: dict[str, dict] = {}
     for path in sorted(pred_dir.glob("*.jsonl")):
-        recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = path.read_text(encoding="utf-8").splitlines()
+        recs = [json.loads(line) for line in lines if line.strip()]
         if recs and all("pred" in r for r in recs):
             out[path.stem] = score_records(recs)
     if write:

@@ -64,9 +64,17 @@ class RenderConfig:
     tab_size: int = 4
 
     def __post_init__(self) -> None:
-        # JSON gives lists; keep the value hashable.
-        if not isinstance(self.fallback_fonts, tuple):
-            object.__setattr__(self, "fallback_fonts", tuple(self.fallback_fonts))
+        # Normalise so equal configs serialise (and hash into `id`) identically: JSON gives
+        # lists, and 18 vs 18.0 must not change the id.
+        if isinstance(self.fallback_fonts, str) or not all(
+                isinstance(f, str) for f in self.fallback_fonts):
+            raise ValueError(f"RenderConfig.fallback_fonts must be a list of font names, "
+                             f"got {self.fallback_fonts!r}")
+        object.__setattr__(self, "fallback_fonts", tuple(self.fallback_fonts))
+        for name in ("font_size", "line_height"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
         self._validate()
 
     def _validate(self) -> None:

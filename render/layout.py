@@ -105,6 +105,16 @@ class _Glyphs(NamedTuple):
     control: bool
 
 
+class _RawLine(NamedTuple):
+    start: int
+    end: int
+    runs: tuple[Run, ...]
+    width: float
+    page_break: bool  # the line ends with a form feed
+    missing: dict[str, None]
+    controls: dict[str, None]
+
+
 class Typesetter:
     """Breaks text into lines for one config; caches per-character measurements."""
 
@@ -218,8 +228,8 @@ class Typesetter:
         close()
         return tuple(runs), width
 
-    def lines(self, text: str) -> Iterator[tuple[int, int, tuple[Run, ...], float, bool, dict, dict]]:
-        """Visual lines of the whole document, lazily, as raw tuples (see `paginate`)."""
+    def lines(self, text: str) -> Iterator[_RawLine]:
+        """Visual lines of the whole document, lazily, not yet placed on a page."""
         pos = 0
         length = len(text)
         while pos < length or length == 0:
@@ -234,7 +244,8 @@ class Typesetter:
                 e = self.find_break(text, s, content_end) if s < content_end else content_end
                 last = e >= content_end
                 runs, width = self.build_runs(text, s, e, missing, controls)
-                yield s, (line_end if last else e), runs, width, page_break and last, missing, controls
+                yield _RawLine(s, line_end if last else e, runs, width, page_break and last,
+                               missing, controls)
                 if last:
                     break
                 s = e
@@ -244,10 +255,16 @@ class Typesetter:
 
 
 def paginate(text: str, config: RenderConfig) -> Iterator[Page]:
-    """Lay `text` out on pages of `config`, lazily. An empty text gives one empty page."""
+    """Lay `text` out on pages of `config`, lazily. An empty text gives one empty page.
+
+    Bad arguments and missing font files raise here, before the first page is asked for.
+    """
     if not isinstance(text, str):
         raise TypeError(f"paginate() needs a str, got {type(text).__name__}")
-    setter = Typesetter(config)
+    return _pages(text, config, Typesetter(config))
+
+
+def _pages(text: str, config: RenderConfig, setter: Typesetter) -> Iterator[Page]:
     chain = setter.chain
     pitch = config.line_pitch
     baseline_offset = (pitch - (chain.ascent + chain.descent)) / 2 + chain.ascent

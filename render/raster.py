@@ -71,10 +71,9 @@ def rasterize(page: Page, config: RenderConfig) -> np.ndarray:
 
 
 def render_text(text: str, config: RenderConfig) -> Iterator[tuple[Page, np.ndarray]]:
-    """Lazily yield (page, image) for every page of `text`."""
+    """Lazily yield (page, image) for every page of `text` (bad input raises at once)."""
     draw = _load(config.backend)
-    for page in paginate(text, config):
-        yield page, draw(page, config)
+    return ((page, draw(page, config)) for page in paginate(text, config))
 
 
 def encode_png(image: np.ndarray, dpi: int | None = None, compress_level: int = 6) -> bytes:

@@ -1,26 +1,31 @@
-"""Default rasterizer: FreeType glyphs via Pillow, composited with numpy from a glyph cache.
+"""Default rasterizer: FreeType glyphs via Pillow, composited with numpy from caches.
 
-Each (face, character, quarter-pixel offset) is rasterised once into a small coverage mask;
-a page is then a few thousand `np.maximum` blits into one coverage plane, coloured at the
-end with a lookup table. That is several times faster than drawing text with
-`ImageDraw.text` per line, and exactly as deterministic: a mask depends only on its key.
+Each (face, character, quarter-pixel offset) is rasterised once into a small coverage mask,
+and each (face, word, offset) seen twice is composed once from them; a page is then a
+few hundred `np.maximum` blits into one coverage plane, coloured at the end with a lookup
+table. That is several times faster than `ImageDraw.text` per line and exactly as
+deterministic: a mask is a pure function of its key (word masks take their glyph offsets
+from the font metric, not from the page), so pixels never depend on what is cached.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from render.boxes import missing_box_rects
-from render.fonts import MISSING, pillow_font
+from render.fonts import MISSING, font_chain, pillow_font
 
 if TYPE_CHECKING:
     from render.config import RenderConfig
     from render.layout import Line, Page, Run
 
 SUBPIXEL_STEPS = 4  # horizontal pen positions are quantised to 1/4 px
+MAX_WORDS = 20_000  # word-mask cache entries (a few tens of MB at most)
+_WORD = re.compile(r"[^ ]+")
 
 # (mask, dx, dy): coverage and its offset from the integer pen position on the baseline.
 _Mask = tuple[np.ndarray, int, int]
@@ -28,12 +33,15 @@ _EMPTY: _Mask = (np.zeros((0, 0), np.uint8), 0, 0)
 
 
 class GlyphCache:
-    """Coverage masks for one font chain at one size."""
+    """Coverage masks of glyphs and words for one font chain at one size."""
 
     def __init__(self, specs: tuple[str, ...], size: float) -> None:
         self.specs = specs
         self.size = size
+        self.chain = font_chain(specs, size)
         self._masks: dict[tuple[int, str, int], _Mask] = {}
+        self._words: dict[tuple[int, str, int], list[_Mask]] = {}
+        self._seen: set[tuple[int, str, int]] = set()
 
     def mask(self, face: int, ch: str, step: int) -> _Mask:
         key = (face, ch, step)
@@ -41,6 +49,40 @@ class GlyphCache:
         if hit is None:
             hit = self._masks[key] = self._rasterise(face, ch, step / SUBPIXEL_STEPS)
         return hit
+
+    def word(self, face: int, text: str, step: int) -> list[_Mask]:
+        """Masks that draw a word whose pen starts `step` quarter px right of an integer.
+
+        A word seen before comes back as one composed mask (one blit); on first sight the
+        glyph masks are returned as they are, so text whose words never repeat does not pay
+        for composing. Both give the same pixels: `np.maximum` is order-independent.
+        """
+        key = (face, text, step)
+        hit = self._words.get(key)
+        if hit is not None:
+            return hit
+        parts = self._glyph_parts(face, text, step)
+        if len(parts) <= 1 or key in self._seen:
+            if len(self._words) >= MAX_WORDS:
+                self._words.clear()
+            hit = self._words[key] = [_compose(parts)] if len(parts) > 1 else parts
+            return hit
+        if len(self._seen) >= 4 * MAX_WORDS:
+            self._seen.clear()
+        self._seen.add(key)
+        return parts
+
+    def _glyph_parts(self, face: int, text: str, step: int) -> list[_Mask]:
+        # Offsets come from the font metric alone, so they are a pure function of the key.
+        pen = step / SUBPIXEL_STEPS
+        parts: list[_Mask] = []
+        for ch in text:
+            whole = math.floor(pen)
+            mask, dx, dy = self.mask(face, ch, int((pen - whole) * SUBPIXEL_STEPS + 0.5))
+            if mask.size:
+                parts.append((mask, whole + dx, dy))
+            pen += self.chain.lookup(ch)[1]
+        return parts
 
     def _rasterise(self, face: int, ch: str, frac: float) -> _Mask:
         from PIL import Image, ImageDraw
@@ -56,6 +98,19 @@ class GlyphCache:
         if not coverage.any():
             return _EMPTY
         return np.ascontiguousarray(coverage), left, top
+
+
+def _compose(parts: list[_Mask]) -> _Mask:
+    """One mask holding several positioned masks (offsets relative to the same origin)."""
+    left = min(x for _, x, _ in parts)
+    top = min(y for _, _, y in parts)
+    right = max(x + m.shape[1] for m, x, _ in parts)
+    bottom = max(y + m.shape[0] for m, _, y in parts)
+    word = np.zeros((bottom - top, right - left), dtype=np.uint8)
+    for mask, x, y in parts:
+        view = word[y - top:y - top + mask.shape[0], x - left:x - left + mask.shape[1]]
+        np.maximum(view, mask, out=view)
+    return word, left, top
 
 
 _caches: dict[tuple[tuple[str, ...], float], GlyphCache] = {}
@@ -84,7 +139,8 @@ def coverage(page: Page, config: RenderConfig) -> np.ndarray:
     height, width = config.height, config.width
     plane = np.zeros((height, width), dtype=np.uint8)
     cache = glyph_cache(config)
-    mask_of = cache.mask
+    word_of = cache.word
+    finditer = _WORD.finditer
     maximum = np.maximum
     for line in page.lines:
         baseline = math.floor(line.baseline + 0.5)
@@ -92,24 +148,23 @@ def coverage(page: Page, config: RenderConfig) -> np.ndarray:
             if run.font == MISSING:
                 _draw_boxes(plane, line, run, config)
                 continue
-            face = run.font
-            for ch, x in zip(run.text, run.xs):
-                pen = line.x + x
+            face, xs = run.font, run.xs
+            for match in finditer(run.text):
+                first = match.start()
+                pen = line.x + xs[first]
                 whole = math.floor(pen)
                 step = int((pen - whole) * SUBPIXEL_STEPS + 0.5)
-                mask, dx, dy = mask_of(face, ch, step)
-                if not mask.size:
-                    continue
-                x0 = whole + dx
-                y0 = baseline + dy
-                h, w = mask.shape
-                if x0 < 0 or y0 < 0 or x0 + w > width or y0 + h > height:
-                    mask, x0, y0 = _clip(mask, x0, y0, width, height)
-                    if not mask.size:
-                        continue
+                for mask, dx, dy in word_of(face, match.group(), step):
+                    x0 = whole + dx
+                    y0 = baseline + dy
                     h, w = mask.shape
-                view = plane[y0:y0 + h, x0:x0 + w]
-                maximum(view, mask, out=view)
+                    if x0 < 0 or y0 < 0 or x0 + w > width or y0 + h > height:
+                        mask, x0, y0 = _clip(mask, x0, y0, width, height)
+                        if not mask.size:
+                            continue
+                        h, w = mask.shape
+                    view = plane[y0:y0 + h, x0:x0 + w]
+                    maximum(view, mask, out=view)
     return plane
 
 

@@ -35,10 +35,10 @@ class TinyCodec(Codec):
     version = "tiny-test-1"
     render_config = TINY_PAGE
 
-    def __init__(self, mode: str = "fast") -> None:
+    def __init__(self, mode: str = "default", delay: float = 0.0) -> None:
         self.mode = mode
-        # "slow" makes every encode call take a while, so a test can kill a run midway.
-        self.delay = 0.4 if mode == "slow" else 0.0
+        # A delay per encode call lets a test kill a run midway; it changes no output byte.
+        self.delay = float(delay)
         gen = torch.Generator().manual_seed(0)
         self.proj = torch.randn(6, self.D, generator=gen)
 
@@ -59,8 +59,8 @@ class TinyCodec(Codec):
         return TextNLL(nll, torch.tensor([len(t.encode()) for t in texts]))
 
 
-def tiny_codec(mode: str = "fast", **_: object) -> TinyCodec:
-    return TinyCodec(mode)
+def tiny_codec(mode: str = "default", delay: float = 0.0) -> TinyCodec:
+    return TinyCodec(mode, delay)
 
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron "

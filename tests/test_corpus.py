@@ -55,6 +55,13 @@ def test_zst_multi_frame_and_truncated(tmp_path: Path) -> None:
     assert 0 < len(docs) < 2000
     assert any("corrupt compressed stream" in r for r in reasons(skips))
 
+    damaged = bytearray(blob)
+    damaged[len(blob) // 2: len(blob) // 2 + 64] = bytes(64)  # zeroed block mid-stream
+    skips = SkipLog()
+    docs = list(read_corpus(write_zst_raw(tmp_path / "bad.jsonl.zst", bytes(damaged)),
+                            skips=skips))
+    assert len(docs) < 2000 and len(skips) > 0  # recorded, whatever the decoder made of it
+
 
 def write_zst_raw(path: Path, blob: bytes) -> Path:
     path.write_bytes(blob)
@@ -123,7 +130,7 @@ def test_oversized_line_is_not_buffered(tmp_path: Path) -> None:
 
 def test_txt_directory_and_hostile_txt(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
-    (tmp_path / "a.txt").write_text("alpha text")
+    (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbfalpha text")  # with a byte-order mark
     (tmp_path / "sub" / "b.txt").write_text("beta text")
     (tmp_path / "bad.txt").write_bytes(b"caf\xc3")  # truncated UTF-8 sequence
     (tmp_path / "empty.txt").write_text("")
@@ -263,3 +270,29 @@ def test_split_text_bounds() -> None:
     pieces = split_text("line\n" * 100 + "x" * 50, 23)
     assert all(len(p) <= 23 for p in pieces)
     assert "".join(pieces) == "line\n" * 100 + "x" * 50
+
+
+def test_cli_read_writes_skip_log(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from data.cli import main
+
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(pile_line("fine") + b"{broken\n")
+    assert main(["read", str(path), "--skips", str(tmp_path / "skips.jsonl")]) == 0
+    assert json.loads(capsys.readouterr().out)["documents"] == 1
+    assert "invalid JSON" in (tmp_path / "skips.jsonl").read_text()
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--n-docs", "3"]) == 0
+    assert (tmp_path / "demo" / DEMO_FILE_NAME).exists()
+
+
+def test_typer_demo_command(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from data.demo import demo_corpus_command
+
+    app = typer.Typer()
+    app.command("demo-corpus")(demo_corpus_command)
+    app.command("other")(lambda: None)  # two commands, so typer keeps the subcommand name
+    result = CliRunner().invoke(app, ["demo-corpus", "--out", str(tmp_path), "--n-docs", "2"])
+    assert result.exit_code == 0, result.output
+    assert len(list(read_corpus(tmp_path / DEMO_FILE_NAME))) == 2

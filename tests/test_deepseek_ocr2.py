@@ -13,6 +13,7 @@ import torch
 
 from codec import available_codecs, load_codec
 from codec.deepseek_common import CheckpointError, greedy_generate, windowed_no_repeat_processor
+from codec.deepseek_ocr2 import DEFAULT_PROMPT
 
 try:  # tests/ as a package or as a plain directory on sys.path
     from tests.tiny_deepseek import save_tiny_checkpoint
@@ -36,6 +37,29 @@ def codec(ckpt):
 @pytest.fixture(scope="module")
 def crops(ckpt):
     return load_codec("deepseek-ocr2", path=ckpt, mode="crops")
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return pages(2)
+
+
+@pytest.fixture(scope="module")
+def tokens2(codec, batch):
+    return codec.encode(batch)
+
+
+SHAPES = [(1024, 1024), (700, 600), (1024, 2048)]
+
+
+@pytest.fixture(scope="module")
+def crops_batch():
+    return [pages(1, size=s, seed=i)[0] for i, s in enumerate(SHAPES)]
+
+
+@pytest.fixture(scope="module")
+def crops_out(crops, crops_batch):
+    return crops.encode_with_mask(crops_batch)
 
 
 def pages(n: int, size=(1024, 1024), seed: int = 0) -> np.ndarray:
@@ -72,10 +96,9 @@ def test_frozen_weights(codec):
 # ---- encode: counts and order -------------------------------------------------------------
 
 
-def test_encode_shape_determinism_and_input_forms(codec):
-    batch = pages(3)
-    tokens = codec.encode(batch)
-    assert tokens.shape == (3, codec.n, codec.D)
+def test_encode_shape_determinism_and_input_forms(codec, batch, tokens2):
+    tokens = tokens2
+    assert tokens.shape == (2, codec.n, codec.D)
     assert torch.isfinite(tokens).all()
     torch.testing.assert_close(codec.encode(list(batch)), tokens)  # list of [H, W, 3]
     torch.testing.assert_close(codec.encode(torch.from_numpy(batch)), tokens)
@@ -92,11 +115,11 @@ def test_encode_rejects_bad_pages(codec):
         codec.encode(pages(1).astype(np.float32))
 
 
-def test_global_order_matches_model(codec):
-    batch = pages(2)
-    tokens = codec.encode(batch)
+def test_global_order_matches_model(codec, batch, tokens2):
+    tokens = tokens2
     ip = codec.processor.image_processor
-    pixel_values = ip(list(batch), crop_to_patches=False, tile_size=1024, return_tensors="pt")["pixel_values"]
+    features = ip(list(batch), crop_to_patches=False, tile_size=1024, return_tensors="pt")
+    pixel_values = features["pixel_values"]
     assert pixel_values.shape[-1] == 1024  # the 1024² global view, not a 768² one
     with torch.no_grad():
         ref = codec.model.get_image_features(pixel_values=pixel_values).pooler_output
@@ -105,43 +128,41 @@ def test_global_order_matches_model(codec):
     torch.testing.assert_close(tokens[:, -1], sep.expand(2, -1))  # separator last
 
 
-def test_crops_count_and_order(codec, crops):
-    page = pages(1, seed=3)
+def test_crops_count_and_order(codec, crops, batch, tokens2, crops_batch, crops_out):
+    page = batch[:1]
     tokens, mask = crops.encode_with_mask(page)
     # a square page gets a 2x2 tiling (min_patches=2): 4 tiles, then the global view
     assert crops.num_tiles(1024, 1024) == 4
     assert tokens.shape[1] == 4 * N_TILE + N_GLOBAL + 1 == crops.tokens_per_page(1024, 1024)
     assert mask.all()
     # the global view and separator come last and equal the global-only mode's tokens
-    torch.testing.assert_close(tokens[0, 4 * N_TILE :], codec.encode(page)[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(tokens[0, 4 * N_TILE :], tokens2[0], rtol=1e-4, atol=1e-5)
     # the first tile's tokens come first
     features = crops.processor.image_processor(list(page), return_tensors="pt")
     with torch.no_grad():
-        vision = crops.model.model.vision_tower(features["pixel_values_local"][:1]).last_hidden_state
+        tower = crops.model.model.vision_tower
+        vision = tower(features["pixel_values_local"][:1]).last_hidden_state
         first = crops.model.model.multi_modal_projector(vision)[0]
     torch.testing.assert_close(tokens[0, :N_TILE], first, rtol=1e-4, atol=1e-5)
     assert crops.n is None and crops.grid is None and "mode=crops" in crops.version
 
 
-def test_crops_variable_counts_padding_and_mask(crops):
-    shapes = [(1024, 1024), (700, 600), (1024, 2048)]
-    batch = [pages(1, size=s, seed=i)[0] for i, s in enumerate(shapes)]
-    tokens, mask = crops.encode_with_mask(batch)
-    counts = [crops.tokens_per_page(*s) for s in shapes]
+def test_crops_variable_counts_padding_and_mask(crops, crops_batch, crops_out):
+    tokens, mask = crops_out
+    counts = [crops.tokens_per_page(*s) for s in SHAPES]
     assert counts == [4 * N_TILE + N_GLOBAL + 1, N_GLOBAL + 1, 2 * N_TILE + N_GLOBAL + 1]
     assert mask.sum(1).tolist() == counts
     assert tokens.shape == (3, max(counts), crops.D)
     assert (tokens[~mask] == 0).all()  # padding is exact zeros (what decode infers from)
     # each page alone gives the same tokens as in the padded batch
-    alone = crops.encode(batch[1:2])[0]
+    alone = crops.encode(crops_batch[1:2])[0]
     torch.testing.assert_close(tokens[1, : counts[1]], alone, rtol=1e-4, atol=1e-5)
 
 
-def test_keep_separator_false(ckpt, codec):
+def test_keep_separator_false(ckpt, codec, batch, tokens2):
     drop = load_codec("deepseek-ocr2", path=ckpt, keep_separator=False)
     assert drop.n == N_GLOBAL and drop.grid == (1, N_GLOBAL) and "sep=0" in drop.version
-    batch = pages(2)
-    full, short = codec.encode(batch), drop.encode(batch)
+    full, short = tokens2, drop.encode(batch)
     torch.testing.assert_close(short, full[:, :N_GLOBAL])
     texts = ["Free OCR.", "the quick fox"]
     # the separator is put back for the decoder: the same likelihood either way
@@ -151,8 +172,8 @@ def test_keep_separator_false(ckpt, codec):
 # ---- text_nll -----------------------------------------------------------------------------
 
 
-def test_text_nll_gradient_reaches_tokens_only(codec):
-    tokens = codec.encode(pages(2)).clone().requires_grad_(True)
+def test_text_nll_gradient_reaches_tokens_only(codec, tokens2):
+    tokens = tokens2.clone().requires_grad_(True)
     texts = ["The quick brown fox.", "Lorem ipsum dolor sit amet, consectetur."]
     out = codec.text_nll(tokens, texts)
     assert out.nll.shape == (2,) and torch.isfinite(out.nll).all() and (out.nll > 0).all()
@@ -164,8 +185,8 @@ def test_text_nll_gradient_reaches_tokens_only(codec):
     assert all(p.grad is None for p in codec.model.parameters())
 
 
-def test_text_nll_matches_full_forward_and_is_batch_independent(codec):
-    tokens = codec.encode(pages(2))
+def test_text_nll_matches_full_forward_and_is_batch_independent(codec, tokens2):
+    tokens = tokens2
     texts = ["Free OCR. 123", "a much longer text that needs padding in the batch."]
     batched = codec.text_nll(tokens, texts).nll
     for i in range(2):
@@ -178,12 +199,14 @@ def test_text_nll_matches_full_forward_and_is_batch_independent(codec):
                      emb(torch.tensor(codec.suffix_ids)), emb(torch.tensor(ids))])
     with torch.no_grad():
         logits = codec.model(inputs_embeds=seq[None]).logits[0]
-    ref = torch.nn.functional.cross_entropy(logits[-len(ids) - 1 : -1], torch.tensor(ids), reduction="sum")
+    ref = torch.nn.functional.cross_entropy(
+        logits[-len(ids) - 1 : -1], torch.tensor(ids), reduction="sum"
+    )
     torch.testing.assert_close(batched[0], ref, rtol=1e-4, atol=1e-4)
 
 
-def test_text_nll_depends_on_tokens_and_handles_empty_text(codec):
-    tokens = codec.encode(pages(1))
+def test_text_nll_depends_on_tokens_and_handles_empty_text(codec, tokens2):
+    tokens = tokens2[:1]
     a = codec.text_nll(tokens, ["hello"]).nll
     b = codec.text_nll(tokens + 0.5, ["hello"]).nll
     assert not torch.allclose(a, b)
@@ -193,9 +216,9 @@ def test_text_nll_depends_on_tokens_and_handles_empty_text(codec):
         codec.text_nll(tokens, ["a", "b"])
 
 
-def test_text_nll_crops_with_padding(crops):
-    batch = [pages(1, seed=0)[0], pages(1, size=(700, 600), seed=1)[0]]
-    tokens, mask = crops.encode_with_mask(batch)
+def test_text_nll_crops_with_padding(crops, crops_out):
+    tokens, mask = crops_out
+    tokens, mask = tokens[:2, : int(mask[:2].sum(1).max())], mask[:2, : int(mask[:2].sum(1).max())]
     tokens = tokens.clone().requires_grad_(True)
     texts = ["page one", "page two"]
     out = crops.text_nll(tokens, texts, mask=mask)
@@ -211,9 +234,8 @@ def test_text_nll_crops_with_padding(crops):
 # ---- decode -------------------------------------------------------------------------------
 
 
-def test_decode_batch_of_different_token_counts(crops):
-    batch = [pages(1, seed=0)[0], pages(1, size=(700, 600), seed=1)[0], pages(1, seed=2)[0]]
-    tokens, mask = crops.encode_with_mask(batch)
+def test_decode_batch_of_different_token_counts(crops, crops_out):
+    tokens, mask = crops_out
     texts = crops.decode(tokens, max_new_tokens=12, mask=mask)
     assert isinstance(texts, list) and len(texts) == 3 and all(isinstance(t, str) for t in texts)
     # each page decodes as it would alone (no padding leaks into generation)
@@ -223,28 +245,32 @@ def test_decode_batch_of_different_token_counts(crops):
     assert crops.decode(tokens, max_new_tokens=12) == texts  # mask inferred from zero rows
 
 
-def test_decode_global_and_null_tokens(codec):
-    tokens = codec.encode(pages(2))
+def test_decode_global_and_null_tokens(codec, tokens2):
+    tokens = tokens2
     texts = codec.decode(tokens, max_new_tokens=8)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     assert codec.decode(tokens, max_new_tokens=8) == texts  # greedy is deterministic
     assert len(codec.decode(codec.null_tokens(2), max_new_tokens=4)) == 2
-    ids = codec.tokenizer(texts[0], add_special_tokens=False)["input_ids"]
-    assert len(ids) <= 8 + 2  # bounded by max_new_tokens (re-tokenisation may merge/split)
+    short = codec.generate_ids(tokens, max_new_tokens=4)
+    long = codec.generate_ids(tokens, max_new_tokens=8)
+    assert all(len(s) <= 4 and len(l) <= 8 for s, l in zip(short, long))
+    assert all(l[: len(s)] == s for s, l in zip(short, long))  # greedy: a prefix of the longer run
+    assert texts == [codec.tokenizer.decode(i, skip_special_tokens=True) for i in long]
 
 
-def test_greedy_loop_matches_generate(codec):
+def test_greedy_loop_matches_generate(codec, tokens2):
     """The hand-written greedy loop (used by the v1 backend) equals HF `generate`."""
-    tokens = codec.encode(pages(2))
+    tokens = tokens2
     rows = codec._visual_rows(tokens, None)
     emb = codec.model.get_input_embeddings()
-    prompt = torch.stack([
-        torch.cat([emb(torch.tensor(codec.prefix_ids)), r, emb(torch.tensor(codec.suffix_ids))]) for r in rows
-    ])
+    prefix, suffix = emb(torch.tensor(codec.prefix_ids)), emb(torch.tensor(codec.suffix_ids))
+    prompt = torch.stack([torch.cat([prefix, r, suffix]) for r in rows])
 
     def step(inputs, attention, positions, past):
-        out = codec.model.model(inputs_embeds=inputs, attention_mask=attention, position_ids=positions,
-                                past_key_values=past, use_cache=True)
+        out = codec.model.model(
+            inputs_embeds=inputs, attention_mask=attention, position_ids=positions,
+            past_key_values=past, use_cache=True,
+        )
         return codec.model.lm_head(out.last_hidden_state[:, -1]).float(), out.past_key_values
 
     guard = windowed_no_repeat_processor(codec.no_repeat_ngram, codec.no_repeat_window)(0)
@@ -263,8 +289,9 @@ def test_no_repeat_guard_bans_loop_continuation():
     # row 0 ends in (1, 2): 5 and 6 followed (1, 2) before, so both are banned
     assert torch.isinf(out[0, 5]) and torch.isinf(out[0, 6]) and not torch.isinf(out[0]).sum() > 2
     assert not torch.isinf(out[1]).any()  # (3, 4) never occurred before
-    far = windowed_no_repeat_processor(ngram=3, window=4)(0)(ids[:1], scores[:1].clone())
-    assert not torch.isinf(far[0, 5]) and torch.isinf(far[0, 6])  # only within the window
+    # window 6 sees [1, 2, 6, 7, 1, 2]: the older (1, 2) -> 5 is out of reach
+    near = windowed_no_repeat_processor(ngram=3, window=6)(0)(ids[:1], scores[:1].clone())
+    assert not torch.isinf(near[0, 5]) and torch.isinf(near[0, 6])
 
 
 # ---- checkpoint directory errors ----------------------------------------------------------
@@ -306,7 +333,8 @@ def test_incomplete_directory(ckpt, tmp_path, drop, message):
 
 def test_missing_shard(ckpt, tmp_path):
     d = _copy(ckpt, tmp_path, ["model.safetensors"])
-    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}}))
+    index = {"weight_map": {"a": "model-00001-of-00002.safetensors"}}
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match="missing shard"):
         load_codec("deepseek-ocr2", path=d)
 
@@ -326,3 +354,98 @@ def test_wrong_model_type(ckpt, tmp_path):
 def test_unknown_mode(ckpt):
     with pytest.raises(ValueError, match="unknown mode"):
         load_codec("deepseek-ocr2", path=ckpt, mode="gundam")
+
+
+def test_empty_batch_and_wrong_shapes(codec):
+    empty = codec.encode([])
+    assert empty.shape == (0, codec.n, codec.D)
+    assert codec.decode(empty) == []
+    assert codec.text_nll(empty, []).nll.shape == (0,)
+    with pytest.raises(ValueError, match="tokens must be"):
+        codec.decode(torch.zeros(1, 10, codec.D))
+    with pytest.raises(ValueError, match="tokens must be"):
+        codec.text_nll(torch.zeros(1, codec.n, codec.D + 1), ["x"])
+
+
+def test_from_model_matches_loaded_codec(codec, batch, tokens2):
+    from codec.deepseek_ocr2 import DeepseekOcr2Codec
+
+    try:
+        from tests.tiny_deepseek import build_model, build_processor, build_tokenizer
+    except ModuleNotFoundError:
+        from tiny_deepseek import build_model, build_processor, build_tokenizer
+    tokenizer = build_tokenizer()
+    built = DeepseekOcr2Codec.from_model(
+        build_model(tokenizer), build_processor(tokenizer), weights_id="mem"
+    )
+    assert built.version == "deepseek-ocr2:mem:mode=global:sep=1:float32"
+    assert not any(p.requires_grad for p in built.model.parameters())
+    torch.testing.assert_close(built.encode(batch[:1]), tokens2[:1], rtol=1e-4, atol=1e-5)
+
+
+def _bench_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "deepseek_encode_bench.py"
+    spec = importlib.util.spec_from_file_location("deepseek_encode_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_bench_refuses_real_size_on_cpu(capsys):
+    assert _bench_module().main(["--size", "real"]) == 2
+    assert "GPU backend" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_tiny_runs(tmp_path):
+    out = tmp_path / "bench.json"
+    assert _bench_module().main(["--size", "tiny", "--device", "cpu", "--batch-sizes", "1,2",
+                                 "--repeats", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["batch"] for r in rows] == [1, 2] and all(r["pages_per_s"] > 0 for r in rows)
+    assert all(r["tokens_per_page"] == N_GLOBAL + 1 for r in rows)
+
+
+# ---- against the reference pipeline (processor-built input_ids + pixel_values) ----------
+
+
+@pytest.fixture(scope="module")
+def reference(crops, batch):
+    """The model's own path: the processor expands <image> and builds pixel values."""
+    text = "Hello world 42"
+    page = list(batch[:1])
+    return text, crops.processor(images=page, text=DEFAULT_PROMPT + text, return_tensors="pt")
+
+
+def test_text_nll_matches_processor_pipeline(crops, batch, reference):
+    text, inputs = reference
+    ids = inputs["input_ids"][0]
+    tokens, _ = crops.encode_with_mask(batch[:1])
+    n_image = int((ids == crops.model.config.image_token_id).sum())
+    assert n_image == tokens.shape[1] == 4 * N_TILE + N_GLOBAL + 1
+    # the same token ids: [BOS] + image + prompt suffix + text
+    expected = crops.prefix_ids + [crops.model.config.image_token_id] * n_image
+    expected += crops.suffix_ids + crops._ids(text)
+    assert ids.tolist() == expected
+    with torch.no_grad():
+        logits = crops.model(**inputs).logits[0]
+    n_text = len(crops._ids(text))
+    ref = torch.nn.functional.cross_entropy(
+        logits[-n_text - 1 : -1], ids[-n_text:], reduction="sum"
+    )
+    torch.testing.assert_close(crops.text_nll(tokens, [text]).nll[0], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_decode_matches_processor_pipeline(crops, batch):
+    inputs = crops.processor(images=list(batch[:1]), text=DEFAULT_PROMPT, return_tensors="pt")
+    with torch.no_grad():
+        out = crops.model.generate(**inputs, do_sample=False, max_new_tokens=10)
+    new = out[0, inputs["input_ids"].shape[1] :].tolist()
+    if crops.eos_id in new:
+        new = new[: new.index(crops.eos_id)]
+    tokens, _ = crops.encode_with_mask(batch[:1])
+    assert crops.generate_ids(tokens, max_new_tokens=10) == [new]

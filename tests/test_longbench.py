@@ -141,6 +141,23 @@ def test_retrieval_and_count():
     assert lb.count_score("17", "7") == 0.0  # whole digit runs, not substrings
 
 
+def test_fuzz_ratio_matches_fuzzywuzzy_pure_python():
+    import random
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fuzzywuzzy import fuzz
+
+    if not getattr(fuzz, "SequenceMatcher", None) or fuzz.SequenceMatcher is not SequenceMatcher:
+        pytest.skip("fuzzywuzzy uses python-Levenshtein here, not upstream's difflib path")
+    rng = random.Random(0)
+    for _ in range(300):
+        a = "".join(rng.choice("ab c(x)=") for _ in range(rng.randint(0, 12)))
+        b = "".join(rng.choice("ab c(x)=") for _ in range(rng.randint(0, 12)))
+        assert lb.fuzz_ratio(a, b) == fuzz.ratio(a, b), (a, b)
+
+
 def test_code_sim_first_plain_line():
     pred = "```python\n# a comment\nabcd\nmore"
     assert lb.code_sim_score(pred, "abcd") == 1.0
@@ -229,11 +246,11 @@ def _make_pred_dir(tmp_path):
         {"pred": "blue", "answers": ["red", "blue sky"], "all_classes": None, "length": 5000},
         {"pred": "", "answers": ["x"], "all_classes": None, "length": 9000},
     ]
-    trec_classes = ["City", "Country", "Abbreviation"]
+    classes = ["City", "Country", "Abbreviation"]
     trec = [
-        {"pred": "City\nCountry", "answers": ["City"], "all_classes": trec_classes, "length": 100},
-        {"pred": "City, Country", "answers": ["City"], "all_classes": trec_classes, "length": 200},
-        {"pred": "Abbreviation", "answers": ["Country"], "all_classes": trec_classes, "length": 300},
+        {"pred": "City\nCountry", "answers": ["City"], "all_classes": classes, "length": 100},
+        {"pred": "City, Country", "answers": ["City"], "all_classes": classes, "length": 200},
+        {"pred": "Abbreviation", "answers": ["Country"], "all_classes": classes, "length": 300},
     ]
     count = [
         {"pred": "7 unique out of 12", "answers": ["7"], "all_classes": None, "length": 8000},
@@ -244,11 +261,19 @@ def _make_pred_dir(tmp_path):
     _write(tmp_path / "passage_count.jsonl", count)
     (tmp_path / "notes.txt").write_text("ignored")
     per_sample = {
-        "hotpotqa": [f1(["big", "red", "dog"], ["red", "dog"]), max(f1(["blue"], ["red"]), f1(["blue"], ["blue", "sky"])), 0.0],
+        "hotpotqa": [
+            f1(["big", "red", "dog"], ["red", "dog"]),
+            max(f1(["blue"], ["red"]), f1(["blue"], ["blue", "sky"])),
+            0.0,
+        ],
         "trec": [1.0, 0.5, 0.0],
         "passage_count": [0.5, 1.0],
     }
-    lengths = {"hotpotqa": [1000, 5000, 9000], "trec": [100, 200, 300], "passage_count": [8000, 8001]}
+    lengths = {
+        "hotpotqa": [1000, 5000, 9000],
+        "trec": [100, 200, 300],
+        "passage_count": [8000, 8001],
+    }
     return per_sample, lengths
 
 
@@ -292,3 +317,13 @@ def test_e_requires_lengths(tmp_path):
     with pytest.raises(ValueError):
         lb.score_directory(tmp_path, longbench_e=True)
     assert lb.score_directory(tmp_path) == {"hotpotqa": 100.0}
+
+
+def test_make_longbench_task_cli(tmp_path):
+    data = tmp_path / "samsum.jsonl"
+    rec = {"context": "c", "input": "i", "answers": ["a"], "dataset": "samsum"}
+    data.write_text(json.dumps(rec))
+    res = CliRunner().invoke(app, ["make-longbench-task", str(data), "--out-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "vst_longbench_samsum.yaml").read_text()
+    assert str(data) in text and '"max_gen_toks": 128' in text and '"until": ["\\n"]' in text

@@ -55,7 +55,11 @@ def test_build_prompt_fills_and_strips():
 
 
 def test_rag_context_orders_by_chunk_index():
-    chunks = [{"c_idx": 5, "content": "five"}, {"c_idx": 1, "content": "one"}, {"c_idx": 0, "content": "zero"}]
+    chunks = [
+        {"c_idx": 5, "content": "five"},
+        {"c_idx": 1, "content": "one"},
+        {"c_idx": 0, "content": "zero"},
+    ]
     assert v2.rag_context(chunks, 2) == "Retrieved chunk 1: one\n\nRetrieved chunk 2: five"
 
 
@@ -69,7 +73,8 @@ def _records():
         ("hard", "medium", "D", "D"),
     ]
     return [
-        {"difficulty": d, "length": n, "pred": p, "answer": a, "judge": p == a} for d, n, p, a in rows
+        {"difficulty": d, "length": n, "pred": p, "answer": a, "judge": p == a}
+        for d, n, p, a in rows
     ]
 
 

@@ -27,10 +27,17 @@ def test_ratio_of_the_rest():
 
 
 def test_summarize_groups():
-    recs = [
-        {"prompt": json.dumps([{"role": "user", "content": "hi"}]), "answer": "Pxyz", "random_string_to_prepend": "P", "n_needles": 2, "n_chars": 3000},
-        {"prompt": json.dumps([{"role": "user", "content": "hi"}]), "answer": "Pabc", "random_string_to_prepend": "P", "n_needles": 4, "n_chars": 5000},
-    ]
+    def rec(answer: str, n_needles: int, n_chars: int) -> dict:
+        prompt = json.dumps([{"role": "user", "content": "hi"}])
+        return {
+            "prompt": prompt,
+            "answer": answer,
+            "random_string_to_prepend": "P",
+            "n_needles": n_needles,
+            "n_chars": n_chars,
+        }
+
+    recs = [rec("Pxyz", 2, 3000), rec("Pabc", 4, 5000)]
     s = mrcr.summarize(recs, ["Pxyz", "abc"])
     assert s["score"] == 0.5 and s["n"] == 2
     assert s["by_needles"] == {"2": 1.0, "4": 0.0}

@@ -39,6 +39,15 @@ SAMPLES = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The CI box is shared; one intra-op thread avoids oversubscription stalls.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def write_task(dir_: Path, name: str = "hotpotqa", samples=SAMPLES) -> Path:
     dir_.mkdir(parents=True, exist_ok=True)
     path = dir_ / f"{name}.jsonl"
@@ -80,6 +89,22 @@ def test_prompt_is_official_template_split_at_context():
     generic = build_prompt("my_task", s)
     assert generic.context == s["context"] and generic.after.endswith("Answer:")
     assert build_prompt("x", {**s, "template": "Q {input} C {context}"}).before == f"Q {s['input']} C "
+
+
+def test_ruler_records_prompt_and_metric(tmp_path):
+    """RULER-style files carry their own template, answer prefix and max-new-tokens."""
+    from eval import ruler
+
+    rec = ruler.generate_sample("niah_single_1", 1200, index=0, unit="chars", seed=1)
+    p = build_prompt("niah_single_1_1200", rec)
+    assert p.text == ruler.build_prompt(rec) and p.context == rec["context"]
+    assert max_new_tokens_for("niah_single_1_1200", rec) == rec["max_new_tokens"]
+    task = write_task(tmp_path / "data", "niah_single_1_1200", [rec])
+    run_tasks(EchoRunner(), [task], tmp_path / "pred", progress=False)
+    (line,) = read_jsonl(tmp_path / "pred" / "niah_single_1_1200.jsonl")
+    assert line["metric"] == rec["metric"] and line["answers"] == rec["answers"]
+    scores = ruler.score_directory(tmp_path / "pred", write=False)
+    assert scores["niah_single_1_1200"]["score"] == 100.0  # the echoed context holds the needle
 
 
 def test_prediction_file_resumes_and_drops_torn_line(tmp_path):
@@ -261,3 +286,90 @@ def test_codec_reader_direct_mode(tmp_path):
     assert runner.mode == "direct" and runner.name == "codec-reader:reader[direct]"
     p = build_prompt("samsum", {"context": "x" * 40, "input": "Dialogue: hi"})
     assert runner.predict(p, dataset="samsum", max_new_tokens=8) == "3 pages|gue: hi"
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def cli_app():
+    import typer
+
+    from eval.efficiency import efficiency
+    from eval.runners.cli import lm_eval_cmd, run
+
+    app = typer.Typer()
+    app.command("run")(run)
+    app.command("lm-eval")(lm_eval_cmd)
+    app.command("efficiency")(efficiency)
+    return app
+
+
+def test_cli_run_hf_and_resume(tiny_lm, tmp_path):
+    from typer.testing import CliRunner
+
+    task = write_task(tmp_path / "data")
+    args = ["run", str(task.parent), "--out", str(tmp_path / "pred"), "--runner", "hf",
+            "--model", str(tiny_lm), "--max-length", "40"]
+    res = CliRunner().invoke(cli_app(), args)
+    assert res.exit_code == 0, res.output
+    assert "hotpotqa: 2 predicted" in res.output
+    res = CliRunner().invoke(cli_app(), args)
+    assert "0 predicted, 2 already done" in res.output
+    assert len(read_jsonl(tmp_path / "pred" / "hotpotqa.jsonl")) == 2
+
+
+def test_cli_codec_runner_needs_answerer_for_transcribing_codec(tmp_path):
+    from typer.testing import CliRunner
+
+    task = write_task(tmp_path / "data")
+    res = CliRunner().invoke(cli_app(), ["run", str(task), "--out", str(tmp_path / "p"), "--runner", "codec",
+                                         "--codec", "toy"])
+    assert res.exit_code != 0 and "answerer" in str(res.exception)
+
+
+# ------------------------------------------------------- DeepSeek-OCR-2 direct reader
+
+
+@pytest.fixture(scope="module")
+def tiny_ds(tmp_path_factory):
+    from codec import load_codec
+    from tests.tiny_deepseek import save_tiny_checkpoint
+
+    return load_codec("deepseek-ocr2", path=str(save_tiny_checkpoint(tmp_path_factory.mktemp("ds"))))
+
+
+def test_deepseek_direct_reader_matches_backend(tiny_ds, tmp_path):
+    """With the OCR prompt around one page, the reader is exactly the backend's decode/NLL."""
+    from eval.runners.codec_reader import DeepseekReader
+
+    runner = CodecReaderRunner(tiny_ds)
+    assert runner.mode == "direct" and runner.name == "codec-reader:deepseek-ocr2[direct]"
+    assert runner.max_visual_tokens == tiny_ds.max_positions - 1024
+    ctx = runner.encode("The magic number is 42.")
+    reader = DeepseekReader(tiny_ds)
+    ocr = reader.read(ctx.tokens, before="", after=tiny_ds.prompt_suffix, max_new_tokens=6)
+    assert ocr == tiny_ds.decode(ctx.tokens, max_new_tokens=6)[0]
+    text = "The magic number"
+    want = float(tiny_ds.text_nll(ctx.tokens, [text]).nll[0])
+    assert reader.nll(ctx.tokens, tiny_ds.prompt_suffix, text) == pytest.approx(want, rel=1e-4)
+    # end to end on a task file
+    task = write_task(tmp_path / "data")
+    (res,) = run_tasks(runner, [task], tmp_path / "pred", progress=False, limit=1)
+    assert res.predicted == 1 and isinstance(read_jsonl(tmp_path / "pred" / "hotpotqa.jsonl")[0]["pred"], str)
+
+
+def test_codec_reader_mini_transcribe_then_hf_answerer(tiny_lm, tmp_path):
+    """The honest fallback for the mini codec, with the real renderer and a real text model."""
+    from codec import load_codec
+    from eval.runners.text import HFTextRunner
+
+    codec = load_codec("mini", random_init=True)
+    runner = CodecReaderRunner(codec, answerer=HFTextRunner(tiny_lm, max_length=48), max_visual_tokens=2 * codec.n)
+    assert runner.name == f"codec-reader:mini[transcribe->hf:{tiny_lm.name}]"
+    long = [{**SAMPLES[0], "context": SAMPLES[0]["context"] * 20}]
+    assert len(runner.encoder.pages(long[0]["context"])) > 2  # so the middle cut is exercised
+    task = write_task(tmp_path / "data", samples=long)
+    (res,) = run_tasks(runner, [task], tmp_path / "pred", progress=False)
+    (line,) = read_jsonl(tmp_path / "pred" / "hotpotqa.jsonl")
+    assert res.predicted == 1 and isinstance(line["pred"], str) and line["runner"] == runner.name
+    assert runner.encode(long[0]["context"]).positions == 2 * codec.n

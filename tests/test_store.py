@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from data.store import (PartExistsError, Store, StoreCorruptError, StoreError, StoreMeta,
                         StoreWriter, consolidate, create_store, part_status, remove_incomplete,
                         verify_part, verify_store)
 from data.token_arrays import bf16_bits_to_f32, f32_to_bf16_bits
-from data.windows import WindowLoader, page_row_col, split_of
+from data.windows import WindowLoader, page_row_col, plan_windows, split_of
 
 D = 8
 
@@ -264,6 +267,19 @@ def test_writer_rejects_bad_pages(tmp_path: Path) -> None:
         writer.add_page("d:0", 0, 0, 1, "z", np.full((4, D), np.nan, np.float32))
     with pytest.raises(ValueError, match="overflow float16"):
         writer.add_page("e:0", 0, 0, 1, "z", np.full((4, D), 1e6, np.float32))
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        writer.add_page("f:0", 0, 0, 1, "\ud800", good)
+    writer.add_page("c:0", 0, 0, 1, "z", good)  # rejected pages left no trace
+    writer.add_page("c:0", 1, 1, 2, "y", good)
+    info = writer.close()
+    assert (info["pages"], info["docs"]) == (4, 3)
+    consolidate(tmp_path)
+    assert Store(tmp_path).doc_ids == ["a:0", "b:0", "c:0"]
+
+
+def test_abort_leaves_nothing(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, 0, make_meta())
+    writer.add_page("a:0", 0, 0, 1, "a", np.zeros((4, D), np.float32))
     writer.abort()
     assert part_status(tmp_path, 0) == "missing"
 
@@ -279,7 +295,9 @@ def _write_part_in_subprocess(args: tuple[str, int]) -> int:
 
 
 def test_parts_written_by_separate_processes(tmp_path: Path) -> None:
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    # spawn: a forked child of a process that has loaded torch's thread pools can hang
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool:
         done = list(pool.map(_write_part_in_subprocess, [(str(tmp_path), p) for p in range(4)]))
     assert done == [0, 1, 2, 3]
     manifest = consolidate(tmp_path, verify=True)
@@ -400,3 +418,30 @@ def test_page_row_col() -> None:
     positions = page_row_col(page, token, (2, 2))
     assert positions.tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 1], [1, 0, 0],
                                   [-1, -1, -1]]
+
+
+def test_cli_verify_and_info(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from data.cli import main
+
+    write_store(tmp_path, make_meta("npy"), [3, 3])
+    assert main(["consolidate", str(tmp_path), "--verify"]) == 0
+    assert main(["verify", str(tmp_path)]) == 0
+    assert main(["info", str(tmp_path)]) == 0
+    assert '"docs": 6' in capsys.readouterr().out
+    flip_byte(tmp_path / "parts/part-00001/tokens.npy", 300)
+    assert main(["verify", str(tmp_path), "--part", "0"]) == 0
+    assert main(["verify", str(tmp_path), "--part", "1"]) == 1
+    assert "CORRUPT: part-00001" in capsys.readouterr().err
+
+
+@given(counts=st.lists(st.integers(1, 20), max_size=30), T=st.integers(1, 40))
+def test_plan_windows_covers_each_page_once(counts: list[int], T: int) -> None:
+    plan = plan_windows(counts, T)
+    covered = [p for first, count in plan for p in range(first, first + count)]
+    assert covered == list(range(len(counts)))
+    for first, count in plan:
+        size = sum(counts[first:first + count])
+        assert size <= T or count == 1
+        nxt = first + count
+        if size <= T and nxt < len(counts):
+            assert size + counts[nxt] > T  # greedy: the next page did not fit

@@ -32,8 +32,9 @@ _CORPUS = [
 
 
 def build_tokenizer(vocab_size: int = 384):
-    """A byte-level BPE with DeepSeek's special tokens; BOS is not added automatically."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """A byte-level BPE with DeepSeek's special tokens; like DeepSeek's tokenizer it puts
+    BOS in front when asked for special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -46,6 +47,9 @@ def build_tokenizer(vocab_size: int = 384):
         show_progress=False,
     )
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", special_tokens=[(BOS, tok.token_to_id(BOS))]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=None
     )
@@ -55,7 +59,8 @@ def tiny_config(tokenizer, *, real_size: bool = False):
     """A DeepseekOcr2Config: tiny widths by default, or the real model's sizes (random weights)."""
     from transformers import DeepseekOcr2Config
 
-    vocab = len(tokenizer)
+    # the real vocabulary size at real size (embedding/lm_head memory), else the tiny one
+    vocab = 129280 if real_size else len(tokenizer)
     text = dict(
         vocab_size=vocab,
         bos_token_id=tokenizer.bos_token_id,
@@ -106,7 +111,8 @@ def build_processor(tokenizer):
         DeepseekOcr2ImageProcessorPil,
     )
 
-    return DeepseekOcr2Processor(image_processor=DeepseekOcr2ImageProcessorPil(), tokenizer=tokenizer)
+    image_processor = DeepseekOcr2ImageProcessorPil()  # PIL: no torchvision needed
+    return DeepseekOcr2Processor(image_processor=image_processor, tokenizer=tokenizer)
 
 
 def build_model(tokenizer, *, real_size: bool = False, seed: int = 0):

@@ -84,14 +84,21 @@ def save_checkpoint(
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            tmp / "model.safetensors",
+        )
         meta: dict[str, Any] = {}
         if optimizer is not None:
             tensors, meta = _flatten_optim(optimizer.state_dict())
             save_file(tensors, tmp / "optim.safetensors")
-        (tmp / STATE).write_text(json.dumps({**state, "step": step, "optimizer": meta, "world": world}, indent=1))
+        (tmp / STATE).write_text(
+            json.dumps({**state, "step": step, "optimizer": meta, "world": world}, indent=1)
+        )
     _barrier(world)
-    save_file({k: v.contiguous() for k, v in rng_state().items()}, tmp / f"rng-rank{rank}.safetensors")
+    save_file(
+        {k: v.contiguous() for k, v in rng_state().items()}, tmp / f"rng-rank{rank}.safetensors"
+    )
     _barrier(world)
     if rank == 0:
         shutil.rmtree(final, ignore_errors=True)

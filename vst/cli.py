@@ -10,8 +10,12 @@ import typer
 
 
 def generate(
-    checkpoint: Path = typer.Argument(..., help="a run directory (newest checkpoint) or a step-NNNNNNN directory"),
-    data: Optional[str] = typer.Option(None, help="token store (default: the run's own data, validation split)"),
+    checkpoint: Path = typer.Argument(
+        ..., help="a run directory (newest checkpoint) or a step-NNNNNNN directory"
+    ),
+    data: Optional[str] = typer.Option(
+        None, help="token store (default: the run's own data, validation split)"
+    ),
     doc: int = typer.Option(0, help="which validation document to continue"),
     prompt_pages: int = typer.Option(1, help="pages of the document given as the prompt"),
     pages: int = typer.Option(1, help="pages to generate"),
@@ -33,7 +37,9 @@ def generate(
     _, val = build_sources(cfg, codec)
     tokens, texts = val.document(doc)
     if prompt_pages >= len(texts) + 1 or prompt_pages < 1:
-        raise typer.BadParameter(f"document {doc} has {len(texts)} pages; prompt with 1..{len(texts)}")
+        raise typer.BadParameter(
+            f"document {doc} has {len(texts)} pages; prompt with 1..{len(texts)}"
+        )
     result = continue_document(model, codec, torch_tensor(tokens), texts, prompt_pages, pages, seed)
     for i, t in enumerate(result.prompt_text):
         typer.echo(f"--- prompt page {i}\n{t}")
@@ -42,7 +48,12 @@ def generate(
         if i < len(result.truth):
             typer.echo(f"--- true page {prompt_pages + i}\n{result.truth[i]}")
     if json_out is not None:
-        json_out.write_text(json.dumps({"prompt": result.prompt_text, "generated": result.pages, "truth": result.truth}, indent=1))
+        json_out.write_text(
+            json.dumps(
+                {"prompt": result.prompt_text, "generated": result.pages, "truth": result.truth},
+                indent=1,
+            )
+        )
 
 
 def torch_tensor(x):

@@ -72,15 +72,15 @@ class ModelConfig:
         return replace(self, **kw)
 
 
-# name -> overrides. Approximate transformer-body parameter counts in the comments
-# (12 * depth * d_model^2); the embedding/head add D or vocab * d_model on top.
+# name -> overrides. Parameter counts of the VST (D=256; GQA with 2 query heads per kv
+# head); a text baseline adds vocab * d_model twice (embedding + LM head).
 FLAVOURS: dict[str, dict[str, Any]] = {
-    "debug": dict(depth=2, aspect=32, head_dim=16),  # d=64, ~0.1M: trains in CI in seconds
-    "tiny": dict(depth=4, aspect=64, head_dim=32),  # d=256, ~3M
-    "small": dict(depth=8, aspect=64),  # d=512, ~25M
-    "base": dict(depth=12, aspect=64),  # d=768, ~85M (GPT-2 small shape)
-    "large": dict(depth=20, aspect=64, head_dim=128),  # d=1280, ~390M
-    "1b": dict(depth=26, aspect=64, head_dim=128),  # d=1664, ~860M
+    "debug": dict(depth=2, aspect=32, head_dim=16),  # d=64, 0.1M: trains in CI in seconds
+    "tiny": dict(depth=4, aspect=64, head_dim=32),  # d=256, 3M
+    "small": dict(depth=8, aspect=64),  # d=512, 23M
+    "base": dict(depth=12, aspect=64),  # d=768, 78M
+    "large": dict(depth=20, aspect=64, head_dim=128),  # d=1280, 361M
+    "1b": dict(depth=28, aspect=64, head_dim=128),  # d=1792, ~1.0B
 }
 
 

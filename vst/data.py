@@ -69,15 +69,22 @@ def collate_vector(windows: Sequence[Window], grid: tuple[int, int], rope: str) 
     start = torch.from_numpy(np.stack([w.doc_start for w in windows])).bool()
     page = torch.from_numpy(np.stack([w.page for w in windows])).long()
     slot = torch.from_numpy(np.stack([w.slot for w in windows])).long()
-    valid = torch.from_numpy(np.stack([np.ones(len(w.tokens), bool) if w.valid is None else w.valid for w in windows]))
+    valid = torch.from_numpy(
+        np.stack([np.ones(len(w.tokens), bool) if w.valid is None else w.valid for w in windows])
+    )
     valid[:, 0] &= start[:, 0]  # a window that starts mid-document has no input for t=0
     if rope == "3d":
         pos = torch.stack((page, slot // grid[1], slot % grid[1]), dim=-1)
     else:
         pos = torch.arange(x.size(1)).expand(x.size(0), -1)
     return Batch(
-        inputs=_shift(x), targets=x, bos=start, valid=valid, positions=pos,
-        doc_ids=start.long().cumsum(1), pages=[list(w.pages) for w in windows],
+        inputs=_shift(x),
+        targets=x,
+        bos=start,
+        valid=valid,
+        positions=pos,
+        doc_ids=start.long().cumsum(1),
+        pages=[list(w.pages) for w in windows],
         first_valid=start[:, 0].clone(),
     )
 
@@ -87,7 +94,10 @@ def byte_tokenizer(text: str) -> list[int]:
 
 
 def collate_text(
-    windows: Sequence[Window], encode: Callable[[str], list[int]], token_bytes: Callable[[int], int], seq_len: int
+    windows: Sequence[Window],
+    encode: Callable[[str], list[int]],
+    token_bytes: Callable[[int], int],
+    seq_len: int,
 ) -> Batch:
     """The same windows as text: each page's text tokenized separately, in reading order.
 
@@ -125,9 +135,15 @@ def collate_text(
         nb[b, :L] = torch.tensor([token_bytes(i) for i in ids], dtype=torch.float32)
     valid[:, 0] &= st[:, 0]
     return Batch(
-        inputs=_shift(tok), targets=tok, bos=st, valid=valid,
-        positions=torch.arange(T).expand(B, -1), doc_ids=st.long().cumsum(1),
-        pages=[list(w.pages) for w in windows], n_bytes=nb, page_of=pg,
+        inputs=_shift(tok),
+        targets=tok,
+        bos=st,
+        valid=valid,
+        positions=torch.arange(T).expand(B, -1),
+        doc_ids=st.long().cumsum(1),
+        pages=[list(w.pages) for w in windows],
+        n_bytes=nb,
+        page_of=pg,
         first_valid=torch.tensor([bool(w.doc_start[0]) for w in windows]),
     )
 
@@ -158,7 +174,15 @@ class Loader:
     of the same global batch, so N ranks x b windows see exactly what 1 rank x N*b sees.
     """
 
-    def __init__(self, source: WindowSource, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        source: WindowSource,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        shuffle: bool = True,
+    ) -> None:
         if batch_size % world:
             raise ValueError(f"global batch {batch_size} must divide evenly over {world} ranks")
         if len(source) == 0:

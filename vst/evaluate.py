@@ -34,6 +34,17 @@ def evaluate(
     device: torch.device | str = "cpu",
     autocast: Callable | None = None,
 ) -> dict[str, float]:
+    # a private RNG stream: the energy head samples here without disturbing training's RNG
+    with torch.random.fork_rng(
+        devices=[torch.device(device)] if torch.device(device).type == "cuda" else []
+    ):
+        torch.manual_seed(0)
+        return _evaluate(model, source, collate, codec, k, batches, batch_size, device, autocast)
+
+
+def _evaluate(
+    model, source, collate, codec, k, batches, batch_size, device, autocast
+) -> dict[str, float]:
     was_training = model.training
     model.eval()
     loader = Loader(source, batch_size, shuffle=False)
@@ -49,7 +60,9 @@ def evaluate(
             h = model(batch.inputs, batch.bos, batch.positions, batch.doc_ids)
         h = h.float()
         if model.cfg.modality == "text":
-            ce = F.cross_entropy(model.lm_head(h).float().transpose(1, 2), batch.targets, reduction="none")
+            ce = F.cross_entropy(
+                model.lm_head(h).float().transpose(1, 2), batch.targets, reduction="none"
+            )
             v = batch.valid.float()
             add("val_ce", window_mean(ce, batch.valid))
             add("nll_all", (ce * v).sum())
@@ -71,7 +84,7 @@ def evaluate(
             pred, texts = gather_pages(x_hat, batch, k)
             if texts:
                 true, _ = gather_pages(x, batch, k)
-                null = codec.null_tokens(len(texts)).to(pred)
+                null = codec.null_tokens(len(texts)).to(pred.device, pred.dtype)
                 for name, toks in (("pred", pred), ("true", true), ("null", null)):
                     nll, nbytes = decoder_nll(codec, toks, texts)
                     add(f"nll_{name}", nll.sum())

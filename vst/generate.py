@@ -41,6 +41,8 @@ def continue_tokens(
     serves as context.
     """
     mcfg = model.cfg
+    if mcfg.modality != "vector":
+        raise ValueError("continue_tokens generates visual tokens; this is a text-modality model")
     dev = model.doc_start.device
     prompt = prompt.to(dev, torch.float32)
     T0 = prompt.size(0)
@@ -118,4 +120,6 @@ def continue_document(
     gen = torch.Generator().manual_seed(seed)
     new = continue_tokens(model, prompt, pages * n, generator=gen).view(pages, n, -1)
     text = codec.decode(new.float().cpu())
-    return Continuation(doc_texts[:prompt_pages], text, doc_texts[prompt_pages : prompt_pages + pages], new)
+    return Continuation(
+        doc_texts[:prompt_pages], text, doc_texts[prompt_pages : prompt_pages + pages], new
+    )

@@ -61,7 +61,10 @@ class EnergyHead(nn.Module):
     def sample(self, h: torch.Tensor, n: int = 1) -> torch.Tensor:
         """n samples per position: h [..., d] -> [n, ..., D]."""
         c = self.cond(h).expand(n, *h.shape[:-1], -1)
-        eps = torch.rand(n, *h.shape[:-1], self.cfg.energy_noise_dim, device=h.device, dtype=h.dtype) - 0.5
+        eps = (
+            torch.rand(n, *h.shape[:-1], self.cfg.energy_noise_dim, device=h.device, dtype=h.dtype)
+            - 0.5
+        )
         z = self.noise(eps)
         for block in self.blocks:
             z = block(z, c)

@@ -23,7 +23,7 @@ class LossConfig:
     mse: float = 1.0  # lambda1: mean squared error per dimension, ||x_hat - x||^2 / D
     cos: float = 1.0  # lambda2: 1 - cos(x_hat, x)
     dec: float = 0.0  # decoder-CE: nats per byte of the true page text under the frozen decoder
-    norm: float = 0.0  # lambda3: (||x_hat|| - alpha)^2 / alpha^2 (scale-free)
+    norm: float = 0.0  # lambda3: (||x_hat|| - alpha)^2 (choose ~1/alpha^2 for an O(1) term)
     energy: float = 1.0  # energy score (only with the energy head)
     energy_beta: float = 1.0
     dec_pages: int = 1  # k: decoder-CE on the last k complete pages of each window
@@ -58,9 +58,14 @@ def gather_pages(x: torch.Tensor, batch: Batch, k: int) -> tuple[torch.Tensor, l
 
 
 def decoder_nll(codec, tokens: torch.Tensor, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nll nats [M], bytes [M]) of texts given tokens, through the frozen codec decoder."""
-    out = codec.text_nll(tokens.float(), texts)
-    return out.nll, out.n_bytes.to(out.nll.device).float()
+    """(nll nats [M], bytes [M]) of texts given tokens, through the frozen codec decoder.
+
+    The codec may live on another device (the mini codec is CPU-only): tokens go there
+    and the NLL comes back, with the gradient path intact.
+    """
+    dev = getattr(codec, "device", tokens.device)
+    out = codec.text_nll(tokens.float().to(dev), texts)
+    return out.nll.to(tokens.device), out.n_bytes.to(tokens.device).float()
 
 
 def vector_losses(
@@ -79,8 +84,7 @@ def vector_losses(
         x_hat = model.head(h).float()
     terms["mse"] = window_mean((x_hat - x).square().mean(-1), valid)
     terms["cos"] = window_mean(1 - F.cosine_similarity(x_hat, x, dim=-1, eps=1e-6), valid)
-    norm_err = (x_hat.norm(dim=-1) - mcfg.alpha) / mcfg.alpha
-    terms["norm"] = window_mean(norm_err.square(), valid)
+    terms["norm"] = window_mean((x_hat.norm(dim=-1) - mcfg.alpha).square(), valid)
     total = total + cfg.mse * terms["mse"] + cfg.cos * terms["cos"] + cfg.norm * terms["norm"]
     if cfg.dec > 0:
         if codec is None:
@@ -95,7 +99,9 @@ def vector_losses(
     return total, {k: v.detach() for k, v in terms.items()}
 
 
-def text_losses(model: VST, h: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def text_losses(
+    model: VST, h: torch.Tensor, batch: Batch
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     logits = model.lm_head(h).float()
     ce = F.cross_entropy(logits.transpose(1, 2), batch.targets, reduction="none")
     loss = window_mean(ce, batch.valid)

@@ -41,7 +41,9 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.pos + k.size(2)
         if end > self.k.size(3):
             raise ValueError(f"KV cache full ({self.k.size(3)} positions)")
@@ -67,6 +69,7 @@ class Attention(nn.Module):
         q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
+            k, v = k.to(q.dtype), v.to(q.dtype)  # the cache may be kept in another precision
         is_causal = isinstance(mask, str)  # "causal": let SDPA pick its fused kernel
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=None if is_causal else mask, is_causal=is_causal, enable_gqa=True
@@ -146,7 +149,8 @@ class VST(nn.Module):
         """Training FLOPs per token (6N + attention), for MFU and text/VST comparisons."""
         c = self.cfg
         attn = 12 * c.depth * c.n_heads * c.head_dim * seq_len / 2  # causal: half the scores
-        return 6 * self.num_params() + attn
+        table = self.embed.weight.numel() if c.modality == "text" else 0  # a lookup, no matmul
+        return 6 * (self.num_params() - table) + attn
 
     def embed_inputs(self, inputs: torch.Tensor, bos: torch.Tensor) -> torch.Tensor:
         x = self.inp(inputs) if self.cfg.modality == "vector" else self.embed(inputs)
@@ -167,7 +171,10 @@ class VST(nn.Module):
         doc_ids: [B, T] document ordinal, for masking attention across documents.
         """
         x = self.embed_inputs(inputs, bos)
-        cos, sin = cos_sin(rope_angles(positions, self.cfg.head_dim, self.cfg.rope_base, self.cfg.rope_sections), x.dtype)
+        cos, sin = cos_sin(
+            rope_angles(positions, self.cfg.head_dim, self.cfg.rope_base, self.cfg.rope_sections),
+            x.dtype,
+        )
         mask = self._mask(x.size(1), doc_ids, cache, x.device)
         for block in self.blocks:
             x = block(x, cos, sin, mask, cache)
@@ -177,7 +184,9 @@ class VST(nn.Module):
 
     def _mask(self, T: int, doc_ids, cache: KVCache | None, device) -> torch.Tensor | str | None:
         past = cache.pos if cache is not None else 0
-        one_doc = doc_ids is None or not self.cfg.doc_mask or bool((doc_ids == doc_ids[:, :1]).all())
+        one_doc = (
+            doc_ids is None or not self.cfg.doc_mask or bool((doc_ids == doc_ids[:, :1]).all())
+        )
         if past == 0 and one_doc:
             return "causal"
         if past > 0 and T == 1:

@@ -65,9 +65,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
-def page_positions(
-    page: torch.Tensor, slot: torch.Tensor, grid: tuple[int, int]
-) -> torch.Tensor:
+def page_positions(page: torch.Tensor, slot: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """(page, row, col) [B, T, 3] from page index and slot-within-page [B, T] (raster order)."""
     cols = grid[1]
     return torch.stack((page, slot // cols, slot % cols), dim=-1)

@@ -16,7 +16,9 @@ from vst.data import Window
 
 
 class StoreSource:
-    def __init__(self, root: str | Path, T: int, split: str = "train", val_fraction: float = 0.05) -> None:
+    def __init__(
+        self, root: str | Path, T: int, split: str = "train", val_fraction: float = 0.05
+    ) -> None:
         from data.store import Store
         from data.windows import WindowLoader
 
@@ -26,7 +28,9 @@ class StoreSource:
         # without a grid, tokens sit on one row (row 0, column = token in page)
         self.grid = tuple(meta.grid) if meta.grid is not None else (1, T)
         self.T = T
-        self.loader = WindowLoader(self.store, T, split=split, val_fraction=val_fraction, shuffle=False)
+        self.loader = WindowLoader(
+            self.store, T, split=split, val_fraction=val_fraction, shuffle=False
+        )
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -41,8 +45,13 @@ class StoreSource:
                 pages.append((t0, length, text))
             t0 += length
         return Window(
-            tokens=w.tokens, doc_start=w.doc_start, page=np.maximum(w.page_index, 0),
-            slot=np.maximum(w.token_in_page, 0), pages=pages, doc_ids=[w.doc_id], valid=w.valid,
+            tokens=w.tokens,
+            doc_start=w.doc_start,
+            page=np.maximum(w.page_index, 0),
+            slot=np.maximum(w.token_in_page, 0),
+            pages=pages,
+            doc_ids=[w.doc_id],
+            valid=w.valid,
         )
 
     def documents(self) -> list[str]:
@@ -57,8 +66,13 @@ class StoreSource:
         return stored.tokens.reshape(-1, self.n, self.D), [p.text for p in stored.pages]
 
 
-def store_sources(root: str | Path, T: int, val_fraction: float = 0.05) -> tuple[StoreSource, StoreSource]:
-    train, val = StoreSource(root, T, "train", val_fraction), StoreSource(root, T, "val", val_fraction)
+def store_sources(
+    root: str | Path, T: int, val_fraction: float = 0.05
+) -> tuple[StoreSource, StoreSource]:
+    train, val = (
+        StoreSource(root, T, "train", val_fraction),
+        StoreSource(root, T, "val", val_fraction),
+    )
     for name, src in (("train", train), ("val", val)):
         if len(src) == 0:
             raise ValueError(f"the {name} split of {root} has no windows; adjust --val-fraction")

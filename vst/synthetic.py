@@ -53,7 +53,9 @@ class ToyCodec(Codec):
     name, mode, version = "toy", "toy", "toy-0"
     render_config = None
 
-    def __init__(self, D: int = 64, grid: tuple[int, int] = (2, 4), chars_per_slot: int = 4, seed: int = 0) -> None:
+    def __init__(
+        self, D: int = 64, grid: tuple[int, int] = (2, 4), chars_per_slot: int = 4, seed: int = 0
+    ) -> None:
         self.D, self.grid, self.c = D, grid, chars_per_slot
         self.n = grid[0] * grid[1]
         self.page_chars = self.n * chars_per_slot
@@ -119,7 +121,9 @@ WORDS = (
 ).split()
 
 
-def synthetic_documents(n_docs: int, seed: int = 0, min_words: int = 12, max_words: int = 60) -> list[str]:
+def synthetic_documents(
+    n_docs: int, seed: int = 0, min_words: int = 12, max_words: int = 60
+) -> list[str]:
     """Deterministic toy English: a fixed bigram walk, so the next page is predictable."""
     rng = random.Random(seed)
     docs = []
@@ -156,7 +160,11 @@ class SyntheticSource:
         from vst.data import Window  # noqa: F401  (keeps this module importable alone)
 
         self.codec, self.grid, self.D = codec, codec.grid, codec.D
-        docs = [d for i, d in enumerate(synthetic_documents(n_docs, seed)) if (i % 10 == 0) == (split == "val")]
+        docs = [
+            d
+            for i, d in enumerate(synthetic_documents(n_docs, seed))
+            if (i % 10 == 0) == (split == "val")
+        ]
         texts, doc_start, page_idx, doc_of = [], [], [], []
         for k, d in enumerate(docs):
             pages = paginate(d, codec.page_chars)

@@ -27,11 +27,12 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import torch
+import typer
 
 from vst.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vst.config import ModelConfig, flavour
@@ -75,6 +76,7 @@ class TrainConfig:
     dec_pages: int = 1
     # optimisation
     batch_size: int = 8  # global, split over DDP ranks
+    grad_accum: int = 1  # micro-batches per rank and step (same gradient, less memory)
     steps: int = 200
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
@@ -89,6 +91,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bf16 autocast on GPU) | fp32 | bf16
     compile: bool = False
+    threads: Optional[int] = None  # CPU threads (torch.set_num_threads); None = torch's default
     eval_every: int = 100
     eval_batches: int = 8
     save_every: int = 100
@@ -100,9 +103,34 @@ class TrainConfig:
     progress: bool = True
     halt_at: Optional[int] = field(default=None, repr=False)  # tests: stop dead after this step
 
+    def __post_init__(self) -> None:
+        choices = {
+            "modality": ("vector", "text"),
+            "tokenizer": ("bytes", "cl100k"),
+            "rope": ("1d", "3d"),
+            "mlp": ("swiglu", "relu2"),
+            "head": ("regression", "energy"),
+            "norm_proj": ("none", "sphere", "layernorm"),
+            "schedule": ("cosine", "linear", "constant", "wsd"),
+            "dtype": ("auto", "fp32", "bf16"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
+                )
+        if self.head == "energy" and self.energy_samples < 2:
+            raise ValueError("the energy head needs --energy-samples >= 2")
+
     def loss_config(self) -> LossConfig:
-        return LossConfig(mse=self.mse, cos=self.cos, dec=self.dec, norm=self.norm,
-                          energy=self.energy, dec_pages=self.dec_pages)
+        return LossConfig(
+            mse=self.mse,
+            cos=self.cos,
+            dec=self.dec,
+            norm=self.norm,
+            energy=self.energy,
+            dec_pages=self.dec_pages,
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -115,7 +143,11 @@ class TrainConfig:
 
 def dist_env() -> tuple[int, int, int]:
     """(rank, world, local_rank) from torchrun's environment; (0, 1, 0) when absent."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    return (
+        int(os.environ.get("RANK", "0")),
+        int(os.environ.get("WORLD_SIZE", "1")),
+        int(os.environ.get("LOCAL_RANK", "0")),
+    )
 
 
 def pick_device(name: str, local_rank: int) -> torch.device:
@@ -139,24 +171,46 @@ def build_sources(cfg: TrainConfig, codec) -> tuple[WindowSource, WindowSource]:
         from vst.synthetic import SyntheticSource
 
         kw = dict(n_docs=cfg.synthetic_docs, pages_per_window=cfg.pages_per_window, seed=cfg.seed)
-        return SyntheticSource(codec, split="train", **kw), SyntheticSource(codec, split="val", **kw)
+        return SyntheticSource(codec, split="train", **kw), SyntheticSource(
+            codec, split="val", **kw
+        )
     from vst.store_source import store_sources, window_tokens
 
-    return store_sources(cfg.data, cfg.window_tokens or window_tokens(cfg.data, cfg.pages_per_window), cfg.val_fraction)
+    return store_sources(
+        cfg.data,
+        cfg.window_tokens or window_tokens(cfg.data, cfg.pages_per_window),
+        cfg.val_fraction,
+    )
 
 
 def mean_token_norm(source: WindowSource, windows: int = 16) -> float:
-    norms = [float(torch.from_numpy(source.window(i).tokens).float().norm(dim=-1).mean()) for i in range(min(windows, len(source)))]
-    return sum(norms) / len(norms)
+    """Mean norm of real (non-padding) tokens in the first windows: the default alpha."""
+    total, count = 0.0, 0
+    for i in range(min(windows, len(source))):
+        w = source.window(i)
+        norms = torch.from_numpy(w.tokens).float().norm(dim=-1)
+        if w.valid is not None:
+            norms = norms[torch.from_numpy(w.valid)]
+        total, count = total + float(norms.sum()), count + norms.numel()
+    return total / max(count, 1)
 
 
 def build_model_config(cfg: TrainConfig, source: WindowSource) -> ModelConfig:
-    over: dict[str, Any] = dict(modality=cfg.modality, mlp=cfg.mlp, head=cfg.head, norm_proj=cfg.norm_proj,
-                                energy_samples=cfg.energy_samples, D=source.D, grid=tuple(source.grid))
+    over: dict[str, Any] = dict(
+        modality=cfg.modality,
+        mlp=cfg.mlp,
+        head=cfg.head,
+        norm_proj=cfg.norm_proj,
+        energy_samples=cfg.energy_samples,
+        D=source.D,
+        grid=tuple(source.grid),
+    )
     if cfg.depth is not None:
         over["depth"] = cfg.depth
     if cfg.modality == "text":
-        over.update(rope="1d", vocab_size=text_codec(cfg.tokenizer)[2], max_seq_len=cfg.text_seq_len)
+        over.update(
+            rope="1d", vocab_size=text_codec(cfg.tokenizer)[2], max_seq_len=cfg.text_seq_len
+        )
     else:
         over.update(rope=cfg.rope, alpha=cfg.alpha if cfg.alpha > 0 else mean_token_norm(source))
     return flavour(cfg.flavour, **over)
@@ -173,7 +227,10 @@ def make_optimizer(model: VST, cfg: TrainConfig, fused: bool) -> torch.optim.Opt
     # no weight decay on gains, biases and the document-start vector
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": other, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
 
 
@@ -203,6 +260,13 @@ class Logger:
         self.jsonl = (out / "metrics.jsonl") if active else None
         if not active:
             return
+        if self.jsonl.exists():  # on resume, drop records from after the checkpoint (a killed tail)
+            kept = [
+                line
+                for line in self.jsonl.read_text().splitlines()
+                if resume_step and json.loads(line)["step"] <= resume_step
+            ]
+            self.jsonl.write_text("".join(line + "\n" for line in kept))
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -213,7 +277,9 @@ class Logger:
             except ImportError:
                 print("wandb is not installed; logging to TensorBoard only")
             else:
-                self.wb = wandb.init(project=cfg.wandb, config=asdict(cfg), dir=str(out), resume="allow")
+                self.wb = wandb.init(
+                    project=cfg.wandb, config=asdict(cfg), dir=str(out), resume="allow"
+                )
 
     def log(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
         if not self.active:
@@ -263,6 +329,8 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, Any]:
     device = pick_device(cfg.device, local_rank)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -270,7 +338,11 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts it)
 
-    codec = build_codec(cfg) if (cfg.dec > 0 or cfg.modality == "vector" or cfg.data == "synthetic") else None
+    codec = (
+        build_codec(cfg)
+        if (cfg.dec > 0 or cfg.modality == "vector" or cfg.data == "synthetic")
+        else None
+    )
     train_src, val_src = build_sources(cfg, codec)
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:  # the checkpoint's model config wins (alpha was measured once)
@@ -287,7 +359,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         state = load_checkpoint(ckpt, model, opt, rank=rank)
         step = state["step"]
         if state.get("world", world) != world:
-            print(f"note: resuming a {state['world']}-rank run on {world} ranks; the data order is unchanged")
+            print(
+                f"note: resuming a {state['world']}-rank run on {world} ranks; the data order is unchanged"
+            )
     if ckpt is None and rank > 0:
         torch.manual_seed(cfg.seed + 1000 * rank)  # ranks draw different energy-head noise
     lcfg = cfg.loss_config()
@@ -302,22 +376,43 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     loader = Loader(train_src, cfg.batch_size, cfg.seed, rank, world)
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
     logger = Logger(cfg, out, rank == 0, step)
-    flops_tok = model.flops_per_token(cfg.pages_per_window * mcfg.tokens_per_page if mcfg.modality == "vector" else cfg.text_seq_len)
+    flops_tok = model.flops_per_token(
+        cfg.pages_per_window * mcfg.tokens_per_page
+        if mcfg.modality == "vector"
+        else cfg.text_seq_len
+    )
     peak = _peak_flops(device)
     if rank == 0:
-        (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": mcfg.to_dict()}, indent=1))
-        print(f"VST {mcfg.modality} d_model={mcfg.d_model} depth={mcfg.depth} params={model.num_params():,} "
-              f"device={device} world={world} start_step={step}")
+        (out / "config.json").write_text(
+            json.dumps({"train": asdict(cfg), "model": mcfg.to_dict()}, indent=1)
+        )
+        print(
+            f"VST {mcfg.modality} d_model={mcfg.d_model} depth={mcfg.depth} params={model.num_params():,} "
+            f"device={device} world={world} start_step={step}"
+        )
 
     def ckpt_state() -> dict[str, Any]:
-        return {"train_config": asdict(cfg), "model_config": mcfg.to_dict(), "data_position": step,
-                "history_tail": history[-5:]}
+        return {
+            "train_config": asdict(cfg),
+            "model_config": mcfg.to_dict(),
+            "data_position": step,
+            "history_tail": history[-5:],
+        }
 
     def run_eval() -> dict[str, float]:
         metrics: dict[str, float] = {}
         if rank == 0:
-            metrics = evaluate(model, val_src, collate, codec=codec, k=cfg.dec_pages, batches=cfg.eval_batches,
-                               batch_size=min(cfg.batch_size, max(1, len(val_src))), device=device, autocast=autocast)
+            metrics = evaluate(
+                model,
+                val_src,
+                collate,
+                codec=codec,
+                k=cfg.dec_pages,
+                batches=cfg.eval_batches,
+                batch_size=min(cfg.batch_size, max(1, len(val_src))),
+                device=device,
+                autocast=autocast,
+            )
             logger.log(step, metrics, "val")
         if world > 1:
             import torch.distributed as dist
@@ -335,16 +430,27 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = collate(loader.windows(step)).to(device)
-        with autocast():
-            loss, terms = compute_losses(model, batch, lcfg, codec, ddp_model=trunk if trunk is not model else None)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
+        terms, n_tok = _accumulate(
+            loader.windows(step),
+            cfg.grad_accum,
+            collate,
+            device,
+            model,
+            trunk,
+            lcfg,
+            codec,
+            autocast,
+            world,
+        )
+        gnorm = (
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if cfg.grad_clip > 0
+            else torch.zeros(())
+        )
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
         terms = _reduce_terms(terms, world)
-        n_tok = batch.num_tokens * world
         tokens_seen += n_tok
         tok_window += n_tok
         record = {"step": step, "lr": lr, "grad_norm": float(gnorm), **terms}
@@ -360,7 +466,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
             logger.log(step, {k: v for k, v in record.items() if k != "step"})
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{terms['loss']:.4f}", tok_s=f"{record.get('tokens_per_s', 0):.0f}")
+            bar.set_postfix(
+                loss=f"{terms['loss']:.4f}", tok_s=f"{record.get('tokens_per_s', 0):.0f}"
+            )
         if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < cfg.steps:
             evals.append({"step": step, **run_eval()})
         if cfg.save_every > 0 and step % cfg.save_every == 0 and step < cfg.steps:
@@ -378,13 +486,49 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     logger.close()
     elapsed = time.perf_counter() - t_start
     result = {
-        "steps": step, "history": history, "eval": final_eval, "evals": evals, "checkpoint": str(path),
-        "tokens_per_s": tokens_seen / elapsed if elapsed > 0 else 0.0, "model_config": mcfg.to_dict(),
-        "params": model.num_params(), "flops_per_token": flops_tok,
+        "steps": step,
+        "history": history,
+        "eval": final_eval,
+        "evals": evals,
+        "checkpoint": str(path),
+        "tokens_per_s": tokens_seen / elapsed if elapsed > 0 else 0.0,
+        "model_config": mcfg.to_dict(),
+        "params": model.num_params(),
+        "flops_per_token": flops_tok,
     }
     if rank == 0:
-        (out / "result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
+        (out / "result.json").write_text(
+            json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1)
+        )
     return result
+
+
+def _accumulate(windows, accum, collate, device, model, trunk, lcfg, codec, autocast, world):
+    """Forward/backward over `accum` micro-batches; returns (mean terms, global tokens).
+
+    Each micro-batch's loss is a mean over its windows, so dividing by `accum` gives the
+    mean over the whole local batch: the gradient does not depend on `accum`. DDP syncs
+    gradients only on the last micro-batch.
+    """
+    if len(windows) % accum:
+        raise ValueError(f"{len(windows)} windows per rank do not split into {accum} micro-batches")
+    size = len(windows) // accum
+    ddp = trunk if world > 1 else None
+    sums: dict[str, torch.Tensor] = {}
+    tokens = 0
+    for i in range(accum):
+        batch = collate(windows[i * size : (i + 1) * size]).to(device)
+        sync = ddp is None or i == accum - 1
+        with contextlib.nullcontext() if sync else ddp.no_sync():
+            with autocast():
+                loss, terms = compute_losses(
+                    model, batch, lcfg, codec, ddp_model=trunk if trunk is not model else None
+                )
+            (loss / accum).backward()
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0) + v / accum
+        tokens += batch.num_tokens
+    return sums, tokens * world
 
 
 def _reduce_terms(terms: dict[str, torch.Tensor], world: int) -> dict[str, float]:
@@ -417,54 +561,77 @@ def _progress(cfg: TrainConfig, rank: int, step: int):
 # -- command line -----------------------------------------------------------------------
 
 
+Opt = typer.Option
+
+
 def cli(
-    out: str = "runs/vst",
-    flavour: str = "debug",
-    depth: Optional[int] = None,
-    modality: str = "vector",
-    tokenizer: str = "bytes",
-    text_seq_len: int = 2048,
-    rope: str = "3d",
-    mlp: str = "swiglu",
-    head: str = "regression",
-    norm_proj: str = "none",
-    alpha: float = 0.0,
-    energy_samples: int = 8,
-    data: str = "synthetic",
-    codec: str = "toy",
-    codec_path: Optional[str] = None,
-    pages_per_window: int = 4,
-    window_tokens: Optional[int] = None,
-    val_fraction: float = 0.05,
-    synthetic_docs: int = 64,
-    mse: float = 1.0,
-    cos: float = 1.0,
-    dec: float = 0.0,
-    norm: float = 0.0,
-    energy: float = 1.0,
-    dec_pages: int = 1,
-    batch_size: int = 8,
-    steps: int = 200,
-    lr: float = 3e-3,
-    min_lr_ratio: float = 0.1,
-    warmup: int = 20,
-    schedule: str = "cosine",
-    weight_decay: float = 0.0,
+    out: Annotated[
+        str, Opt(help="run directory: checkpoints, metrics.jsonl, tb/, result.json")
+    ] = "runs/vst",
+    flavour: Annotated[
+        str, Opt(help="model size: debug | tiny | small | base | large | 1b")
+    ] = "debug",
+    depth: Annotated[Optional[int], Opt(help="override the flavour's depth (width follows)")] = None,
+    modality: Annotated[
+        str, Opt(help="vector (the VST) | text (the same-shape text baseline)")
+    ] = "vector",
+    tokenizer: Annotated[str, Opt(help="text modality: bytes | cl100k")] = "bytes",
+    text_seq_len: Annotated[int, Opt(help="text modality: max tokens per window")] = 2048,
+    rope: Annotated[str, Opt(help="1d (reading order) | 3d (page, row, col; interleaved)")] = "3d",
+    mlp: Annotated[str, Opt(help="swiglu | relu2")] = "swiglu",
+    head: Annotated[str, Opt(help="regression | energy (CALM-style sampler)")] = "regression",
+    norm_proj: Annotated[
+        str, Opt(help="hard norm constraint on x_hat: none | sphere | layernorm")
+    ] = "none",
+    alpha: Annotated[float, Opt(help="target norm of x_hat; 0 = mean token norm of the data")] = 0.0,
+    energy_samples: Annotated[int, Opt(help="energy head: samples per position")] = 8,
+    data: Annotated[str, Opt(help="token-store directory, or 'synthetic'")] = "synthetic",
+    codec: Annotated[str, Opt(help="codec for decoder-CE and eval: toy | mini | ...")] = "toy",
+    codec_path: Annotated[Optional[str], Opt(help="codec weights directory")] = None,
+    pages_per_window: Annotated[int, Opt(help="window length in pages (T = pages * n)")] = 4,
+    window_tokens: Annotated[
+        Optional[int], Opt(help="window length T in tokens (overrides pages)")
+    ] = None,
+    val_fraction: Annotated[
+        float, Opt(help="fraction of store documents held out for validation")
+    ] = 0.05,
+    synthetic_docs: Annotated[int, Opt(help="synthetic data: number of documents")] = 64,
+    mse: Annotated[float, Opt(help="weight of the MSE term")] = 1.0,
+    cos: Annotated[float, Opt(help="weight of the 1 - cosine term")] = 1.0,
+    dec: Annotated[
+        float, Opt(help="weight of the decoder-CE term (nats/byte via the frozen codec)")
+    ] = 0.0,
+    norm: Annotated[float, Opt(help="weight of the norm penalty (|x_hat| - alpha)^2")] = 0.0,
+    energy: Annotated[float, Opt(help="weight of the energy score (energy head)")] = 1.0,
+    dec_pages: Annotated[
+        int, Opt(help="decoder-CE and bpb on the last k complete pages of a window")
+    ] = 1,
+    batch_size: Annotated[int, Opt(help="global batch in windows (split over DDP ranks)")] = 8,
+    grad_accum: Annotated[
+        int, Opt(help="micro-batches per rank and step (same gradient, less memory)")
+    ] = 1,
+    steps: Annotated[int, Opt(help="optimizer steps")] = 200,
+    lr: Annotated[float, Opt(help="peak learning rate (AdamW)")] = 3e-3,
+    min_lr_ratio: Annotated[float, Opt(help="final lr / peak lr")] = 0.1,
+    warmup: Annotated[int, Opt(help="linear warmup steps")] = 20,
+    schedule: Annotated[str, Opt(help="cosine | linear | constant | wsd")] = "cosine",
+    weight_decay: Annotated[float, Opt(help="AdamW weight decay on matrices")] = 0.0,
     beta1: float = 0.9,
     beta2: float = 0.95,
-    grad_clip: float = 1.0,
+    grad_clip: Annotated[float, Opt(help="max gradient norm; 0 = off")] = 1.0,
     seed: int = 0,
-    device: str = "auto",
-    dtype: str = "auto",
-    compile: bool = False,
-    eval_every: int = 100,
-    eval_batches: int = 8,
-    save_every: int = 100,
-    keep: int = 2,
+    device: Annotated[str, Opt(help="auto | cpu | cuda | cuda:N")] = "auto",
+    dtype: Annotated[str, Opt(help="auto (bf16 autocast on GPU) | fp32 | bf16")] = "auto",
+    compile: Annotated[bool, Opt(help="torch.compile the model")] = False,
+    threads: Annotated[Optional[int], Opt(help="CPU threads")] = None,
+    eval_every: Annotated[int, Opt(help="steps between evaluations; 0 = only at the end")] = 100,
+    eval_batches: Annotated[int, Opt(help="validation batches per evaluation")] = 8,
+    save_every: Annotated[int, Opt(help="steps between checkpoints; 0 = only at the end")] = 100,
+    keep: Annotated[int, Opt(help="checkpoints kept")] = 2,
     log_every: int = 10,
-    resume: bool = False,
+    resume: Annotated[bool, Opt(help="continue exactly from the newest checkpoint in --out")] = False,
     tensorboard: bool = True,
-    wandb: Optional[str] = None,
+    wandb: Annotated[Optional[str], Opt(help="wandb project (only if wandb is installed)")] = None,
     progress: bool = True,
 ) -> None:
     """Train a VST (--modality vector) or the text baseline (--modality text); see the module docstring."""
@@ -475,8 +642,6 @@ def cli(
 
 
 def main() -> None:
-    import typer
-
     typer.run(cli)
 
 

@@ -76,17 +76,15 @@ class MiniCodec(Codec):
 
     # -- decode -------------------------------------------------------------------------------
     def decode(self, tokens: torch.Tensor, max_new_tokens: int | None = None) -> list[str]:
-        """CTC best path per band, bands joined in reading order; max_new_tokens caps bytes."""
+        """CTC best path per band, bands joined in reading order; max_new_tokens caps characters."""
         self._check(tokens)
         texts = []
         with torch.no_grad():
             for i in range(0, len(tokens), self.batch_size):
                 logits = self.net.readout(tokens[i:i + self.batch_size].float())
                 for page in logits:
-                    raw = b"".join(best_path(page))
-                    if max_new_tokens is not None:
-                        raw = raw[:max_new_tokens]
-                    texts.append(raw.decode("utf-8", errors="replace"))
+                    text = "".join(best_path(page))
+                    texts.append(text if max_new_tokens is None else text[:max_new_tokens])
         return texts
 
     # -- likelihood ---------------------------------------------------------------------------
@@ -100,8 +98,8 @@ class MiniCodec(Codec):
         if len(texts) != len(tokens):
             raise ValueError(f"{len(texts)} texts for {len(tokens)} pages")
         c = self.cfg
-        logits = self.net.readout(tokens.float())  # [B, rows, T, 257]
-        targets = [band.encode("utf-8") for text in texts
+        logits = self.net.readout(tokens.float())  # [B, rows, T, classes]
+        targets = [band for text in texts
                    for band in text_bands(text, self.render_config, c.rows, c.lines_per_band)]
         nll = band_nll(logits.flatten(0, 1), targets).view(len(texts), c.rows).sum(1)
         n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], dtype=torch.long)

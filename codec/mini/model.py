@@ -12,8 +12,8 @@ Page -> tokens
 Tokens -> text
     A small bidirectional transformer mixes the n tokens (so a line can see its
     neighbours, e.g. to tell a hard line break from a soft wrap), then each token is
-    unfolded into K frames of byte logits (+ a CTC blank). A band's frames, in reading
-    order, are scored against the band's UTF-8 bytes with CTC: a proper likelihood that
+    unfolded into K frames of character logits (+ a CTC blank). A band's frames, in reading
+    order, are scored against the band's characters with CTC: a proper likelihood that
     sums over alignments, differentiable w.r.t. the tokens. Greedy decoding is the CTC
     best path, parallel over all frames.
 """
@@ -26,8 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-BLANK = 0  # CTC blank; byte b is class b + 1
-N_CLASSES = 257
+from codec.mini.vocab import N_CLASSES
 
 
 @dataclass(frozen=True)
@@ -57,11 +56,11 @@ class MiniConfig:
     mode: str = "small"
     lines_per_band: int = 1  # grid rows = n_lines / lines_per_band
     cols: int = 1  # grid columns: tokens per band (only when lines_per_band == 1)
-    dim: int = 128  # the size dial: encoder width; everything else scales from it
+    dim: int = 64  # the size dial: encoder width; everything else scales from it
     D: int = 256  # visual-token width
     code: int = 32  # per-position code width fed to the compressor
-    depth: int = 3  # 1D blocks along a line
-    frames_per_line: int = 160  # CTC frames per text line (>= 2 x bytes per line)
+    depth: int = 2  # 1D blocks along a line
+    frames_per_line: int = 160  # CTC frames per text line (>= 2 x characters per line)
     stem_stride: int = 3  # pixels per stem position
     geometry: Geometry = field(default_factory=lambda: Geometry(512, 512, 32, 8, 14, 32, 492))
 
@@ -179,16 +178,16 @@ class MixerBlock(nn.Module):
 
 
 class ReadOut(nn.Module):
-    """Tokens [B, n, D] -> frame logits [B, rows, frames_per_band, 257] (CTC, blank = 0)."""
+    """Tokens [B, n, D] -> frame logits [B, rows, frames_per_band, classes] (CTC, blank = 0)."""
 
-    def __init__(self, cfg: MiniConfig, width: int = 128):
+    def __init__(self, cfg: MiniConfig):
         super().__init__()
         self.cfg = cfg
         self.pos = nn.Parameter(torch.zeros(cfg.n, cfg.D))
         self.mix = MixerBlock(cfg.D)
-        self.width = width
+        self.width = width = cfg.dim
         self.unfold = nn.Linear(cfg.D, cfg.frames_per_token // 8 * width)
-        chans = [width, 96, 64, 64]
+        chans = [width, width * 3 // 4, width // 2, width // 2]
         self.ups = nn.ModuleList(nn.Conv1d(a, b, 3, padding=1) for a, b in zip(chans, chans[1:]))
         self.norm = nn.LayerNorm(chans[-1])
         self.head = nn.Linear(chans[-1], N_CLASSES)
@@ -200,7 +199,7 @@ class ReadOut(nn.Module):
         x = self.unfold(x).view(B * c.n, c.frames_per_token // 8, self.width).transpose(1, 2)
         for conv in self.ups:  # x2 nearest upsampling then conv, three times: 8x frames
             x = F.gelu(conv(F.interpolate(x, scale_factor=2.0, mode="nearest")))
-        x = self.head(self.norm(x.transpose(1, 2)))  # [B*n, K, 257]
+        x = self.head(self.norm(x.transpose(1, 2)))  # [B*n, K, classes]
         return x.reshape(B, c.rows, c.cols * c.frames_per_token, N_CLASSES)
 
 

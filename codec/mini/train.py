@@ -48,18 +48,39 @@ def corrupt(tokens: torch.Tensor, noise: float, drop: float) -> torch.Tensor:
     return (tokens + noise * torch.randn_like(tokens)) * keep
 
 
-def page_loss(net: MiniNet, tokens: torch.Tensor, samples: list[PageSample]) -> tuple[torch.Tensor, int]:
+def aligned_targets(samples: list[PageSample], cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Canonical CTC paths per band [B*rows, frames] and which bands have one."""
+    F_line, lpb = cfg.frames_per_line, cfg.lines_per_band
+    blank = np.zeros(F_line, dtype=np.int16)
+    paths, ok = [], []
+    for s in samples:
+        lines = s.frames + [blank] * (cfg.geometry.n_lines - len(s.frames))
+        for r in range(cfg.rows):
+            chunk = lines[r * lpb:(r + 1) * lpb]
+            ok.append(all(p is not None for p in chunk))
+            paths.append(np.concatenate([blank if p is None else p for p in chunk]))
+    return torch.from_numpy(np.stack(paths).astype(np.int64)), torch.tensor(ok)
+
+
+def page_loss(net: MiniNet, tokens: torch.Tensor, samples: list[PageSample],
+              aligned: float = 0.0) -> tuple[torch.Tensor, int]:
+    """Summed CTC NLL of every band (+ `aligned` x cross-entropy of the canonical path)."""
     c = net.cfg
-    logits = net.readout(tokens)
-    targets = [b.encode("utf-8") for s in samples for b in bands_of(s, c.rows, c.lines_per_band)]
-    nll = band_nll(logits.flatten(0, 1), targets)
-    return nll.sum(), sum(len(t) for t in targets)
+    logits = net.readout(tokens).flatten(0, 1)
+    targets = [b for s in samples for b in bands_of(s, c.rows, c.lines_per_band)]
+    loss = band_nll(logits, targets).sum()
+    if aligned:
+        paths, ok = aligned_targets(samples, c)
+        ce = torch.nn.functional.cross_entropy(logits[ok].float().flatten(0, 1),
+                                               paths[ok].flatten(), reduction="sum")
+        loss = loss + aligned * ce
+    return loss, sum(len(t) for t in targets)
 
 
 @torch.no_grad()
 def greedy_texts(net: MiniNet, tokens: torch.Tensor) -> list[str]:
     logits = net.readout(tokens.float())
-    return [b"".join(best_path(p)).decode("utf-8", errors="replace") for p in logits]
+    return ["".join(best_path(p)) for p in logits]
 
 
 @torch.no_grad()
@@ -78,7 +99,7 @@ def evaluate(nets: dict[str, MiniNet], val: list[PageSample]) -> dict[str, dict[
             "precision": float(np.mean([precision(p, r) for p, r in zip(preds, refs)])),
             "exact": float(np.mean([p == r for p, r in zip(preds, refs)])),
             "blind_precision": float(np.mean([precision(p, r) for p, r in zip(blind, refs)])),
-            "val_bpb": float(nll) / math.log(2) / nbytes,
+            "val_nats_per_char": float(nll) / nbytes,
         }
     return out
 
@@ -151,7 +172,7 @@ def train(args: argparse.Namespace) -> dict:
             feats = next(iter(nets.values())).encoder(ink)
             for mode, net in nets.items():
                 tokens = corrupt(net.compressor(feats), args.noise, args.drop)
-                nll, nbytes = page_loss(net, tokens, samples)
+                nll, nbytes = page_loss(net, tokens, samples, args.aligned)
                 per_mode[mode] = nll / nbytes
                 total = total + per_mode[mode]
         opt.zero_grad(set_to_none=True)
@@ -189,21 +210,23 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--corpus", default=None, help="corpus path (default: build the demo corpus)")
     p.add_argument("--n-docs", type=int, default=100, help="demo-corpus documents to build")
     p.add_argument("--modes", default=",".join(MODES))
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=150)
-    p.add_argument("--dim", type=int, default=128, help="the size dial (encoder width)")
+    p.add_argument("--steps", type=int, default=700)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--dim", type=int, default=64, help="the size dial (encoder width)")
     p.add_argument("--D", type=int, default=256, help="visual-token width")
     p.add_argument("--noise", type=float, default=0.05)
     p.add_argument("--drop", type=float, default=0.03)
     p.add_argument("--synthetic", type=float, default=0.25)
-    p.add_argument("--val-pages", type=int, default=24)
-    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--aligned", type=float, default=1.0,
+                   help="weight of the layout-aligned CTC-path cross-entropy")
+    p.add_argument("--val-pages", type=int, default=16)
+    p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False)
     args = p.parse_args(argv)
     args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
     return args

@@ -18,4 +18,6 @@ from eval.runners.common import (
     run_tasks,
 )
 
-__all__ = ["Prompt", "PredictionFile", "Runner", "TaskResult", "build_prompt", "run_task", "run_tasks"]
+__all__ = [
+    "Prompt", "PredictionFile", "Runner", "TaskResult", "build_prompt", "run_task", "run_tasks",
+]

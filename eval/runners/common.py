@@ -99,15 +99,21 @@ def use_chat(dataset: str) -> bool:
 def build_prompt(dataset: str, sample: dict[str, Any]) -> Prompt:
     """Fill the template; split it at `{context}` so the context can travel as pages.
 
-    A RULER-style `answer_prefix` is appended after the question, as RULER does.
+    A RULER-style `answer_prefix` ends the prompt, as in RULER (added unless the
+    record's template already ends with it).
     """
     template = prompt_template(dataset, sample)
     fields_ = _FormatDict(sample)
-    suffix = str(sample.get("answer_prefix") or "")
+    prefix = str(sample.get("answer_prefix") or "")
     if "{context}" not in template:
-        return Prompt(template.format_map(fields_) + suffix, "", "")
+        return Prompt(_with_prefix(template.format_map(fields_), prefix), "", "")
     head, tail = template.split("{context}", 1)
-    return Prompt(head.format_map(fields_), str(sample.get("context", "")), tail.format_map(fields_) + suffix)
+    after = _with_prefix(tail.format_map(fields_), prefix)
+    return Prompt(head.format_map(fields_), str(sample.get("context", "")), after)
+
+
+def _with_prefix(text: str, prefix: str) -> str:
+    return text if not prefix or text.endswith(prefix) else text + prefix
 
 
 class _FormatDict(dict):
@@ -172,7 +178,9 @@ def sample_id(sample: dict[str, Any]) -> str:
     return hashlib.sha1(key.encode("utf-8")).hexdigest()
 
 
-def prediction_record(sample: dict[str, Any], pred: str, runner: str | None = None) -> dict[str, Any]:
+def prediction_record(
+    sample: dict[str, Any], pred: str, runner: str | None = None
+) -> dict[str, Any]:
     """One official LongBench prediction line (plus `_id`, and the runner's label)."""
     rec = {
         "pred": pred,
@@ -291,7 +299,8 @@ def run_task(
             result.skipped += 1
             continue
         prompt = build_prompt(dataset, sample)
-        pred = runner.predict(prompt, dataset=dataset, max_new_tokens=max_new_tokens_for(dataset, sample))
+        n_new = max_new_tokens_for(dataset, sample)
+        pred = runner.predict(prompt, dataset=dataset, max_new_tokens=n_new)
         out.append(prediction_record(sample, pred, runner.name))
         result.predicted += 1
     result.seconds = time.perf_counter() - t0
@@ -316,8 +325,8 @@ def run_tasks(
         if old.get("runner") != info.get("runner"):
             # Resuming into another runner's folder would mix two models' predictions.
             raise ValueError(
-                f"{out_dir} holds predictions of {old.get('runner')!r}, not {info.get('runner')!r}; "
-                "use another --out"
+                f"{out_dir} holds predictions of {old.get('runner')!r}, "
+                f"not {info.get('runner')!r}; use another --out"
             )
     info_path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return [run_task(runner, p, out_dir, limit=limit, progress=progress) for p in task_files(paths)]

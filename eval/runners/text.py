@@ -44,7 +44,8 @@ class HFTextRunner(Runner):
         self.device = torch.device(device)
         self.window = int(getattr(self.model.config, "max_position_embeddings", 0) or 4096)
         self.max_length = max_length
-        self.chat = chat if chat is not None else bool(getattr(self.tokenizer, "chat_template", None))
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        self.chat = chat if chat is not None else has_template
         self.name = name or f"hf:{self.path.name}"
 
     def describe(self) -> dict[str, Any]:
@@ -89,7 +90,8 @@ class HFTextRunner(Runner):
         eos = [t for t in [self.tokenizer.eos_token_id] if t is not None]
         for s in stops:  # pred.py adds "\n"'s last token id to the eos list for samsum
             eos.append(self.tokenizer.encode(s, add_special_tokens=False)[-1])
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (eos or [0])[0]
+        pad = self.tokenizer.pad_token_id
+        pad = pad if pad is not None else (eos or [0])[0]
         x = torch.tensor([ids], device=self.device)
         with torch.no_grad():
             out = self.model.generate(
@@ -156,3 +158,123 @@ class HFTextRunner(Runner):
         ):
             total += self._score(ctx, tgt)[0]
         return total
+
+
+class VSTTextRunner(Runner):
+    """The project's own text-token baseline: a `vst` checkpoint trained with `--modality text`.
+
+    Its tokenizer (UTF-8 bytes or cl100k) comes from the checkpoint's train config. Greedy
+    decoding with the model's KV cache; the prompt is cut in the middle to the model's
+    `max_seq_len` minus the answer's tokens. A byte-level model counts max-new-tokens in
+    bytes, so its answers are shorter than a subword model's for the same setting.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        *,
+        model: Any = None,
+        tokenizer: str | None = None,
+        device: str = "cpu",
+        max_length: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        from vst.data import text_codec
+
+        state: dict[str, Any] = {}
+        if model is None:
+            from vst.generate import load_model
+
+            model, state = load_model(checkpoint, device)
+        if model.cfg.modality != "text":
+            raise ValueError("this checkpoint is a vector VST; use the VST runner (--runner vst)")
+        self.model = model.eval()
+        self.device = model.doc_start.device
+        self.tokenizer_name = tokenizer or state.get("train_config", {}).get("tokenizer", "bytes")
+        self.encode, _, vocab = text_codec(self.tokenizer_name)
+        if vocab != model.cfg.vocab_size:
+            raise ValueError(f"tokenizer {self.tokenizer_name!r} has {vocab} ids, "
+                             f"the model {model.cfg.vocab_size}")
+        self.max_length = max_length
+        self.checkpoint = checkpoint
+        label = Path(checkpoint).name if checkpoint is not None else "model"
+        self.name = name or f"vst-text:{label}"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "runner": self.name,
+            "kind": "text",
+            "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
+            "tokenizer": self.tokenizer_name,
+            "model_config": self.model.cfg.to_dict(),
+            "truncation": "middle, in model tokens (LongBench pred.py rule)",
+            "decoding": "greedy",
+        }
+
+    def decode(self, ids: Sequence[int]) -> str:
+        if self.tokenizer_name == "bytes":
+            return bytes(ids).decode("utf-8", errors="replace")
+        from codec.base import cl100k
+
+        return cl100k().decode(list(ids))
+
+    def budget(self, max_new_tokens: int) -> int:
+        return self.max_length or max(1, self.model.cfg.max_seq_len - max_new_tokens - 1)
+
+    def _greedy(self, ids: list[int], max_new_tokens: int, stops: Sequence[str]) -> str:
+        import torch
+
+        m, dev = self.model, self.device
+        inputs = torch.tensor([[0] + ids], device=dev)  # position 0 reads the document-start vector
+        bos = torch.zeros_like(inputs, dtype=torch.bool)
+        bos[0, 0] = True
+        cache = m.new_cache(1, inputs.size(1) + max_new_tokens)
+        out: list[int] = []
+        no_bos = torch.zeros(1, 1, dtype=torch.bool, device=dev)
+        with torch.no_grad():
+            h = m(inputs, bos, torch.arange(inputs.size(1), device=dev)[None], cache=cache)
+            for step in range(max_new_tokens):
+                nxt = m.lm_head(h[:, -1:]).argmax(-1)  # [1, 1]
+                out.append(int(nxt))
+                if stops and any(s in self.decode(out) for s in stops):
+                    break
+                if step + 1 < max_new_tokens:
+                    pos = torch.tensor([[inputs.size(1) + step]], device=dev)
+                    h = m(nxt, no_bos, pos, cache=cache)
+        return self.decode(out)
+
+    def predict(self, prompt: Prompt, *, dataset: str, max_new_tokens: int) -> str:
+        ids = self.encode(prompt.text)
+        head, tail = middle_keep(len(ids), self.budget(max_new_tokens))
+        ids = ids[:head] + (ids[-tail:] if tail else [])
+        stops = stop_strings(dataset)
+        return cut_at_stop(self._greedy(ids, max_new_tokens, stops), stops)
+
+    def generate(self, context: str, *, max_new_tokens: int, stop: Sequence[str] = ()) -> str:
+        ids = self.encode(context)[-self.budget(max_new_tokens) :]
+        return cut_at_stop(self._greedy(ids, max_new_tokens, stop), stop)
+
+    def _score(self, ctx: list[int], tgt: list[int]) -> tuple[float, bool]:
+        import torch
+
+        if not tgt:
+            return 0.0, True
+        # Position t reads token t-1, or the document-start vector (None) at t = 0; keep the
+        # last max_seq_len positions when the text is longer.
+        full = ctx + tgt
+        reads = ([None] + full[:-1])[-self.model.cfg.max_seq_len :]
+        inputs = torch.tensor([[0 if r is None else r for r in reads]], device=self.device)
+        bos = torch.tensor([[r is None for r in reads]], device=self.device)
+        with torch.no_grad():
+            h = self.model(inputs, bos, torch.arange(inputs.size(1), device=self.device)[None])
+            logp = self.model.lm_head(h[0, -len(tgt) :]).float().log_softmax(-1)
+        t = torch.tensor(tgt, device=self.device)
+        return float(logp.gather(-1, t[:, None]).sum()), bool((logp.argmax(-1) == t).all())
+
+    def loglikelihood(self, context: str, continuation: str) -> tuple[float, bool]:
+        return self._score(self.encode(context), self.encode(continuation))
+
+    def loglikelihood_rolling(self, text: str) -> float:
+        ids = self.encode(text)
+        chunk = max(1, self.model.cfg.max_seq_len // 2)  # >= half a window of history each
+        return sum(self._score(ids[:s], ids[s : s + chunk])[0] for s in range(0, len(ids), chunk))

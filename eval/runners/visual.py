@@ -73,7 +73,8 @@ def default_renderer(codec: Any) -> Renderer:
         return RenderModule(codec.render_config)
     if hasattr(codec, "render") and hasattr(codec, "page_chars"):  # vst.synthetic.ToyCodec
         return FixedCharRenderer(codec.page_chars, codec.render)
-    raise ValueError(f"codec {getattr(codec, 'name', codec)!r} has no render_config; pass a renderer")
+    name = getattr(codec, "name", codec)
+    raise ValueError(f"codec {name!r} has no render_config; pass a renderer")
 
 
 @dataclass

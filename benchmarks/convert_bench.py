@@ -1,0 +1,216 @@
+"""Conversion throughput with 1 and 2 workers, and the store's reader vs a VST debug step.
+
+    . .venv/bin/activate && python benchmarks/convert_bench.py              # about 3-5 min
+    python benchmarks/convert_bench.py --workers 1,2,4 --docs 64 --codec mini
+
+A "worker" is one encoder actor plus its render actor, pinned with the whole local Ray to
+that many CPU cores (sched_setaffinity), so 1 -> 2 workers doubles the hardware and the
+ratio measures the job's scaling, not the OS's time-slicing. Every run is a fresh process
+with its own local Ray. pages/s is the job's own rate (from the first part scheduled to the
+last part written; Ray start and codec load are in `wall`). Peak memory is the max RSS of
+an encoder actor and of a render actor
+(one worker = both).
+
+Reader: windows of `pages_per_window * n` tokens from data.windows over the converted store,
+against the tokens per second one `vst-train --flavour debug` training step consumes.
+The mini codec is used with its shipped weights when they exist, else randomly initialised
+(same shapes, narrower encoder: encoding is then cheaper than with the trained weights);
+the table says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _worker_run(args: argparse.Namespace) -> None:
+    """Child process: pin to `workers` cores, convert, print the summary as JSON."""
+    from jobs.convert import run_conversion
+
+    w = args.run_workers
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= w:
+        os.sched_setaffinity(0, set(cores[:w]))  # Ray's processes inherit the mask
+    summary = run_conversion(
+        args.corpus, args.store, codec=args.codec, codec_options=tuple(json.loads(args.codec_options)),
+        num_parts=args.parts, num_actors=w, cpus_per_actor=0.5, render_cpus=0.5, num_cpus=w,
+        batch_size=args.batch_size, progress_every=10.0, overwrite=True)
+    summary["cores"] = sorted(os.sched_getaffinity(0))
+    print("BENCH_SUMMARY " + json.dumps(summary), flush=True)
+
+
+def _codec_choice(name: str) -> tuple[str, list, str]:
+    """(codec, codec_options, label): mini's shipped weights if present, else random init."""
+    if name != "mini":
+        return name, [], name
+    weights = ROOT / "codec" / "mini" / "weights"
+    if any(weights.glob("*.safetensors")):
+        return "mini", [], "mini (shipped weights)"
+    return "mini", [["random_init", True]], "mini (random init: no shipped weights yet)"
+
+
+def convert_runs(args: argparse.Namespace, corpus: Path, work: Path) -> list[dict]:
+    codec, options, _ = _codec_choice(args.codec)
+    rows = []
+    for w in args.workers:
+        store = work / f"store-w{w}"
+        cmd = [sys.executable, __file__, "--run-workers", str(w), "--corpus", str(corpus),
+               "--store", str(store), "--codec", codec, "--codec-options", json.dumps(options),
+               "--parts", str(args.parts), "--batch-size", str(args.batch_size)]
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        env.pop("RAY_ADDRESS", None)  # always a private local Ray
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH_SUMMARY ")), None)
+        if proc.returncode != 0 or line is None:
+            sys.exit(f"conversion with {w} worker(s) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        s = json.loads(line[len("BENCH_SUMMARY "):])
+        s["process_s"] = time.perf_counter() - t
+        s["store_path"] = str(store)
+        rows.append(s)
+        print(f"  {w} worker(s): {s['pages']} pages, {s['pages_per_s']:.2f} pages/s, "
+              f"wall {s['wall_time_s']:.1f}s, cores {s['cores']}", flush=True)
+    return rows
+
+
+def reader_rate(store: Path, pages_per_window: int, seconds: float) -> dict:
+    """Windows/s and tokens/s of the store's window reader (data.windows), one process."""
+    from data.store import Store
+
+    s = Store(store)
+    T = pages_per_window * (s.meta.n or 64)
+    loader = s.windows(T, split="all")
+    windows = tokens = valid = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for w in loader:
+            windows += 1
+            tokens += len(w.valid)
+            valid += int(w.valid.sum())
+            if time.perf_counter() - t0 >= seconds:
+                break
+    dt = time.perf_counter() - t0
+    return {"T": T, "windows": windows, "tokens_per_s": tokens / dt, "valid_tokens_per_s": valid / dt,
+            "windows_per_s": windows / dt, "D": s.meta.D, "n": s.meta.n}
+
+
+def vst_rate(store: Path, pages_per_window: int, batch_size: int, steps: int) -> dict:
+    """Tokens/s consumed by `vst-train --flavour debug` steps (on the store, else synthetic)."""
+    try:
+        from vst.train import TrainConfig, train
+    except ImportError as err:
+        return {"error": f"vst.train not importable: {err}"}
+    common = dict(flavour="debug", steps=steps, batch_size=batch_size,
+                  pages_per_window=pages_per_window, eval_every=10**9, save_every=10**9,
+                  log_every=max(1, steps // 2), tensorboard=False, progress=False, device="cpu",
+                  eval_batches=1)
+    errors = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for data, codec, note in ((str(store), "mini", "windows of the converted store"),
+                                  ("synthetic", "toy", "synthetic windows")):
+            try:
+                result = train(TrainConfig(out=f"{tmp}/{codec}", data=data, codec=codec, **common))
+            except Exception as err:  # noqa: BLE001 - try the next data source
+                errors.append(f"{data}: {type(err).__name__}: {str(err)[:150]}")
+                continue
+            # The last logged window excludes start-up and the final evaluation.
+            tail = [h["tokens_per_s"] for h in result["history"] if "tokens_per_s" in h]
+            return {"tokens_per_s": tail[-1] if tail else result["tokens_per_s"],
+                    "overall_tokens_per_s": result["tokens_per_s"],
+                    "params": result.get("params"), "note": note, "skipped": errors}
+    return {"error": "; ".join(errors)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    p.add_argument("--docs", type=int, default=64, help="demo-corpus documents")
+    p.add_argument("--max-chars", type=int, default=16_000, help="characters per document (max)")
+    p.add_argument("--parts", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--codec", default="mini")
+    p.add_argument("--pages-per-window", type=int, default=4)
+    p.add_argument("--vst-steps", type=int, default=30)
+    p.add_argument("--vst-batch", type=int, default=8)
+    p.add_argument("--reader-seconds", type=float, default=5.0)
+    p.add_argument("--work", default=None, help="keep stores here (default: a temp dir)")
+    # internal: one conversion run in a child process
+    p.add_argument("--run-workers", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--corpus", help=argparse.SUPPRESS)
+    p.add_argument("--store", help=argparse.SUPPRESS)
+    p.add_argument("--codec-options", default="[]", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.run_workers:
+        _worker_run(args)
+        return
+    args.workers = [int(x) for x in args.workers.split(",")]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work_ctx = tempfile.TemporaryDirectory() if args.work is None else None
+    work = Path(args.work or work_ctx.name)
+    work.mkdir(parents=True, exist_ok=True)
+
+    from data.demo import build_demo_corpus
+
+    corpus = build_demo_corpus(work / "corpus", n_docs=args.docs, max_chars_per_doc=args.max_chars)
+    load = os.getloadavg()
+    print(f"corpus {corpus} | {os.cpu_count()} cores, load average {load[0]:.1f} "
+          f"(other users share this machine)", flush=True)
+    rows = convert_runs(args, corpus, work)
+    store = Path(rows[-1]["store_path"])
+    reader = reader_rate(store, args.pages_per_window, args.reader_seconds)
+    vst = vst_rate(store, args.pages_per_window, args.vst_batch, args.vst_steps)
+    report(args, rows, reader, vst, load)
+    (work / "bench.json").write_text(json.dumps({"runs": rows, "reader": reader, "vst": vst}, indent=1))
+    if work_ctx is not None:
+        work_ctx.cleanup()
+
+
+def report(args, rows, reader, vst, load) -> None:
+    _, _, label = _codec_choice(args.codec)
+    base = rows[0]["pages_per_s"] / rows[0]["workers"]["num_actors"]
+    print(f"\nconvert_bench | codec {label} | {rows[0]['pages']} pages "
+          f"({rows[0]['docs']} docs, {args.parts} parts, batch {args.batch_size}) | "
+          f"load average {load[0]:.1f} on {os.cpu_count()} cores\n")
+    print("| workers | cores | pages/s | scaling vs linear | wall s | encoder actor peak MB "
+          "| render actor peak MB | encode s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        w = r["workers"]["num_actors"]
+        print(f"| {w} | {len(r['cores'])} | {r['pages_per_s']:.2f} | "
+              f"{r['pages_per_s'] / (base * w):.2f}x | {r['wall_time_s']:.1f} | "
+              f"{r['peak_rss_mb']['encoder_actor']:.0f} | {r['peak_rss_mb']['render_task']:.0f} | "
+              f"{r['encode_seconds']:.1f} |")
+    c = rows[-1]["compression"]
+    print(f"\ncompression: {c['text_tokens_per_page']} cl100k tokens/page -> "
+          f"{c['visual_tokens_per_page']} visual tokens/page ({c['text_to_visual_tokens']}x); "
+          f"store {c['store_bytes_per_text_byte']} bytes per text byte")
+    print("\n| token consumer / producer | tokens/s |")
+    print("|---|---|")
+    print(f"| store window reader (T={reader['T']}, D={reader['D']}, one process) | "
+          f"{reader['tokens_per_s']:,.0f} (valid {reader['valid_tokens_per_s']:,.0f}) |")
+    if "error" in vst:
+        print(f"| VST debug train step | not measured: {vst['error'][:200]} |")
+    else:
+        print(f"| VST debug train step (batch {args.vst_batch} x {args.pages_per_window} pages, "
+              f"{vst['note']}) | {vst['tokens_per_s']:,.0f} |")
+        for why in vst["skipped"]:
+            print(f"(VST on the store not measured: {why})")
+        print(f"\nreader / VST step = {reader['tokens_per_s'] / vst['tokens_per_s']:.1f}x "
+              "(>1: the reader keeps up)")
+    conv = rows[-1]["pages_per_s"] * (rows[-1]["visual_tokens"] / max(1, rows[-1]["pages"]))
+    print(f"conversion produces {conv:,.0f} tokens/s with {rows[-1]['workers']['num_actors']} "
+          "worker(s)")
+
+
+if __name__ == "__main__":
+    main()

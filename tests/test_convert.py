@@ -1,0 +1,292 @@
+"""The Ray conversion job (jobs/convert.py) end to end on a tiny corpus and a tiny codec.
+
+One local Ray session serves the whole module (Ray starts slowly on a small machine). The
+job runs in-process against that session, and once as a real `python -m jobs.convert`
+subprocess that joins it through RAY_ADDRESS and gets SIGKILLed partway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from test_convert_fakes import SPEC, make_text, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+N_PARTS = 4
+RUN = dict(num_parts=N_PARTS, batch_size=4, num_actors=1, progress_every=1.0)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    # Workers (and drivers started by the tests) must import the tiny codec from tests/.
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), str(ROOT), old) if p)
+    # 4 logical CPUs on any machine: an actor and its render task, plus room for a killed
+    # job's actor that Ray has not reaped yet.
+    ray.init(address="local", num_cpus=4, include_dashboard=False,
+             _node_ip_address="127.0.0.1", object_store_memory=256 << 20)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    texts = [make_text(i, 40 + 30 * i) for i in range(16)]
+    return write_jsonl(tmp_path_factory.mktemp("corpus") / "docs.jsonl", texts)
+
+
+@pytest.fixture(scope="module")
+def reference(ray_session, corpus, tmp_path_factory) -> tuple[Path, dict]:
+    """An uninterrupted conversion of `corpus`."""
+    from jobs.convert import run_conversion
+
+    out = tmp_path_factory.mktemp("ref") / "store"
+    summary = run_conversion(corpus, out, codec=SPEC, **RUN)
+    return out, summary
+
+
+def source_docs(corpus: Path, **kw) -> dict[str, str]:
+    from data.corpus import read_corpus
+
+    return {d.id: d.text for d in read_corpus(corpus, **kw)}
+
+
+def check_round_trip(out: Path, expected: dict[str, str]) -> None:
+    """The store verifies and each document's page texts concatenate back to its source."""
+    from data.store import Store
+
+    store = Store(out)
+    store.verify()
+    assert sorted(store.doc_ids) == sorted(expected)
+    for doc_id in store.doc_ids:
+        records = store.page_records(doc_id)
+        assert "".join(r.text for r in records) == expected[doc_id], doc_id
+        assert [r.page for r in records] == list(range(len(records)))
+        tokens = store.read_pages(doc_id, 0, len(records))
+        assert tokens.shape == (16 * len(records), 8)
+
+
+def manifest_parts(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())["parts"]
+
+
+def test_small_conversion(reference, corpus):
+    out, summary = reference
+    docs = source_docs(corpus)
+    check_round_trip(out, docs)
+    assert summary["docs"] == len(docs) == 16
+    assert summary["pages"] == summary["manifest_totals"]["pages"] > 16
+    assert summary["visual_tokens"] == 16 * summary["pages"]
+    assert summary["skips"] == 0 and (out / "skips.jsonl").read_text() == ""
+    assert summary["parts_done"] == N_PARTS and summary["parts_resumed"] == 0
+    assert summary["pages_per_s"] > 0 and summary["compression"]["text_to_visual_tokens"] > 0
+    assert json.loads((out / "summary.json").read_text())["pages"] == summary["pages"]
+    assert len(manifest_parts(out)) == N_PARTS
+
+
+def test_rerun_resumes_everything(reference, corpus, tmp_path):
+    from jobs.convert import run_conversion
+
+    ref_out, _ = reference
+    out = tmp_path / "store"
+    shutil.copytree(ref_out, out)
+    summary = run_conversion(corpus, out, codec=SPEC, **RUN)
+    assert summary["parts_resumed"] == N_PARTS and summary["pages_this_run"] == 0
+    assert manifest_parts(out) == manifest_parts(ref_out)
+
+
+def test_damaged_parts_are_redone(reference, corpus, tmp_path):
+    """A part without its job record, a corrupt part and a crashed writer's leftovers."""
+    from jobs.convert import part_record_path, run_conversion
+
+    ref_out, ref_summary = reference
+    out = tmp_path / "store"
+    shutil.copytree(ref_out, out)
+    part_record_path(out, 1).unlink()
+    index = out / "parts" / "part-00002" / "index.parquet"
+    data = bytearray(index.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    index.write_bytes(bytes(data))
+    shutil.rmtree(out / "parts" / "part-00003")
+    (out / "parts" / ".tmp-part-00003-deadbeef").mkdir()
+    (out / "parts" / ".tmp-part-00003-deadbeef" / "junk").write_text("half a part")
+
+    summary = run_conversion(corpus, out, codec=SPEC, **RUN)
+    assert summary["parts_resumed"] == 1  # only part 0 was intact
+    assert not list((out / "parts").glob(".tmp-*"))
+    assert manifest_parts(out) == manifest_parts(ref_out)
+    assert summary["pages"] == ref_summary["pages"]
+    check_round_trip(out, source_docs(corpus))
+
+
+def test_changed_settings_are_refused(reference, corpus, tmp_path):
+    from jobs.convert import run_conversion
+
+    out = tmp_path / "store"
+    shutil.copytree(reference[0], out)
+    with pytest.raises(RuntimeError, match="other settings"):
+        run_conversion(corpus, out, codec=SPEC, **{**RUN, "batch_size": 3})
+
+
+def test_kill_and_resume(ray_session, reference, corpus, tmp_path):
+    """SIGKILL a `python -m jobs.convert` partway; the resumed store equals the reference."""
+    from jobs.convert import part_record_path, run_conversion
+
+    out = tmp_path / "store"
+    log = tmp_path / "job.log"
+    env = dict(os.environ, RAY_ADDRESS=ray_session)
+    cmd = [sys.executable, "-m", "jobs.convert", "--corpus", str(corpus), "--out", str(out),
+           "--codec", SPEC, "--codec-option", "delay=0.3", "--num-parts", str(N_PARTS),
+           "--batch-size", "4", "--progress-every", "0.5"]
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not part_record_path(out, 0).exists():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no part finished in time"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # a hard kill: no cleanup code runs
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done_before = [p for p in range(N_PARTS) if part_record_path(out, p).exists()]
+    assert 1 <= len(done_before) < N_PARTS, "the kill did not land partway"
+    assert not (out / "summary.json").exists()
+    text = log.read_text()
+    assert "pages/s" in text and "ETA" in text
+
+    summary = run_conversion(corpus, out, codec=SPEC, **RUN)
+    assert summary["parts_resumed"] == len(done_before)
+    assert manifest_parts(out) == manifest_parts(reference[0])
+    assert (out / "skips.jsonl").read_text() == (reference[0] / "skips.jsonl").read_text()
+    check_round_trip(out, source_docs(corpus))
+
+
+# ------------------------------------------------------------------------------ hostile input
+
+
+def hostile_corpus(root: Path) -> tuple[Path, set[str], set[str]]:
+    """A corpus directory full of bad records; returns it, ids that must be skipped, and
+    ids that must be repaired."""
+    root.mkdir(parents=True)
+    good = [make_text(100 + i, 60) for i in range(3)]
+    long_ok = make_text(7, 2000)  # ~14k chars: many pages, within max_chars
+    lines: list[bytes] = [
+        json.dumps({"text": good[0]}).encode(),
+        b'{"text": "caf\xc3 invalid utf-8"}',  # 1 invalid UTF-8
+        b'{"text": "unterminated',  # 2 invalid JSON
+        json.dumps({"text": ""}).encode(),  # 3 empty
+        json.dumps({"text": " \n\t "}).encode(),  # 4 whitespace only
+        b'{"text": "\\ud800 lone surrogate"}',  # 5 lone surrogate
+        b"[1, 2, 3]",  # 6 not an object
+        json.dumps({"meta": {"x": 1}}).encode(),  # 7 no text field
+        json.dumps({"text": 12345}).encode(),  # 8 text not a string
+        json.dumps({"text": "bell\x07 nul\x00 esc\x1b and more " + good[1]}).encode(),  # 9 repaired
+        json.dumps({"text": "x" * 50_000}).encode(),  # 10 huge: over max_chars
+        json.dumps({"text": long_ok}).encode(),  # 11 long but fine
+        b"",  # 12 blank line
+        json.dumps({"text": "CJK \u4e2d\u6587 and emoji \U0001F600 " + good[2]}).encode(),  # 13
+    ]
+    (root / "mixed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    skipped = {f"mixed.jsonl:{i}" for i in (1, 2, 3, 4, 5, 6, 7, 8, 10, 12)}
+    repaired = {"mixed.jsonl:9"}
+    (root / "bad.txt").write_bytes(b"plain text \xff\xfe not utf-8")
+    skipped.add("bad.txt")
+    (root / "blob.bin").write_bytes(bytes(range(256)))
+    skipped.add("blob.bin")
+    whole = zstandard.ZstdCompressor().compress(
+        b"\n".join(json.dumps({"text": make_text(200 + i, 50)}).encode() for i in range(40)))
+    (root / "broken.jsonl.zst").write_bytes(whole[: len(whole) // 2])  # truncated stream
+    return root, skipped, repaired
+
+
+def test_hostile_corpus(ray_session, tmp_path):
+    from jobs.convert import run_conversion
+
+    corpus, skipped, repaired = hostile_corpus(tmp_path / "hostile")
+    out = tmp_path / "store"
+    summary = run_conversion(corpus, out, codec=SPEC, num_parts=2, batch_size=8,
+                             max_chars=20_000, progress_every=1.0)
+    records = [json.loads(line) for line in (out / "skips.jsonl").read_text().splitlines()]
+    assert all(r["reason"] for r in records)
+    skip_ids = {r["item"] for r in records if r["action"] == "skip"}
+    # Every bad record is recorded (the truncated stream by its file and line).
+    assert skipped <= skip_ids
+    assert any(r["source"] == "broken.jsonl.zst" and "corrupt" in r["reason"] for r in records)
+    assert repaired <= {r["item"] for r in records if r["action"] == "repair"}
+    # Glyphs no font has are reported, and their pages kept.
+    assert any(r["item"] == "mixed.jsonl:13" and r["action"] == "report" for r in records)
+    docs = source_docs(corpus, max_chars=20_000)
+    assert {"mixed.jsonl:0", "mixed.jsonl:9", "mixed.jsonl:11", "mixed.jsonl:13"} <= set(docs)
+    assert not skip_ids & set(docs)
+    check_round_trip(out, docs)
+    assert summary["docs"] == len(docs)
+    assert summary["skips"] == len([r for r in records if r["action"] == "skip"])
+
+
+def test_render_failure_drops_the_whole_document(monkeypatch, tmp_path):
+    """A document whose rendering fails after some pages were sent is dropped and recorded."""
+    import render
+
+    from jobs.convert import render_part_stream
+    from test_convert_fakes import TINY_PAGE
+
+    texts = [make_text(1, 300), make_text(2, 40)]
+    corpus = write_jsonl(tmp_path / "c.jsonl", texts)
+    real = render.rasterize
+    calls = {"n": 0}
+
+    def flaky(page, config):
+        calls["n"] += 1
+        if calls["n"] == 5:  # inside the first document, after its first chunk went out
+            raise MemoryError("simulated")
+        return real(page, config)
+
+    monkeypatch.setattr(render, "rasterize", flaky)
+    msgs = list(render_part_stream(str(corpus), 0, 1, {}, TINY_PAGE, 2))
+    kinds = [(m[0], m[1]) for m in msgs[:-1]]
+    assert ("drop", "c.jsonl:0") in kinds
+    assert kinds[-1] == ("pages", "c.jsonl:1")
+    done = msgs[-1]
+    assert done[0] == "done" and done[1] == 2
+    assert [s["item"] for s in done[2]] == ["c.jsonl:0"]
+    assert "MemoryError" in done[2][0]["reason"]
+
+
+def test_codec_options_parse():
+    from jobs.convert import parse_codec_options
+
+    assert parse_codec_options(["delay=0.5", "random_init=true", "name=x"]) == (
+        ("delay", 0.5), ("random_init", True), ("name", "x"))
+    with pytest.raises(ValueError):
+        parse_codec_options(["novalue"])
+
+
+def test_shards_cover_the_corpus(corpus):
+    """Parts are corpus shards: together they hold every document exactly once."""
+    from data.corpus import read_corpus
+
+    ids = [d.id for p in range(N_PARTS) for d in read_corpus(corpus, shard_index=p,
+                                                               num_shards=N_PARTS)]
+    assert sorted(ids) == sorted(source_docs(corpus))
+    assert len({zlib.crc32(i.encode()) % N_PARTS for i in ids}) > 1  # really split
