@@ -1,6 +1,6 @@
 """Conversion throughput with 1 and 2 workers, and the store's reader vs a VST debug step.
 
-    . .venv/bin/activate && python benchmarks/convert_bench.py              # about 3-5 min
+    . .venv/bin/activate && python benchmarks/convert_bench.py              # about 3 min
     python benchmarks/convert_bench.py --workers 1,2,4 --docs 64 --codec mini
 
 A "worker" is one encoder actor plus its render actor, pinned with the whole local Ray to
@@ -136,7 +136,8 @@ def main() -> None:
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     p.add_argument("--docs", type=int, default=64, help="demo-corpus documents")
     p.add_argument("--max-chars", type=int, default=16_000, help="characters per document (max)")
-    p.add_argument("--parts", type=int, default=8)
+    p.add_argument("--copies", type=int, default=2, help="copies of the demo corpus")
+    p.add_argument("--parts", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--codec", default="mini")
     p.add_argument("--pages-per-window", type=int, default=4)
@@ -161,7 +162,11 @@ def main() -> None:
 
     from data.demo import build_demo_corpus
 
-    corpus = build_demo_corpus(work / "corpus", n_docs=args.docs, max_chars_per_doc=args.max_chars)
+    demo = build_demo_corpus(work / "demo", n_docs=args.docs, max_chars_per_doc=args.max_chars)
+    corpus = work / "corpus"  # `--copies` files of the demo corpus: distinct ids, more pages
+    corpus.mkdir(exist_ok=True)
+    for i in range(args.copies):
+        (corpus / f"copy{i}.jsonl.zst").write_bytes(demo.read_bytes())
     load = os.getloadavg()
     print(f"corpus {corpus} | {os.cpu_count()} cores, load average {load[0]:.1f} "
           f"(other users share this machine)", flush=True)

@@ -5,9 +5,10 @@
 
 Both models share the trunk (flavour, depth, sequence length T, batch); they differ only
 in the input/output layers (D-wide projection + regression head vs embedding + LM head).
-One optimizer step is timed end to end (forward, backward, AdamW). The decoder-CE term
-(the frozen codec's text NLL of the last k pages, backpropagated into the predicted
-tokens) is timed separately and as part of a full VST step. "text bytes/s" converts
+One optimizer step is timed end to end (forward, backward, AdamW), the models in turn,
+round by round, so a shared machine's fluctuating load hits them alike (medians). The
+decoder-CE term (the frozen codec's text NLL of the last k pages, backpropagated into the
+predicted tokens) is timed separately and as part of a full VST step. "text bytes/s" converts
 tokens/s to the amount of document text each model consumes: a visual token covers a
 block of a page (bytes per page / n), a byte-level text token covers one byte.
 On GPU the table adds MFU (bf16 autocast).
@@ -20,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -78,20 +80,27 @@ def make_windows(codec, batch: int, pages: int) -> list[Window]:
     return out
 
 
-def time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
-    """Median seconds per call of step()."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def time_round_robin(
+    steps: dict[str, Callable[[], None]], rounds: int, warmup: int, device: torch.device
+) -> dict[str, float]:
+    """Median seconds per call of each step, interleaved round by round.
+
+    Interleaving gives every model the same share of a shared machine's fluctuating load.
+    """
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -122,14 +131,9 @@ def main() -> None:
         else None
     )
 
-    rows = []
-
-    def bench(
-        label: str, model: VST, batch, lcfg: LossConfig, use_codec, bytes_per_token: float
-    ) -> None:
+    def train_step(model: VST, batch, lcfg: LossConfig, use_codec) -> Callable[[], None]:
         model.to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        batch = batch.to(device)
 
         def step() -> None:
             with autocast():
@@ -138,50 +142,52 @@ def main() -> None:
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        sec = time_steps(step, args.steps, args.warmup, device)
-        tok_s = batch.inputs.shape[0] * batch.inputs.shape[1] / sec
-        mfu = model.flops_per_token(batch.inputs.shape[1]) * tok_s / peak if peak else None
-        rows.append(
-            (
-                label,
-                model.num_params(),
-                batch.inputs.shape[1],
-                sec * 1e3,
-                tok_s,
-                tok_s * bytes_per_token,
-                mfu,
-            )
-        )
+        return step
 
     mcfg = flavour(args.flavour, D=codec.D, grid=codec.grid, alpha=1.0)
-    vbatch = collate_vector(windows, codec.grid, "3d")
-    bench("VST (L_reg)", VST(mcfg), vbatch, LossConfig(), None, bytes_per_page / codec.n)
-    torch.manual_seed(0)
-    bench(
-        f"VST (L_reg + dec, k={args.dec_pages})",
-        VST(mcfg),
-        vbatch,
-        LossConfig(dec=1.0, dec_pages=args.dec_pages),
-        codec,
-        bytes_per_page / codec.n,
-    )
+    vbatch = collate_vector(windows, codec.grid, "3d").to(device)
     enc, nbytes, vocab = text_codec("bytes")
-    tbatch = collate_text(windows, enc, nbytes, T)  # the same pages as bytes, cut to the same T
+    # the same pages as bytes, cut to the same T: the same trunk shape, only the I/O differs
+    tbatch = collate_text(windows, enc, nbytes, T).to(device)
     tcfg = flavour(args.flavour, modality="text", rope="1d", vocab_size=vocab)
-    bench("text baseline (bytes)", VST(tcfg), tbatch, LossConfig(), None, 1.0)
-
+    dec_label = f"VST (L_reg + dec, k={args.dec_pages})"
+    models = {
+        "VST (L_reg)": (VST(mcfg), vbatch, bytes_per_page / codec.n),
+        dec_label: (VST(mcfg), vbatch, bytes_per_page / codec.n),
+        "text baseline (bytes)": (VST(tcfg), tbatch, 1.0),
+    }
+    steps = {
+        name: train_step(
+            m,
+            b,
+            LossConfig(dec=1.0, dec_pages=args.dec_pages) if name == dec_label else LossConfig(),
+            codec if name == dec_label else None,
+        )
+        for name, (m, b, _) in models.items()
+    }
     # the decoder-CE term alone: text NLL of k pages per window, backward into the tokens
-    pred, texts = gather_pages(vbatch.targets.to(device), vbatch.to(device), args.dec_pages)
+    pred, texts = gather_pages(vbatch.targets, vbatch, args.dec_pages)
     pred = pred.clone().requires_grad_(True)
 
     def dec_step() -> None:
         nll, nb = decoder_nll(codec, pred, texts)
         (nll / nb).mean().backward()
 
-    dec_sec = time_steps(dec_step, args.steps, args.warmup, device)
+    steps["decoder-CE alone"] = dec_step
+    sec = time_round_robin(steps, args.steps, args.warmup, device)
+    dec_sec = sec.pop("decoder-CE alone")
+    rows = []
+    for name, (model, batch, bytes_per_token) in models.items():
+        B, L = batch.inputs.shape[:2]
+        tok_s = B * L / sec[name]
+        mfu = model.flops_per_token(L) * tok_s / peak if peak else None
+        rows.append(
+            (name, model.num_params(), L, sec[name] * 1e3, tok_s, tok_s * bytes_per_token, mfu)
+        )
 
     print(
-        f"\ndevice={device} threads={torch.get_num_threads()} flavour={args.flavour} codec={codec_name} "
+        f"\ndevice={device} threads={torch.get_num_threads()} flavour={args.flavour} "
+        f"codec={codec_name} "
         f"(n={codec.n}, D={codec.D}, {bytes_per_page:.0f} bytes/page) batch={args.batch_size} "
         f"pages/window={args.pages_per_window}\n"
     )
@@ -191,7 +197,8 @@ def main() -> None:
     for label, params, t, ms, tok_s, byte_s, mfu in rows:
         extra = f" {mfu:.1%} |" if peak else ""
         print(
-            f"| {label} | {params / 1e6:.2f}M | {t} | {ms:.1f} | {tok_s:,.0f} | {byte_s:,.0f} |{extra}"
+            f"| {label} | {params / 1e6:.2f}M | {t} | {ms:.1f} | {tok_s:,.0f} "
+            f"| {byte_s:,.0f} |{extra}"
         )
     print(
         f"\ndecoder-CE alone: {dec_sec * 1e3:.1f} ms for {len(texts)} pages "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +65,20 @@ class Codec(abc.ABC):
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        """Every weight of the codec (each once): the modules held as attributes.
+
+        Used to check that the codec is frozen; backends that keep weights elsewhere
+        override it.
+        """
+        seen: set[int] = set()
+        for value in vars(self).values():
+            if isinstance(value, torch.nn.Module):
+                for p in value.parameters():
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        yield p
 
     def null_tokens(self, batch: int) -> torch.Tensor:
         """Tokens that carry no page: the decoder's prior alone (the blind floor)."""

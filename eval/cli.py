@@ -18,8 +18,10 @@ import typer
 
 from data.demo import demo_corpus_command
 from eval.demo import demo
+from eval.efficiency import efficiency
 from eval.eval_cli import app as eval_app
 from eval.fidelity import fidelity
+from eval.runners.cli import lm_eval_cmd, run
 from jobs.convert import convert
 from render.cli import render
 from vst.cli import generate
@@ -37,6 +39,9 @@ app.command("render")(render)
 app.command("fidelity")(fidelity)
 app.command("convert")(convert)
 app.command("generate")(generate)
+eval_app.command("run")(run)
+eval_app.command("lm-eval")(lm_eval_cmd)
+eval_app.command("efficiency")(efficiency)
 app.add_typer(eval_app, name="eval", help="Long-context benchmarks, runners and efficiency.")
 
 

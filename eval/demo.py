@@ -111,9 +111,101 @@ def stage_render(s: DemoSettings, state: dict) -> Section:
                    f"(layout + raster, one process, PNG not included).</p><p>{figs}</p>")
 
 
+def stage_fidelity(s: DemoSettings, state: dict) -> Section:
+    from data.demo import heldout_texts
+    from eval.fidelity import run_fidelity
+
+    out = s.out / "fidelity"
+    texts = heldout_texts(n=s.fidelity_pages, seed=s.seed)
+    result = run_fidelity(texts, [state["codec"]], out, max_pages=s.fidelity_pages)
+    return Section("Fidelity (held-out text)", result["summary"], result.get("html", ""),
+                   links=["fidelity/report.html", "fidelity/metrics.json"])
+
+
+def stage_convert(s: DemoSettings, state: dict) -> Section:
+    from jobs.convert import run_conversion
+
+    store = s.out / "store"
+    summary = run_conversion(state["corpus"], store, codec=s.codec, num_actors=1,
+                             **{f"codec_{k}" if k != "trust_remote_code" else k: v
+                                for k, v in s.codec_kwargs().items()})
+    state["store"] = store
+    keep = ("documents", "pages", "tokens", "skipped", "pages_per_s", "wall_s",
+            "text_tokens_per_visual_token", "chars_per_visual_token")
+    metrics = {k: summary[k] for k in keep if k in summary}
+    return Section("Convert (Ray job -> visual-token store)", metrics,
+                   f"<p>Store <code>{store}</code>: {summary.get('pages')} pages, verified "
+                   f"checksums.</p>", links=["store/summary.json"])
+
+
+def stage_train(s: DemoSettings, state: dict) -> Section:
+    from vst.train import train
+
+    common = dict(data=str(state["store"]), flavour="debug", steps=s.train_steps,
+                  eval_every=s.train_steps, save_every=s.train_steps, batch_size=8,
+                  seed=s.seed, progress=True, tensorboard=False, threads=None)
+    vst = train({**common, "out": str(s.out / "train" / "vst"), "dec": 0.0})
+    text = train({**common, "out": str(s.out / "train" / "text"), "modality": "text",
+                  "tokenizer": "bytes"})
+    state["vst_checkpoint"] = vst["checkpoint"]
+    state["text_checkpoint"] = text["checkpoint"]
+    ev, tev = vst["eval"], text["eval"]
+    metrics = {
+        "vst_val_cos": ev.get("val_cos"), "vst_val_mse": ev.get("val_mse"),
+        "bpb_given_vst_tokens": ev.get("bpb_pred"), "bpb_given_true_tokens": ev.get("bpb_true"),
+        "bpb_given_null_tokens": ev.get("bpb_null"), "text_baseline_bpb": tev.get("bpb_text"),
+        "vst_tokens_per_s": vst.get("tokens_per_s"), "text_tokens_per_s": text.get("tokens_per_s"),
+    }
+    return Section("Train (debug VST vs same-shape byte-level text baseline)", metrics,
+                   "<p>Bits per byte of the true next page under the frozen codec decoder, given "
+                   "the VST's predicted tokens, the true tokens (floor) and null tokens (the "
+                   "decoder's prior), next to the text baseline's own bits per byte on the same "
+                   "held-out documents. Debug size, a few minutes of CPU: a smoke test of the "
+                   "method, not a result.</p>", links=["train/vst", "train/text"])
+
+
+def stage_evaluate(s: DemoSettings, state: dict) -> Section:
+    from eval import ruler
+    from eval.efficiency import run_efficiency
+    from eval.runners.factory import make_runner
+    from eval.runners.common import run_tasks
+
+    tasks_dir = s.out / "eval" / "tasks"
+    haystack = [d.text for d in state["docs"]]
+    for task in ("niah_single_1", "vt"):
+        records = ruler.generate(task, s.eval_chars, s.eval_samples, unit="chars", seed=s.seed,
+                                 haystack=haystack)
+        ruler.write_jsonl(records, tasks_dir / f"{task}_{s.eval_chars}.jsonl")
+    scores = {}
+    for kind, model in (("vst", state["vst_checkpoint"]), ("vst-text", state["text_checkpoint"])):
+        pred_dir = s.out / "eval" / kind
+        runner = make_runner(kind, str(model), codec=s.codec,
+                             codec_path=str(s.codec_path) if s.codec_path else None)
+        run_tasks(runner, [tasks_dir], pred_dir, progress=True)
+        for dataset, result in ruler.score_directory(pred_dir).items():
+            scores[f"{kind}:{dataset}"] = result
+    eff = run_efficiency(s.out / "eval" / "efficiency", lengths=(2048, 4096, 8192), codec=s.codec,
+                         flavour="debug", threads=1)
+    metrics = {name: v.get("score") if isinstance(v, dict) else v for name, v in scores.items()}
+    table = (s.out / "eval" / "efficiency" / "efficiency.md")
+    eff_html = f"<pre>{html.escape(table.read_text())}</pre>" if table.exists() else ""
+    state["efficiency"] = eff
+    return Section("Evaluate (RULER-style tasks; efficiency)", metrics,
+                   "<p>RULER-style synthetic tasks built from the demo corpus, answered end to end "
+                   "by the VST (text -> render -> encode -> VST -> decode) and by the same-shape "
+                   "text baseline, scored with RULER's string_match_all. At debug size both "
+                   "should score near zero: the point here is that every path runs and is "
+                   "scored identically.</p>" + eff_html,
+                   links=["eval/efficiency/efficiency.md", "eval/vst", "eval/vst-text"])
+
+
 STAGES: list[tuple[str, Callable[[DemoSettings, dict], Section]]] = [
     ("corpus", stage_corpus),
     ("render", stage_render),
+    ("fidelity", stage_fidelity),
+    ("convert", stage_convert),
+    ("train", stage_train),
+    ("evaluate", stage_evaluate),
 ]
 
 

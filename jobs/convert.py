@@ -7,7 +7,7 @@ Laptop (no RAY_ADDRESS: starts a private local Ray on 127.0.0.1 and stops it at 
 Cluster (the job server sets RAY_ADDRESS for the job, and `ray.init()` follows it):
 
     RAY_AUTH_MODE=disabled ray start --head --node-ip-address=127.0.0.1 --disable-usage-stats
-    RAY_AUTH_MODE=disabled ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
+    RAY_ADDRESS=http://127.0.0.1:8265 RAY_AUTH_MODE=disabled ray job submit --working-dir . -- \\
         python -m jobs.convert --corpus /abs/corpus --out /abs/store --codec mini \\
         --render-preset mini --num-actors 4 --gpus-per-actor 1
 
@@ -15,15 +15,16 @@ With `ray job submit`, give `--corpus` and `--out` as absolute paths on storage 
 sees: the job runs inside an unpacked copy of the working dir.
 
 Work split (this is what makes the job resumable and idempotent): corpus shard i
-(`read_corpus(shard_index=i, num_shards=--num-parts)`) becomes store part i. An encoder actor
-(holding the frozen codec) converts a part at a time: a CPU render task started for the part
-streams page images to it through Ray's object store (rendering runs ahead of encoding, with
-bounded read-ahead), the actor encodes fixed batches counted from the start of the part and
-writes the part with `data.store.StoreWriter`, which only renames it into place when it is
-complete. A part is done when its store part verifies and the job's record
-`_convert/part-NNNNN.json` exists (written last). A re-run skips done parts and redoes the
-others from scratch, so an interrupted run ends with the same store (same checksums) as an
-uninterrupted one. Bad documents become entries of `skips.jsonl`; `summary.json` has totals.
+(`read_corpus(shard_index=i, num_shards=--num-parts)`) becomes store part i. A worker is a
+pair of long-lived actors: a render actor (CPU) and an encoder actor holding the frozen
+codec (CPU or GPU). For a part, the encoder actor pulls page images from its render actor's
+streaming generator through Ray's object store (rendering runs ahead of encoding, with
+bounded read-ahead), encodes fixed batches counted from the start of the part, and writes
+the part with `data.store.StoreWriter`, which renames it into place only when complete. A
+part is done when its store part verifies and the job's record `_convert/part-NNNNN.json`
+exists (written last). A re-run skips done parts and redoes the others from scratch, so an
+interrupted run ends with the same store (same checksums) as an uninterrupted one. Bad
+documents become entries of `skips.jsonl`; `summary.json` has the totals.
 
 Python: `run_conversion(corpus, out, codec="mini", ...) -> summary dict`; typer: `convert`.
 """
@@ -113,7 +114,7 @@ class PartResult:
     seconds: float = 0.0
     encode_seconds: float = 0.0
     peak_rss_mb: float = 0.0  # the encoder actor's process
-    render_peak_rss_mb: float = 0.0  # the render task's process
+    render_peak_rss_mb: float = 0.0  # the render actor's process
 
 
 def parse_codec_options(items: list[str]) -> tuple[tuple[str, Any], ...]:
@@ -243,7 +244,7 @@ class RenderWorker:
         yield from render_part_stream(*args)
 
 
-# ------------------------------------------------------------------------------ stages 2+3: encode, write
+# ------------------------------------------------------------------------------ stages 2-3
 
 
 class CodecWorker:
@@ -299,7 +300,7 @@ class CodecWorker:
                     del open_docs[doc]
                     recs = st["recs"]
                     writer.add_document(doc, [(r["start"], r["end"], r["text"]) for r in recs],
-                                        np.stack(st["toks"]))
+                                        st["toks"])
                     result.docs += 1
                     result.pages += len(recs)
                     result.visual_tokens += sum(int(t.shape[0]) for t in st["toks"])
@@ -309,8 +310,14 @@ class CodecWorker:
 
             def encode(batch: list[tuple[dict, Any]]) -> None:
                 t = time.perf_counter()
-                tokens = self.codec.encode(np.concatenate([im for _, im in batch]))
-                tokens = tokens.detach().float().cpu().numpy()
+                images = np.concatenate([im for _, im in batch])
+                if store_meta.n is None and hasattr(self.codec, "encode_with_mask"):
+                    # A variable-n codec pads to the longest page: keep the real tokens only.
+                    padded, mask = self.codec.encode_with_mask(images)
+                    tokens = [row[m] for row, m in zip(padded.detach().float().cpu().numpy(),
+                                                       mask.cpu().numpy())]
+                else:
+                    tokens = list(self.codec.encode(images).detach().float().cpu().numpy())
                 result.encode_seconds += time.perf_counter() - t
                 for (rec, _), tok in zip(batch, tokens):
                     doc = rec["doc_id"]
@@ -381,7 +388,7 @@ def _connect_ray(cfg: ConvertConfig) -> bool:
         ray.init()
         return True
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Logical CPUs: room for every actor plus its render task, else the stage that gets no
+    # Logical CPUs: room for every encoder plus its renderer, else the stage that gets no
     # CPU waits forever. The OS shares the physical cores between them.
     need = cfg.num_actors * (cfg.cpus_per_actor + cfg.render_cpus)
     num_cpus = cfg.num_cpus or max(os.cpu_count() or 1, int(-(-need // 1)))
@@ -410,7 +417,7 @@ def _check_resources(cfg: ConvertConfig) -> bool:
     return True
 
 
-def _plan(cfg: ConvertConfig, meta: dict) -> dict:
+def _plan(cfg: ConvertConfig, meta: Optional[dict]) -> dict:
     """What fixes the output bytes; a resumed run must agree with the stored plan."""
     return {"version": PLAN_VERSION, "corpus": cfg.corpus, "num_parts": cfg.num_parts,
             "text_field": cfg.text_field, "max_chars": cfg.max_chars,
@@ -418,16 +425,20 @@ def _plan(cfg: ConvertConfig, meta: dict) -> dict:
 
 
 def _check_or_write_plan(out: Path, plan: dict) -> None:
+    """Refuse to mix settings in one store; `plan["store"]` None: check the rest only."""
     path = out / STATE_DIR / "plan.json"
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
+        if plan["store"] is None:
+            old["store"] = None
         if old != plan:
             diff = {k: (old.get(k), plan.get(k)) for k in plan if old.get(k) != plan.get(k)}
             raise RuntimeError(f"{out} holds a conversion with other settings (stored, given): "
                                f"{diff}; choose another --out, or --overwrite to start over")
         return
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps(plan, indent=1, sort_keys=True))
+    if plan["store"] is not None:
+        _atomic_write_text(path, json.dumps(plan, indent=1, sort_keys=True))
 
 
 def _done_part(out: Path, part: int) -> Optional[PartResult]:
@@ -505,6 +516,11 @@ def run_conversion(corpus: str | Path, out: str | Path, codec: str = "mini",
     """
     import ray
 
+    if os.environ.get("RAY_ADDRESS") and not (Path(corpus).is_absolute()
+                                              and Path(out).is_absolute()):
+        # Under `ray job submit` the working dir is a temporary copy: relative paths land there.
+        print("[convert] warning: relative --corpus/--out on a cluster resolve inside the job's "
+              f"working dir ({os.getcwd()}); pass absolute paths", flush=True)
     cfg = ConvertConfig(corpus=str(Path(corpus).resolve()), out=str(Path(out).resolve()),
                         codec=codec, **options)
     if min(cfg.num_parts, cfg.num_actors, cfg.batch_size) < 1:
@@ -517,6 +533,7 @@ def run_conversion(corpus: str | Path, out: str | Path, codec: str = "mini",
     try:
         if cfg.overwrite:
             _clear(out_dir)
+        _check_or_write_plan(out_dir, _plan(cfg, None))  # fail fast: before Ray and the codec
         connected = _connect_ray(cfg)
         try:
             return _drive(cfg, out_dir, t_start)
@@ -781,28 +798,34 @@ def _print_summary(s: dict) -> None:
 
 
 def convert(
-    corpus: Path = typer.Option(..., help="Corpus file or directory (.jsonl.zst .jsonl .parquet .txt)."),
+    corpus: Path = typer.Option(..., help="Corpus file or directory (.jsonl.zst/.jsonl/"
+                                ".parquet/.txt)."),
     out: Path = typer.Option(..., help="Store directory (absolute on a cluster). Re-run to resume."),
     codec: str = typer.Option("mini", help="Codec name, or module:factory."),
     codec_path: Optional[str] = typer.Option(None, help="Codec checkpoint directory."),
     codec_mode: Optional[str] = typer.Option(None, help="Codec mode (e.g. mini: tiny/small/base)."),
-    trust_remote_code: bool = typer.Option(False, help="Allow a checkpoint's own code (deepseek-ocr)."),
-    codec_option: list[str] = typer.Option([], help="Extra codec factory argument KEY=VALUE (repeatable)."),
-    render_preset: Optional[str] = typer.Option(None, help="Render preset (default: the codec's page)."),
+    trust_remote_code: bool = typer.Option(False, help="Allow a checkpoint's own code "
+                                           "(deepseek-ocr)."),
+    codec_option: list[str] = typer.Option([], help="Extra codec factory argument KEY=VALUE "
+                                           "(repeatable; VALUE parsed as JSON if it can be)."),
+    render_preset: Optional[str] = typer.Option(None, help="Render preset (default: the "
+                                                "codec's own page)."),
     num_parts: int = typer.Option(8, help="Corpus shards = store parts; fixed for a store."),
     num_actors: int = typer.Option(1, help="Encoder actors, each holding the frozen codec."),
     cpus_per_actor: float = typer.Option(1.0, help="CPUs per encoder actor (= its torch threads)."),
     gpus_per_actor: float = typer.Option(0.0, help="GPUs per encoder actor."),
-    render_cpus: float = typer.Option(1.0, help="CPUs per render task (one per running part)."),
+    render_cpus: float = typer.Option(1.0, help="CPUs per render actor (one per encoder)."),
     batch_size: int = typer.Option(16, help="Pages per encode call."),
     layout: str = typer.Option("zarr", help="Store layout: zarr or npy (numpy memmap)."),
     dtype: str = typer.Option("float16", help="Stored token dtype: float16 or bfloat16."),
     text_field: str = typer.Option("text", help="Text field of JSONL / parquet records."),
-    max_chars: Optional[int] = typer.Option(None, help="Skip longer documents (default: the reader's)."),
+    max_chars: Optional[int] = typer.Option(None, help="Skip longer documents (default: "
+                                            "the reader's limit)."),
     max_retries: int = typer.Option(2, help="Retries of a failed part before giving up on it."),
     progress_every: float = typer.Option(5.0, help="Seconds between progress lines."),
     overwrite: bool = typer.Option(False, help="Delete --out first and start over."),
-    num_cpus: Optional[int] = typer.Option(None, help="Logical CPUs of a local Ray (without RAY_ADDRESS)."),
+    num_cpus: Optional[int] = typer.Option(None, help="Logical CPUs of a local Ray (only "
+                                           "without RAY_ADDRESS)."),
 ) -> None:
     """Render, encode and store a corpus as visual tokens on Ray (resumable: just re-run)."""
     run_conversion(corpus, out, codec=codec, codec_path=codec_path, codec_mode=codec_mode,

@@ -24,6 +24,7 @@ _EXPORTS = {
     "Page": "render.layout",
     "Run": "render.layout",
     "paginate": "render.layout",
+    "char_boxes": "render.layout",
     "available_backends": "render.raster",
     "rasterize": "render.raster",
     "render_text": "render.raster",
@@ -33,7 +34,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from render.config import BACKENDS, PRESETS, RenderConfig, get_preset
-    from render.layout import Line, Page, Run, paginate
+    from render.layout import Line, Page, Run, char_boxes, paginate
     from render.raster import available_backends, rasterize, render_text, save_png
 
 

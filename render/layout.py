@@ -228,6 +228,24 @@ class Typesetter:
         close()
         return tuple(runs), width
 
+    def char_xs(self, text: str, start: int, stop: int) -> list[tuple[float, float]]:
+        """(left, right) pen x of every source character of one line, relative to `Line.x`.
+
+        Walks the line exactly as `build_runs` does; terminators and zero-width characters
+        get empty intervals.
+        """
+        spans: list[tuple[float, float]] = []
+        x = 0.0
+        for i in range(start, stop):
+            ch = text[i]
+            left = x
+            if ch == "\t":
+                x = self._tab_stop(x)
+            elif _TERMINATOR.match(ch) is None:
+                x += self.advance(ch)
+            spans.append((left, x))
+        return spans
+
     def lines(self, text: str) -> Iterator[_RawLine]:
         """Visual lines of the whole document, lazily, not yet placed on a page."""
         pos = 0
@@ -252,6 +270,22 @@ class Typesetter:
             pos = line_end
             if length == 0:
                 break
+
+
+def char_boxes(page: Page, config: RenderConfig) -> list[tuple[float, float, float, float]]:
+    """Box (x0, y0, x1, y1) in page px of every character of `page.text`, in order.
+
+    Line boxes span the line pitch; for region-aligned training signals (which block of the
+    page shows which characters). Whitespace hanging past the margin is not clipped.
+    """
+    setter = Typesetter(config)
+    pitch = config.line_pitch
+    boxes: list[tuple[float, float, float, float]] = []
+    for line in page.lines:
+        for left, right in setter.char_xs(page.text, line.start - page.start,
+                                          line.end - page.start):
+            boxes.append((line.x + left, line.top, line.x + right, line.top + pitch))
+    return boxes
 
 
 def paginate(text: str, config: RenderConfig) -> Iterator[Page]:

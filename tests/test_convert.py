@@ -20,7 +20,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from test_convert_fakes import SPEC, make_text, write_jsonl
+try:
+    from test_convert_fakes import SPEC, make_text, write_jsonl
+except ImportError:  # pytest --import-mode=importlib
+    from tests.test_convert_fakes import SPEC, make_text, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -31,6 +34,8 @@ RUN = dict(num_parts=N_PARTS, batch_size=4, num_actors=1, progress_every=1.0)
 @pytest.fixture(scope="module")
 def ray_session():
     ray = pytest.importorskip("ray")
+    if ray.is_initialized():  # a session leaked by another module: ours needs PYTHONPATH
+        ray.shutdown()
     # Workers (and drivers started by the tests) must import the tiny codec from tests/.
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), str(ROOT), old) if p)
@@ -80,7 +85,7 @@ def check_round_trip(out: Path, expected: dict[str, str]) -> None:
         assert "".join(r.text for r in records) == expected[doc_id], doc_id
         assert [r.page for r in records] == list(range(len(records)))
         tokens = store.read_pages(doc_id, 0, len(records))
-        assert tokens.shape == (16 * len(records), 8)
+        assert tokens.shape == (store.meta.n * len(records), store.meta.D)
 
 
 def manifest_parts(out: Path) -> dict:
@@ -169,6 +174,12 @@ def test_kill_and_resume(ray_session, reference, corpus, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+    import ray
+
+    # Ray reaps the dead driver's actors on its own; give it a moment to free their CPUs.
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
     done_before = [p for p in range(N_PARTS) if part_record_path(out, p).exists()]
     assert 1 <= len(done_before) < N_PARTS, "the kill did not land partway"
     assert not (out / "summary.json").exists()
@@ -244,12 +255,30 @@ def test_hostile_corpus(ray_session, tmp_path):
     assert summary["skips"] == len([r for r in records if r["action"] == "skip"])
 
 
+def test_registered_codec_by_name(ray_session, tmp_path):
+    """The registry path (`--codec mini` + a factory option) on the codec's own page."""
+    from jobs.convert import run_conversion
+
+    corpus = write_jsonl(tmp_path / "c.jsonl", [make_text(i, 150) for i in range(3)])
+    out = tmp_path / "store"
+    summary = run_conversion(corpus, out, codec="mini", codec_options=(("random_init", True),),
+                             num_parts=1, batch_size=4, layout="npy", dtype="bfloat16")
+    check_round_trip(out, source_docs(corpus))
+    meta = json.loads((out / "store.json").read_text())
+    assert (meta["codec_name"], meta["layout"], meta["dtype"]) == ("mini", "npy", "bfloat16")
+    assert summary["visual_tokens"] == summary["pages"] * meta["n"]
+
+
 def test_render_failure_drops_the_whole_document(monkeypatch, tmp_path):
     """A document whose rendering fails after some pages were sent is dropped and recorded."""
     import render
 
     from jobs.convert import render_part_stream
-    from test_convert_fakes import TINY_PAGE
+
+    try:
+        from test_convert_fakes import TINY_PAGE
+    except ImportError:
+        from tests.test_convert_fakes import TINY_PAGE
 
     texts = [make_text(1, 300), make_text(2, 40)]
     corpus = write_jsonl(tmp_path / "c.jsonl", texts)
@@ -290,3 +319,33 @@ def test_shards_cover_the_corpus(corpus):
                                                                num_shards=N_PARTS)]
     assert sorted(ids) == sorted(source_docs(corpus))
     assert len({zlib.crc32(i.encode()) % N_PARTS for i in ids}) > 1  # really split
+
+
+def test_one_job_per_store(corpus, tmp_path):
+    import fcntl
+
+    from jobs.convert import STATE_DIR, run_conversion
+
+    out = tmp_path / "store"
+    (out / STATE_DIR).mkdir(parents=True)
+    with (out / STATE_DIR / "lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running job would
+        with pytest.raises(RuntimeError, match="another conversion"):
+            run_conversion(corpus, out, codec=SPEC, **RUN)
+
+
+def test_cli_mounts_and_lists_the_flags():
+    import typer
+    from typer.testing import CliRunner
+
+    from jobs.convert import convert
+
+    app = typer.Typer()
+    app.command("convert")(convert)
+    app.command("noop")(lambda: None)  # two commands: `convert` is a subcommand, as in `vst`
+    result = CliRunner().invoke(app, ["convert", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for flag in ("--corpus", "--out", "--codec", "--codec-path", "--codec-mode",
+                 "--trust-remote-code", "--render-preset", "--num-actors", "--cpus-per-actor",
+                 "--gpus-per-actor", "--batch-size", "--num-parts"):
+        assert flag in result.output

@@ -24,8 +24,10 @@ from codec.deepseek_common import CheckpointError
 from codec.deepseek_ocr import RemoteCodeRefused, mode_geometry
 
 try:  # tests/ as a package or as a plain directory on sys.path
+    from tests.codec_contract import check_codec_contract
     from tests.tiny_deepseek import build_tokenizer, save_tiny_checkpoint
 except ModuleNotFoundError:
+    from codec_contract import check_codec_contract
     from tiny_deepseek import build_tokenizer, save_tiny_checkpoint
 
 STAND_IN = '''
@@ -223,3 +225,8 @@ def test_text_nll_gradient_and_decode(codec):
     assert codec.decode(tokens.detach()[1:], max_new_tokens=6) == texts[1:]
     with pytest.raises(ValueError, match="tokens must be"):
         codec.decode(tokens.detach()[:, :10])
+
+
+def test_contract_on_stand_in(codec):
+    """The shared contract holds for the v1 mechanics (stand-in model, not DeepSeek's)."""
+    check_codec_contract(codec)

@@ -16,8 +16,10 @@ from codec.deepseek_common import CheckpointError, greedy_generate, windowed_no_
 from codec.deepseek_ocr2 import DEFAULT_PROMPT
 
 try:  # tests/ as a package or as a plain directory on sys.path
+    from tests.codec_contract import CodecContract, check_codec_contract
     from tests.tiny_deepseek import save_tiny_checkpoint
 except ModuleNotFoundError:
+    from codec_contract import CodecContract, check_codec_contract
     from tiny_deepseek import save_tiny_checkpoint
 
 N_GLOBAL, N_TILE = 256, 144  # 1024² global view, 768² tiles, one query per 64x64 px
@@ -449,3 +451,17 @@ def test_decode_matches_processor_pipeline(crops, batch):
         new = new[: new.index(crops.eos_id)]
     tokens, _ = crops.encode_with_mask(batch[:1])
     assert crops.generate_ids(tokens, max_new_tokens=10) == [new]
+
+
+# ---- the shared codec contract (tests/codec_contract.py) ---------------------------------
+
+
+class TestContractGlobal(CodecContract):
+    @pytest.fixture(scope="class")
+    def codec(self, ckpt):
+        return load_codec("deepseek-ocr2", path=ckpt)
+
+
+@pytest.mark.parametrize("options", [{"mode": "crops"}, {"keep_separator": False}])
+def test_contract_other_settings(ckpt, options):
+    check_codec_contract(load_codec("deepseek-ocr2", path=ckpt, **options))

@@ -28,27 +28,30 @@ def test_efficiency_report_fields(tmp_path):
 
     codec = GridByteCodec()
     res = run_efficiency(
-        tmp_path, [256, 512], codec=codec, renderer=FixedCharRenderer(codec.page_chars, codec.render),
-        flavour="debug", decode_steps=3, repeats=1,
+        tmp_path, [256, 512], codec=codec, flavour="debug", decode_steps=3, repeats=1,
+        renderer=FixedCharRenderer(codec.page_chars, codec.render),
     )
     rows = res["rows"]
     assert [r["chars"] for r in rows] == [256, 512]
     for r in rows:
         v, t = r["vst"], r["text"]
-        assert r["pages"] == r["chars"] // codec.page_chars and v["positions"] == r["visual"] == r["pages"] * codec.n
+        assert r["pages"] == r["chars"] // codec.page_chars
+        assert v["positions"] == r["visual"] == r["pages"] * codec.n
         assert t["positions"] == r["cl100k"] > 0 and r["bytes"] >= r["chars"]
         for m in (v, t):
             assert m["prefill_s"] > 0 and m["decode_pos_s"] > 0
-            assert m["peak_mem_bytes"] >= m["kv_bytes"]  # the cache is allocated inside the measured prefill
+            assert m["peak_mem_bytes"] >= m["kv_bytes"]  # the cache is allocated inside prefill
         vc, tc = res["models"]["vst"], res["models"]["text"]
         # KV bytes: 2 (K and V) x layers x kv-heads x head-dim x positions x 4 bytes (fp32)
         per_pos = 2 * vc["depth"] * vc["n_kv_heads"] * vc["head_dim"] * 4
-        assert v["kv_bytes"] == per_pos * v["positions"] and t["kv_bytes"] == per_pos * t["positions"]
+        assert v["kv_bytes"] == per_pos * v["positions"]
+        assert t["kv_bytes"] == per_pos * t["positions"]
         assert r["kv_saving"] == pytest.approx(1 - v["positions"] / t["positions"])
         assert r["prefill_speedup"] == pytest.approx(t["prefill_s"] / v["prefill_s"])
         assert v["decode_chars_s"] == pytest.approx(v["decode_pos_s"] * r["chars"] / v["positions"])
         assert "encode_s" in r and "codec_decode_s_per_page" in r
-        assert (vc["depth"], vc["d_model"], vc["n_heads"]) == (tc["depth"], tc["d_model"], tc["n_heads"])
+        shape = ("depth", "d_model", "n_heads", "n_kv_heads", "head_dim")
+        assert [vc[k] for k in shape] == [tc[k] for k in shape]
     # same trunk, different ends: the text model's embedding/LM head is what differs
     assert res["models"]["vst"]["trunk_params"] == res["models"]["text"]["trunk_params"]
     saved = json.loads((tmp_path / "efficiency.json").read_text())

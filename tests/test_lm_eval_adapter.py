@@ -75,7 +75,8 @@ def test_adapter_routes_generate_and_loglikelihood(tmp_path):
     from eval.lm_eval_adapter import evaluate_local
 
     oracle = Oracle({d["question"]: d["answer"] for d in DOCS})
-    res = evaluate_local(["tiny_gen", "tiny_mc"], include_path=write_tasks(tmp_path / "tasks"), runner_obj=oracle)
+    tasks = write_tasks(tmp_path / "tasks")
+    res = evaluate_local(["tiny_gen", "tiny_mc"], include_path=tasks, runner_obj=oracle)
     r = res["results"]
     assert r["tiny_mc"]["acc,none"] == 1.0
     # generate_until: the answer was cut at "\n"; exact_match compares " blue" to "blue" -> 0,
@@ -95,7 +96,8 @@ def test_adapter_with_tiny_hf_model(tmp_path):
     res = evaluate_local(["tiny_gen", "tiny_mc"], include_path=write_tasks(tmp_path / "tasks"),
                          runner="hf", model=str(model), max_gen_toks=4)
     r = res["results"]
-    assert 0.0 <= r["tiny_mc"]["acc,none"] <= 1.0 and 0.0 <= r["tiny_gen"]["exact_match,none"] <= 1.0
+    assert 0.0 <= r["tiny_mc"]["acc,none"] <= 1.0
+    assert 0.0 <= r["tiny_gen"]["exact_match,none"] <= 1.0
 
 
 def test_adapter_runs_project_ruler_task(tmp_path):
@@ -110,7 +112,9 @@ def test_adapter_runs_project_ruler_task(tmp_path):
     oracle = Oracle({r["input"]: " ".join(r["answers"]) for r in recs})
     res = evaluate_local([yaml.stem], include_path=tmp_path, runner_obj=oracle)
     (scores,) = res["results"].values()
-    metric = next(v for k, v in scores.items() if k.startswith("string_match_all") and "stderr" not in k)
+    metric = next(
+        v for k, v in scores.items() if k.startswith("string_match_all") and "stderr" not in k
+    )
     assert metric in (1.0, 100.0)
 
 
@@ -120,3 +124,18 @@ def test_vst_model_is_registered():
     import eval.lm_eval_adapter as adapter
 
     assert get_model("vst") is adapter.VSTLM
+
+
+def test_adapter_with_tiny_vst_end_to_end(tmp_path):
+    """generate_until and loglikelihood through render -> encode -> VST -> decoder."""
+    from eval.lm_eval_adapter import evaluate_local
+    from eval.runners.vst_runner import VSTRunner
+    from tests.test_runners_vst import vector_model
+    from vst.synthetic import ToyCodec
+
+    codec = ToyCodec()
+    runner = VSTRunner(model=vector_model(codec, max_seq_len=96), codec=codec)
+    res = evaluate_local(["tiny_gen", "tiny_mc"], include_path=write_tasks(tmp_path / "tasks"),
+                         runner_obj=runner)
+    r = res["results"]
+    assert 0.0 <= r["tiny_mc"]["acc,none"] <= 1.0 and "exact_match,none" in r["tiny_gen"]

@@ -202,6 +202,32 @@ def test_alignment_positions_lines(align: str) -> None:
     assert math.isclose(line.x, expected)
 
 
+@settings(max_examples=30, deadline=None)
+@given(text=st.text(st.sampled_from(TRICKY), max_size=300), config=st.sampled_from(CONFIGS))
+def test_char_boxes_cover_every_character_in_order(text: str, config: RenderConfig) -> None:
+    from render import char_boxes
+
+    for page in paginate(text, config):
+        boxes = char_boxes(page, config)
+        assert len(boxes) == len(page.text)
+        for line in page.lines:
+            row = boxes[line.start - page.start:line.end - page.start]
+            assert all(b[1] == line.top for b in row)
+            assert all(a[2] == b[0] for a, b in zip(row, row[1:]))  # contiguous, in order
+
+
+def test_char_boxes_locate_the_ink() -> None:
+    from render import char_boxes
+
+    config = get_preset("mini")
+    text = "....\t....W...."
+    page = next(paginate(text, config))
+    x0, y0, x1, y1 = (round(v) for v in char_boxes(page, config)[text.index("W")])
+    ink = rasterize(page, config)[..., 0] < 128
+    inside = ink[y0:y1, x0:x1].sum()
+    assert inside > 10 and inside >= 0.9 * (ink[y0:y1].sum() - 8 * 4)  # dots are ~4 px
+
+
 # -- glyph coverage --------------------------------------------------------------------------
 def test_fallback_font_is_used_before_reporting_missing() -> None:
     mono, sans = FontFace.load("DejaVuSansMono.ttf"), FontFace.load("DejaVuSans.ttf")
@@ -273,6 +299,23 @@ def test_same_config_gives_identical_pixels_and_png(monkeypatch) -> None:
     for a, b in zip(first, second):
         assert np.array_equal(a, b)
         assert encode_png(a, 144) == encode_png(b, 144)
+
+
+def test_pixels_are_identical_across_processes() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import hashlib; from render import get_preset, render_text; "
+              "print(hashlib.sha256(b''.join(i.tobytes() for _, i in "
+              "render_text('Across processes: 0123 ÄÖÜ ∮ \\ue000 tab\\tend. ' * 40, "
+              "get_preset('ds-tiny')))).hexdigest())")
+    runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           check=True, cwd=Path(__file__).parents[1]).stdout.strip()
+            for _ in range(2)}
+    here = hashlib.sha256(b"".join(i.tobytes() for _, i in render_text(
+        "Across processes: 0123 ÄÖÜ ∮ \ue000 tab\tend. " * 40, get_preset("ds-tiny"))))
+    assert runs == {here.hexdigest()}
 
 
 def test_word_cache_paths_give_the_same_pixels() -> None:

@@ -88,7 +88,8 @@ def test_prompt_is_official_template_split_at_context():
     # unknown datasets (custom or RULER-style files without a template) get a generic one
     generic = build_prompt("my_task", s)
     assert generic.context == s["context"] and generic.after.endswith("Answer:")
-    assert build_prompt("x", {**s, "template": "Q {input} C {context}"}).before == f"Q {s['input']} C "
+    custom = build_prompt("x", {**s, "template": "Q {input} C {context}"})
+    assert custom.before == f"Q {s['input']} C "
 
 
 def test_ruler_records_prompt_and_metric(tmp_path):
@@ -150,6 +151,28 @@ def test_run_tasks_writes_official_lines_and_resumes(tmp_path):
         run_tasks(Other(), [task], out, progress=False)
 
 
+def test_predictions_score_with_the_official_scorer(tmp_path):
+    """Our files are what LongBench's eval.py reads: an oracle scores 100, an echo less."""
+    from eval.longbench import score_directory
+
+    class Oracle(EchoRunner):
+        name = "oracle"
+
+        def predict(self, prompt, *, dataset, max_new_tokens):
+            return next(s["answers"][0] for s in SAMPLES if s["input"] in prompt.after)
+
+    task = write_task(tmp_path / "data")
+    e_task = write_task(tmp_path / "data_e", "hotpotqa_e")
+    run_tasks(Oracle(), [task], tmp_path / "pred", progress=False)
+    assert score_directory(tmp_path / "pred", write=False) == {"hotpotqa": 100.0}
+    run_tasks(Oracle(), [e_task], tmp_path / "pred_e", progress=False)  # LongBench-E layout
+    assert (tmp_path / "pred_e" / "hotpotqa.jsonl").exists()
+    scores = score_directory(tmp_path / "pred_e", longbench_e=True, write=False)
+    assert scores["hotpotqa"]["0-4k"] == 100.0
+    run_tasks(EchoRunner(), [task], tmp_path / "echo", progress=False)
+    assert score_directory(tmp_path / "echo", write=False)["hotpotqa"] < 100.0
+
+
 def test_samples_without_id_get_stable_ids(tmp_path):
     no_id = [{k: v for k, v in s.items() if k != "_id"} for s in SAMPLES]
     task = write_task(tmp_path / "data", "niah_single_1", no_id)
@@ -179,7 +202,8 @@ def test_hf_text_runner_end_to_end(tiny_lm, tmp_path):
     lines = read_jsonl(tmp_path / "pred" / "hotpotqa.jsonl")
     assert all(isinstance(r["pred"], str) for r in lines)
     # greedy: the same prompt gives the same prediction
-    again = runner.predict(build_prompt("hotpotqa", SAMPLES[0]), dataset="hotpotqa", max_new_tokens=32)
+    p = build_prompt("hotpotqa", SAMPLES[0])
+    again = runner.predict(p, dataset="hotpotqa", max_new_tokens=32)
     assert again == lines[0]["pred"]
     # middle truncation keeps both ends of the prompt within the token budget
     text = build_prompt("hotpotqa", SAMPLES[0]).text
@@ -197,7 +221,11 @@ def test_hf_text_runner_chat_and_samsum_stop(tiny_lm, tmp_path):
     runner = HFTextRunner(chat_dir, max_length=64)
     assert runner.chat
     seen = []
-    runner._greedy = lambda ids, n, stops: (seen.append((runner.tokenizer.decode(ids), stops)), "a\nb")[1]
+    def fake_greedy(ids, n, stops):
+        seen.append((runner.tokenizer.decode(ids), stops))
+        return "a\nb"
+
+    runner._greedy = fake_greedy
     p = build_prompt("hotpotqa", SAMPLES[0])
     assert runner.predict(p, dataset="hotpotqa", max_new_tokens=4) == "a\nb"
     assert seen[-1][0].endswith("assistant:") and seen[-1][1] == []
@@ -264,10 +292,13 @@ def test_codec_reader_transcribes_then_answers(tmp_path):
     assert [r["pred"] for r in lines] == [s["context"] for s in SAMPLES]
     assert lines[0]["runner"] == runner.name
     info = json.loads((tmp_path / "pred" / "run_info.json").read_text())
-    assert info["mode"] == "transcribe" and "fallback" in info and info["answerer"]["runner"] == "echo"
+    assert info["mode"] == "transcribe" and "fallback" in info
+    assert info["answerer"]["runner"] == "echo"
 
     # budget in visual tokens: 3 pages of 4 tokens -> keep first and last page only
-    short = CodecReaderRunner(codec, answerer=EchoRunner(), max_visual_tokens=12, page_separator="|")
+    short = CodecReaderRunner(
+        codec, answerer=EchoRunner(), max_visual_tokens=12, page_separator="|"
+    )
     text = "0123456789abcdef" * 4 + "tail"
     pred = short.predict(Prompt("", text, ""), dataset="x", max_new_tokens=4)
     assert pred == "0123456789abcdef|tail"
@@ -322,8 +353,8 @@ def test_cli_codec_runner_needs_answerer_for_transcribing_codec(tmp_path):
     from typer.testing import CliRunner
 
     task = write_task(tmp_path / "data")
-    res = CliRunner().invoke(cli_app(), ["run", str(task), "--out", str(tmp_path / "p"), "--runner", "codec",
-                                         "--codec", "toy"])
+    args = ["run", str(task), "--out", str(tmp_path / "p"), "--runner", "codec", "--codec", "toy"]
+    res = CliRunner().invoke(cli_app(), args)
     assert res.exit_code != 0 and "answerer" in str(res.exception)
 
 
@@ -335,7 +366,8 @@ def tiny_ds(tmp_path_factory):
     from codec import load_codec
     from tests.tiny_deepseek import save_tiny_checkpoint
 
-    return load_codec("deepseek-ocr2", path=str(save_tiny_checkpoint(tmp_path_factory.mktemp("ds"))))
+    path = save_tiny_checkpoint(tmp_path_factory.mktemp("ds"))
+    return load_codec("deepseek-ocr2", path=str(path))
 
 
 def test_deepseek_direct_reader_matches_backend(tiny_ds, tmp_path):
@@ -355,7 +387,8 @@ def test_deepseek_direct_reader_matches_backend(tiny_ds, tmp_path):
     # end to end on a task file
     task = write_task(tmp_path / "data")
     (res,) = run_tasks(runner, [task], tmp_path / "pred", progress=False, limit=1)
-    assert res.predicted == 1 and isinstance(read_jsonl(tmp_path / "pred" / "hotpotqa.jsonl")[0]["pred"], str)
+    (line,) = read_jsonl(tmp_path / "pred" / "hotpotqa.jsonl")
+    assert res.predicted == 1 and isinstance(line["pred"], str)
 
 
 def test_codec_reader_mini_transcribe_then_hf_answerer(tiny_lm, tmp_path):
@@ -364,7 +397,8 @@ def test_codec_reader_mini_transcribe_then_hf_answerer(tiny_lm, tmp_path):
     from eval.runners.text import HFTextRunner
 
     codec = load_codec("mini", random_init=True)
-    runner = CodecReaderRunner(codec, answerer=HFTextRunner(tiny_lm, max_length=48), max_visual_tokens=2 * codec.n)
+    answerer = HFTextRunner(tiny_lm, max_length=48)
+    runner = CodecReaderRunner(codec, answerer=answerer, max_visual_tokens=2 * codec.n)
     assert runner.name == f"codec-reader:mini[transcribe->hf:{tiny_lm.name}]"
     long = [{**SAMPLES[0], "context": SAMPLES[0]["context"] * 20}]
     assert len(runner.encoder.pages(long[0]["context"])) > 2  # so the middle cut is exercised

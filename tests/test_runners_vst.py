@@ -26,7 +26,8 @@ def save_ckpt(tmp_path, model, **train):
     from vst.train import TrainConfig
 
     cfg = asdict(TrainConfig(**train))
-    return save_checkpoint(tmp_path, 1, model, None, {"model_config": model.cfg.to_dict(), "train_config": cfg})
+    state = {"model_config": model.cfg.to_dict(), "train_config": cfg}
+    return save_checkpoint(tmp_path, 1, model, None, state)
 
 
 def text_model(max_seq_len=64):
@@ -34,7 +35,8 @@ def text_model(max_seq_len=64):
     from vst.model import VST
 
     torch.manual_seed(0)
-    return VST(flavour("debug", modality="text", vocab_size=256, rope="1d", max_seq_len=max_seq_len))
+    cfg = flavour("debug", modality="text", vocab_size=256, rope="1d", max_seq_len=max_seq_len)
+    return VST(cfg)
 
 
 # ------------------------------------------------------------- text-token baseline

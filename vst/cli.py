@@ -17,7 +17,12 @@ def generate(
         None, help="token store (default: the run's own data, validation split)"
     ),
     doc: int = typer.Option(0, help="which validation document to continue"),
-    prompt_pages: int = typer.Option(1, help="pages of the document given as the prompt"),
+    text: Optional[str] = typer.Option(
+        None, help="continue this text instead (rendered and encoded by the run's codec)"
+    ),
+    prompt_pages: int = typer.Option(
+        1, help="pages of the document given as the prompt (with --text: all of its pages)"
+    ),
     pages: int = typer.Option(1, help="pages to generate"),
     seed: int = typer.Option(0, help="sampling seed (energy head)"),
     device: str = typer.Option("cpu"),
@@ -26,7 +31,7 @@ def generate(
     """Continue a document: predict its next page(s) of visual tokens and decode them to text."""
     from dataclasses import replace
 
-    from vst.generate import continue_document, load_model
+    from vst.generate import continue_document, encode_text, load_model
     from vst.train import TrainConfig, build_codec, build_sources
 
     model, state = load_model(checkpoint, device)
@@ -34,8 +39,12 @@ def generate(
     if data is not None:
         cfg = replace(cfg, data=data)
     codec = build_codec(cfg)
-    _, val = build_sources(cfg, codec)
-    tokens, texts = val.document(doc)
+    if text is not None:
+        tokens, texts = encode_text(codec, text)
+        prompt_pages = len(texts)
+    else:
+        _, val = build_sources(cfg, codec)
+        tokens, texts = val.document(doc)
     if prompt_pages >= len(texts) + 1 or prompt_pages < 1:
         raise typer.BadParameter(
             f"document {doc} has {len(texts)} pages; prompt with 1..{len(texts)}"

@@ -33,13 +33,19 @@ def evaluate(
     batch_size: int = 8,
     device: torch.device | str = "cpu",
     autocast: Callable | None = None,
+    reg_weights: tuple[float, float] = (1.0, 1.0),
 ) -> dict[str, float]:
+    """Validation metrics; `reg_weights` (lambda1, lambda2) combine val_mse and val_cos into
+    val_reg, the validation L_reg."""
     # a private RNG stream: the energy head samples here without disturbing training's RNG
     with torch.random.fork_rng(
         devices=[torch.device(device)] if torch.device(device).type == "cuda" else []
     ):
         torch.manual_seed(0)
-        return _evaluate(model, source, collate, codec, k, batches, batch_size, device, autocast)
+        out = _evaluate(model, source, collate, codec, k, batches, batch_size, device, autocast)
+    if "val_mse" in out:
+        out["val_reg"] = reg_weights[0] * out["val_mse"] + reg_weights[1] * (1 - out["val_cos"])
+    return out
 
 
 def _evaluate(

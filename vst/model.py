@@ -67,6 +67,7 @@ class Attention(nn.Module):
         q = self.q(x).view(B, T, self.h, self.hd).transpose(1, 2)
         k, v = self.kv(x).view(B, T, 2, self.hkv, self.hd).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)
+        q, k = q.to(v.dtype), k.to(v.dtype)  # under autocast the norms may return fp32
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
             k, v = k.to(q.dtype), v.to(q.dtype)  # the cache may be kept in another precision

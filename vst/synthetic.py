@@ -18,20 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-try:
-    from codec.base import Codec, TextNLL
-except ImportError:  # pragma: no cover - only while render/ is not importable
-    from dataclasses import dataclass
-
-    Codec = object  # type: ignore[assignment,misc]
-
-    @dataclass
-    class TextNLL:  # type: ignore[no-redef]
-        nll: torch.Tensor
-        n_bytes: torch.Tensor
-
-        def bits_per_byte(self) -> torch.Tensor:
-            return self.nll.sum() / (math.log(2.0) * self.n_bytes.sum().clamp(min=1))
+from codec.base import Codec, TextNLL
 
 
 class _ToyDecoder(nn.Module):

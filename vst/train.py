@@ -1,22 +1,22 @@
-"""vst-train: train a Visual-Symbolic Transformer (or the same-shape text baseline).
+r"""vst-train: train a Visual-Symbolic Transformer (or the same-shape text baseline).
 
-Single device (CPU, or one GPU with bf16 autocast):
+Single device (CPU, or one GPU with bf16 autocast); the codec defaults to the store's own:
 
     vst-train --flavour debug --data synthetic --steps 200 --out runs/vst-debug
-    vst-train --flavour small --data runs/demo/store --codec mini --steps 5000 \
-        --batch-size 32 --pages-per-window 8 --dec 0.1 --out runs/vst-small
+    vst-train --flavour small --data runs/demo/store --steps 5000 --batch-size 32 \
+        --pages-per-window 8 --dec 0.1 --out runs/vst-small
     vst-train --modality text --tokenizer cl100k --flavour small --data runs/demo/store \
-        --codec mini --steps 5000 --batch-size 32 --pages-per-window 8 --out runs/text-small
+        --steps 5000 --batch-size 32 --pages-per-window 8 --out runs/text-small
 
 DDP across processes (gloo on CPU, NCCL on GPU); the global batch is split over ranks:
 
     torchrun --standalone --nproc_per_node 2 -m vst.train --flavour debug --data synthetic \
         --steps 200 --batch-size 8 --out runs/vst-ddp
     torchrun --standalone --nproc_per_node 8 -m vst.train --flavour 1b --data /data/store \
-        --codec mini --batch-size 256 --pages-per-window 16 --out runs/vst-1b
+        --batch-size 256 --grad-accum 4 --pages-per-window 16 --out runs/vst-1b
 
-`--resume` continues from the newest checkpoint in `--out` exactly (weights, optimizer,
-RNG, data position). From Python: `from vst.train import TrainConfig, train`;
+Add `--resume` to continue from the newest checkpoint in `--out` exactly (weights,
+optimizer, RNG, data position). From Python: `from vst.train import TrainConfig, train`;
 `train(TrainConfig(...))` returns a dict with the history, final eval and checkpoint.
 """
 
@@ -27,7 +27,8 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -61,8 +62,12 @@ class TrainConfig:
     energy_samples: int = 8
     # data
     data: str = "synthetic"  # a token-store directory, or "synthetic"
-    codec: str = "toy"  # codec for decoder-CE/eval: toy (with synthetic data) | mini | ...
+    codec: str = (
+        "auto"  # decoder-CE/eval codec: auto (the store's own; toy for synthetic) | mini | ...
+    )
+    codec_mode: Optional[str] = None  # codec resolution mode (auto: the store's)
     codec_path: Optional[str] = None
+    codec_option: list[str] = field(default_factory=list)  # KEY=VALUE for load_codec
     pages_per_window: int = 4
     window_tokens: Optional[int] = None  # T; default pages_per_window * n
     val_fraction: float = 0.05  # documents held out for validation (by a hash of the id)
@@ -117,7 +122,8 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
-                    f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
+                    f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}; "
+                    f"got {getattr(self, name)!r}"
                 )
         if self.head == "energy" and self.energy_samples < 2:
             raise ValueError("the energy head needs --energy-samples >= 2")
@@ -156,14 +162,65 @@ def pick_device(name: str, local_rank: int) -> torch.device:
     return torch.device(name)
 
 
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """["k=v", ...] -> {k: v}; a value is JSON when it parses (true, 3, "x"), else text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--codec-option needs KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def resolve_codec(cfg: TrainConfig) -> TrainConfig:
+    """Replace codec "auto" by the codec (and mode) that wrote the store; toy for synthetic.
+
+    The resolved names are what checkpoints record, so a run can be reloaded without its data.
+    """
+    if cfg.codec != "auto":
+        return cfg
+    if cfg.data == "synthetic":
+        return replace(cfg, codec="toy")
+    from data.store import read_store_meta
+
+    meta = read_store_meta(cfg.data)
+    return replace(cfg, codec=meta.codec_name, codec_mode=cfg.codec_mode or meta.codec_mode)
+
+
 def build_codec(cfg: TrainConfig):
+    cfg = resolve_codec(cfg)
     if cfg.codec == "toy":
         from vst.synthetic import ToyCodec
 
         return ToyCodec()
     from codec import load_codec
 
-    return load_codec(cfg.codec, **({"path": cfg.codec_path} if cfg.codec_path else {}))
+    kw = {"path": cfg.codec_path} if cfg.codec_path else {}
+    kw.update(parse_options(cfg.codec_option))
+    if cfg.codec_mode and cfg.codec_mode != "default":
+        kw["mode"] = cfg.codec_mode
+    return load_codec(cfg.codec, **kw)
+
+
+def _check_codec_matches_store(cfg: TrainConfig, codec, rank: int) -> None:
+    if codec is None or cfg.data == "synthetic" or rank != 0:
+        return
+    from data.store import read_store_meta
+
+    meta = read_store_meta(cfg.data)
+    if (codec.D, codec.n) != (meta.D, meta.n):
+        raise ValueError(
+            f"codec {cfg.codec} has D={codec.D}, n={codec.n}; the store has "
+            f"D={meta.D}, n={meta.n}: decoder-CE and bpb need the store's codec"
+        )
+    if str(getattr(codec, "version", "")) != meta.codec_version:
+        print(
+            f"warning: codec version {codec.version} differs from the store's {meta.codec_version}"
+        )
 
 
 def build_sources(cfg: TrainConfig, codec) -> tuple[WindowSource, WindowSource]:
@@ -336,6 +393,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         torch.backends.cuda.matmul.allow_tf32 = True
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    cfg = resolve_codec(cfg)
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts it)
 
     codec = (
@@ -344,6 +402,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         else None
     )
     train_src, val_src = build_sources(cfg, codec)
+    _check_codec_matches_store(cfg, codec, rank)
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:  # the checkpoint's model config wins (alpha was measured once)
         from vst.checkpoint import read_state
@@ -360,7 +419,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         step = state["step"]
         if state.get("world", world) != world:
             print(
-                f"note: resuming a {state['world']}-rank run on {world} ranks; the data order is unchanged"
+                f"note: resuming a {state['world']}-rank run on {world} ranks; "
+                "the data order is unchanged"
             )
     if ckpt is None and rank > 0:
         torch.manual_seed(cfg.seed + 1000 * rank)  # ranks draw different energy-head noise
@@ -387,8 +447,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
             json.dumps({"train": asdict(cfg), "model": mcfg.to_dict()}, indent=1)
         )
         print(
-            f"VST {mcfg.modality} d_model={mcfg.d_model} depth={mcfg.depth} params={model.num_params():,} "
-            f"device={device} world={world} start_step={step}"
+            f"VST {mcfg.modality} d_model={mcfg.d_model} depth={mcfg.depth} "
+            f"params={model.num_params():,} device={device} world={world} start_step={step}"
         )
 
     def ckpt_state() -> dict[str, Any]:
@@ -412,6 +472,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
                 batch_size=min(cfg.batch_size, max(1, len(val_src))),
                 device=device,
                 autocast=autocast,
+                reg_weights=(cfg.mse, cfg.cos),
             )
             logger.log(step, metrics, "val")
         if world > 1:
@@ -426,12 +487,19 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     tokens_seen, t_window, tok_window = 0, time.perf_counter(), 0
     t_start = time.perf_counter()
     model.train()
+    # windows are a pure function of the step, so the next batch is read ahead in a thread
+    # while this one computes; the order (and resume) is unaffected
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vst-data")
+    pending = reader.submit(loader.windows, step)
     while step < cfg.steps:
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
+        windows = pending.result()
+        if step + 1 < cfg.steps:
+            pending = reader.submit(loader.windows, step + 1)
         terms, n_tok = _accumulate(
-            loader.windows(step),
+            windows,
             cfg.grad_accum,
             collate,
             device,
@@ -469,15 +537,22 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
             bar.set_postfix(
                 loss=f"{terms['loss']:.4f}", tok_s=f"{record.get('tokens_per_s', 0):.0f}"
             )
+        paused = False
         if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < cfg.steps:
             evals.append({"step": step, **run_eval()})
+            paused = True
         if cfg.save_every > 0 and step % cfg.save_every == 0 and step < cfg.steps:
             save_checkpoint(out, step, model, opt, ckpt_state(), rank, world, cfg.keep)
+            paused = True
+        if paused:  # throughput counts training only
+            t_window, tok_window = time.perf_counter(), 0
         if cfg.halt_at is not None and step >= cfg.halt_at:
             if bar is not None:
                 bar.close()
             logger.close()
+            reader.shutdown(cancel_futures=True)
             return {"halted_at": step, "history": history}
+    reader.shutdown()
     if bar is not None:
         bar.close()
     final_eval = {"step": step, **run_eval()}
@@ -571,7 +646,9 @@ def cli(
     flavour: Annotated[
         str, Opt(help="model size: debug | tiny | small | base | large | 1b")
     ] = "debug",
-    depth: Annotated[Optional[int], Opt(help="override the flavour's depth (width follows)")] = None,
+    depth: Annotated[
+        Optional[int], Opt(help="override the flavour's depth (width follows)")
+    ] = None,
     modality: Annotated[
         str, Opt(help="vector (the VST) | text (the same-shape text baseline)")
     ] = "vector",
@@ -583,11 +660,19 @@ def cli(
     norm_proj: Annotated[
         str, Opt(help="hard norm constraint on x_hat: none | sphere | layernorm")
     ] = "none",
-    alpha: Annotated[float, Opt(help="target norm of x_hat; 0 = mean token norm of the data")] = 0.0,
+    alpha: Annotated[
+        float, Opt(help="target norm of x_hat; 0 = mean token norm of the data")
+    ] = 0.0,
     energy_samples: Annotated[int, Opt(help="energy head: samples per position")] = 8,
     data: Annotated[str, Opt(help="token-store directory, or 'synthetic'")] = "synthetic",
-    codec: Annotated[str, Opt(help="codec for decoder-CE and eval: toy | mini | ...")] = "toy",
+    codec: Annotated[
+        str, Opt(help="codec for decoder-CE and eval: auto (the store's) | toy | mini | ...")
+    ] = "auto",
+    codec_mode: Annotated[Optional[str], Opt(help="codec mode (default: the store's)")] = None,
     codec_path: Annotated[Optional[str], Opt(help="codec weights directory")] = None,
+    codec_option: Annotated[
+        Optional[list[str]], Opt(help="KEY=VALUE passed to load_codec (JSON values), repeatable")
+    ] = None,
     pages_per_window: Annotated[int, Opt(help="window length in pages (T = pages * n)")] = 4,
     window_tokens: Annotated[
         Optional[int], Opt(help="window length T in tokens (overrides pages)")
@@ -629,13 +714,20 @@ def cli(
     save_every: Annotated[int, Opt(help="steps between checkpoints; 0 = only at the end")] = 100,
     keep: Annotated[int, Opt(help="checkpoints kept")] = 2,
     log_every: int = 10,
-    resume: Annotated[bool, Opt(help="continue exactly from the newest checkpoint in --out")] = False,
+    resume: Annotated[
+        bool, Opt(help="continue exactly from the newest checkpoint in --out")
+    ] = False,
     tensorboard: bool = True,
     wandb: Annotated[Optional[str], Opt(help="wandb project (only if wandb is installed)")] = None,
     progress: bool = True,
 ) -> None:
-    """Train a VST (--modality vector) or the text baseline (--modality text); see the module docstring."""
-    result = train(TrainConfig(**{k: v for k, v in locals().items()}))
+    """Train a VST (--modality vector) or the same-shape text baseline (--modality text).
+
+    See the module docstring for single-device and torchrun commands.
+    """
+    args = dict(locals())
+    args["codec_option"] = list(codec_option or [])
+    result = train(TrainConfig(**args))
     if dist_env()[0] == 0:
         print(json.dumps(result["eval"], indent=1))
         print(f"checkpoint: {result['checkpoint']}")

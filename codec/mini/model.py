@@ -149,13 +149,30 @@ class Compressor(nn.Module):
         self.proj = nn.Linear(cell, cfg.D)
         self.norm = nn.LayerNorm(cfg.D, elementwise_affine=False)  # unit-scale tokens for the VST
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # [B, L, P, dim]
-        c = self.cfg
+    def forward(self, feats: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.cfg  # feats [B, L, P, dim]
         B = feats.shape[0]
-        z = self.code(feats)  # [B, L, P, code]
+        z = self.code(feats) if codes is None else codes  # [B, L, P, code]
         z = z.reshape(B, c.rows, c.lines_per_band, c.cols, c.positions // c.cols, c.code)
         z = z.permute(0, 1, 3, 2, 4, 5).reshape(B, c.n, -1)  # row-major grid cells
         return self.norm(self.proj(z))
+
+
+class GlyphProbe(nn.Module):
+    """Training aid: reads each line's per-position codes back out as the canonical CTC
+    path (the character under each frame). It teaches the encoder to name glyphs where
+    they are, before the compressor and read-out have learned anything."""
+
+    def __init__(self, cfg: MiniConfig):
+        super().__init__()
+        self.frames = cfg.frames_per_line
+        self.head = nn.Linear(cfg.code, N_CLASSES)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:  # [B, L, P, code] -> [B*L, F, C]
+        B, L, P, C = codes.shape
+        z = F.interpolate(codes.reshape(B * L, P, C).transpose(1, 2), size=self.frames,
+                          mode="linear", align_corners=False)
+        return self.head(z.transpose(1, 2))
 
 
 class MixerBlock(nn.Module):

@@ -23,7 +23,7 @@ import torch
 from codec.mini import DEFAULT_MODE, MODES, RENDER_PRESET, mode_config
 from codec.mini.ctc import band_nll, best_path
 from codec.mini.data import PageSample, PageStream, bands_of, collate, render_pages
-from codec.mini.model import MiniNet, to_ink
+from codec.mini.model import GlyphProbe, MiniNet, to_ink
 
 
 def load_texts(corpus: str | None, workdir: Path, n_docs: int) -> list[str]:
@@ -60,6 +60,22 @@ def aligned_targets(samples: list[PageSample], cfg) -> tuple[torch.Tensor, torch
             ok.append(all(p is not None for p in chunk))
             paths.append(np.concatenate([blank if p is None else p for p in chunk]))
     return torch.from_numpy(np.stack(paths).astype(np.int64)), torch.tensor(ok)
+
+
+def probe_loss(probe: GlyphProbe, codes: torch.Tensor, samples: list[PageSample]) -> torch.Tensor:
+    """Summed cross-entropy of the canonical path read straight off the encoder's codes."""
+    n_lines = codes.shape[1]
+    paths, ok = [], []
+    for s in samples:
+        for i in range(n_lines):
+            p = s.frames[i] if i < len(s.frames) else np.zeros(probe.frames, dtype=np.int16)
+            ok.append(p is not None)
+            paths.append(np.zeros(probe.frames, dtype=np.int16) if p is None else p)
+    paths = torch.from_numpy(np.stack(paths).astype(np.int64))
+    ok = torch.tensor(ok)
+    logits = probe(codes)
+    return torch.nn.functional.cross_entropy(logits[ok].float().flatten(0, 1), paths[ok].flatten(),
+                                             reduction="sum")
 
 
 def page_loss(net: MiniNet, tokens: torch.Tensor, samples: list[PageSample],
@@ -149,7 +165,9 @@ def train(args: argparse.Namespace) -> dict:
         if nets:  # one line encoder shared by every mode
             net.encoder = next(iter(nets.values())).encoder
         nets[mode] = net
-    params = list({id(p): p for n in nets.values() for p in n.parameters()}.values())
+    probes = {mode: GlyphProbe(net.cfg) for mode, net in nets.items()}  # training aid only
+    params = list({id(p): p for m in [*nets.values(), *probes.values()]
+                   for p in m.parameters()}.values())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     loader = torch.utils.data.DataLoader(
         PageStream(train_texts, render_config, seed=args.seed, synthetic=args.synthetic),
@@ -171,8 +189,11 @@ def train(args: argparse.Namespace) -> dict:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             feats = next(iter(nets.values())).encoder(ink)
             for mode, net in nets.items():
-                tokens = corrupt(net.compressor(feats), args.noise, args.drop)
+                codes = net.compressor.code(feats)
+                tokens = corrupt(net.compressor(feats, codes), args.noise, args.drop)
                 nll, nbytes = page_loss(net, tokens, samples, args.aligned)
+                if args.probe:
+                    nll = nll + args.probe * probe_loss(probes[mode], codes, samples)
                 per_mode[mode] = nll / nbytes
                 total = total + per_mode[mode]
         opt.zero_grad(set_to_none=True)
@@ -191,16 +212,19 @@ def train(args: argparse.Namespace) -> dict:
             bar.write(f"step {step + 1} ({rec['minutes']:.1f} min) greedy precision "
                       + " ".join(f"{m}={v['precision']:.4f} (blind {v['blind_precision']:.3f})"
                                  for m, v in metrics.items()))
+            for net in nets.values():  # a usable checkpoint at every validation
+                save(net, render_config, Path(args.out), meta_of(args, history, t0, train_texts, val_texts))
     bar.close()
-    minutes = (time.time() - t0) / 60
-    meta = {"training": {"command": "python -m codec.mini.train " + " ".join(args.argv),
-                         "steps": args.steps, "batch": args.batch, "seed": args.seed,
-                         "minutes": round(minutes, 1), "corpus": args.corpus or "demo corpus",
-                         "train_docs": len(train_texts), "val_docs": len(val_texts),
-                         "val": history[-1]["val"] if history else {}}}
-    for net in nets.values():
-        save(net, render_config, Path(args.out), meta)
-    return {"minutes": minutes, "history": history}
+    return {"minutes": (time.time() - t0) / 60, "history": history}
+
+
+def meta_of(args, history: list[dict], t0: float, train_texts: list, val_texts: list) -> dict:
+    return {"training": {"command": "python -m codec.mini.train " + " ".join(args.argv),
+                         "steps_done": history[-1]["step"] if history else 0, "steps": args.steps,
+                         "batch": args.batch, "seed": args.seed,
+                         "minutes": round((time.time() - t0) / 60, 1),
+                         "corpus": args.corpus or "demo corpus", "train_docs": len(train_texts),
+                         "val_docs": len(val_texts), "val": history[-1]["val"] if history else {}}}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -221,6 +245,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synthetic", type=float, default=0.25)
     p.add_argument("--aligned", type=float, default=1.0,
                    help="weight of the layout-aligned CTC-path cross-entropy")
+    p.add_argument("--probe", type=float, default=1.0,
+                   help="weight of the glyph probe on the encoder's per-position codes")
     p.add_argument("--val-pages", type=int, default=16)
     p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)

@@ -65,8 +65,10 @@ def _official_tables() -> tuple[dict[str, str], dict[str, int]]:
 
 
 def base_dataset(name: str) -> str:
-    """`hotpotqa_e` (LongBench-E file stem) -> `hotpotqa` (the template key)."""
-    return name[:-2] if name.endswith("_e") else name
+    """`hotpotqa_e` (LongBench-E file stem) -> `hotpotqa`; other names stay as they are."""
+    if name.endswith("_e") and name[:-2] in _official_tables()[0]:
+        return name[:-2]
+    return name
 
 
 def prompt_template(dataset: str, sample: dict[str, Any]) -> str:

@@ -1,0 +1,151 @@
+"""The mini codec: CTC pieces, layout-given bands, a tiny model that learns, and the
+shipped checkpoint reading freshly rendered held-out text."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from codec import load_codec
+from codec.mini import MODES, WEIGHTS_DIR, mode_config
+from codec.mini import vocab
+from codec.mini.ctc import band_nll, best_path, ctc_frames_needed, fit_target
+from codec.mini.data import bands_of, render_pages, synthetic_text, to_sample
+from codec.mini.model import MiniNet
+from eval.metrics import precision
+from render import get_preset, paginate, rasterize
+
+# The shipped default must read held-out text (a source it never saw) at least this well.
+SHIPPED_PRECISION_FLOOR = 0.90
+TEXT = ("Optical compression renders long text as page images.\n"
+        "    def encode(pages):\n        return tokens  # batched\n\n"
+        "A line that is long enough to wrap around the right margin of the mini page, "
+        "so that the layout splits it softly.\n")
+
+
+def one_hot_logits(ids: list[int], frames: int) -> torch.Tensor:
+    logits = torch.full((frames, vocab.N_CLASSES), -20.0)
+    for f in range(frames):
+        logits[f, ids[f] if f < len(ids) else vocab.BLANK] = 20.0
+    return logits
+
+
+def test_best_path_merges_repeats_and_drops_blanks():
+    h, e, l, o = vocab.encode("helo")
+    ids = [h, h, 0, e, l, 0, l, l, o, 0]
+    assert best_path(one_hot_logits(ids, 12)[None]) == ["hello"]
+
+
+def test_ctc_frame_budget():
+    assert ctc_frames_needed(vocab.encode("aab")) == 4
+    ids, cut = fit_target(vocab.encode("aaaa"), 5)
+    assert vocab.decode(ids) == "aaa" and cut == 1
+
+
+def test_band_nll_known_values():
+    logits = torch.zeros(2, 6, vocab.N_CLASSES)  # uniform frames
+    nll = band_nll(logits, ["", "ab"])
+    # empty band: the all-blank path is the only one
+    assert nll[0].item() == pytest.approx(6 * math.log(vocab.N_CLASSES), rel=1e-5)
+    # a confident path scores near zero, a wrong text far higher
+    path = one_hot_logits([vocab.encode("a")[0], 0, vocab.encode("b")[0]], 6)[None]
+    good, bad = band_nll(path, ["ab"]), band_nll(path, ["ba"])
+    assert good.item() < 1e-3 < 10 < bad.item()
+    # unknown characters stay finite and cost more
+    assert torch.isfinite(band_nll(logits[:1], ["\u4e2d"])).all()
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_bands_tile_the_page(mode):
+    cfg = get_preset("mini")
+    c = mode_config(mode, cfg)
+    for page in paginate(TEXT * 8, cfg):
+        sample = to_sample(page, rasterize(page, cfg))
+        assert "".join(bands_of(sample, c.rows, c.lines_per_band)) == page.text
+
+
+def test_aligned_path_is_a_ctc_path_of_the_line():
+    cfg = get_preset("mini")
+    text = synthetic_text(random.Random(1), ["alpha", "beta", "gamma"]) + TEXT
+    page = next(iter(paginate(text, cfg)))
+    sample = to_sample(page, rasterize(page, cfg))
+    aligned = 0
+    for path, (a, b) in zip(sample.frames, sample.lines):
+        if path is None:
+            continue
+        aligned += 1
+        assert best_path(one_hot_logits(path.tolist(), len(path))[None])[0] == page.text[a:b]
+    assert aligned >= len(sample.lines) - 2
+
+
+def test_tiny_codec_learns_in_a_few_steps():
+    from codec.mini.train import page_loss
+
+    torch.manual_seed(0)
+    cfg = get_preset("mini")
+    net = MiniNet(mode_config("small", cfg, dim=16, D=32, code=4, depth=1))
+    samples = render_pages([TEXT * 3], cfg, max_pages=2)
+    ink = torch.from_numpy(np.stack([s.ink for s in samples]))
+    ink = 1.0 - ink.float() / 255.0
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss, chars = page_loss(net, net.encode(ink), samples, aligned=1.0)
+        opt.zero_grad()
+        (loss / chars).backward()
+        opt.step()
+        losses.append(loss.item() / chars)
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_random_codec_is_frozen_and_tokens_get_gradients():
+    codec = load_codec("mini", mode="tiny", random_init=True)
+    page, image = next(iter(__import__("render").render_text(TEXT, codec.render_config)))
+    tokens = codec.encode([image]).requires_grad_(True)
+    codec.text_nll(tokens, [page.text]).nll.sum().backward()
+    assert tokens.grad is not None and tokens.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in codec.parameters())
+
+
+# ------------------------------------------------------------------- shipped checkpoint
+
+def test_shipped_weights_are_small_and_described():
+    files = list(WEIGHTS_DIR.iterdir())
+    assert sum(f.stat().st_size for f in files) < 20 * 2**20
+    for mode in MODES:
+        meta = json.loads((WEIGHTS_DIR / f"{mode}.json").read_text())
+        assert meta["version"].startswith(f"mini-{mode}-")
+        assert meta["render_config"] == get_preset("mini").to_dict()
+        assert (WEIGHTS_DIR / f"{mode}.safetensors").exists()
+
+
+def test_shipped_default_reads_heldout_text():
+    from data.demo import heldout_texts
+
+    codec = load_codec("mini")  # no arguments: default mode, offline
+    texts = heldout_texts(n=3, min_chars=1500)
+    pages = [next(iter(paginate(t, codec.render_config))) for t in texts]
+    decoded = codec.decode(codec.encode([rasterize(p, codec.render_config) for p in pages]))
+    scores = [precision(d, p.text) for d, p in zip(decoded, pages)]
+    assert np.mean(scores) >= SHIPPED_PRECISION_FLOOR, scores
+    # the blind floor is far below: the tokens carry the page
+    blind = codec.decode(codec.null_tokens(len(pages)))
+    assert np.mean([precision(b, p.text) for b, p in zip(blind, pages)]) < 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_shipped_mode_round_trips(mode):
+    from data.demo import heldout_texts
+
+    codec = load_codec("mini", mode=mode)
+    texts = heldout_texts(n=4, min_chars=1500)
+    pages = [next(iter(paginate(t, codec.render_config))) for t in texts]
+    decoded = codec.decode(codec.encode([rasterize(p, codec.render_config) for p in pages]))
+    assert np.mean([precision(d, p.text) for d, p in zip(decoded, pages)]) > 0.5
