@@ -249,7 +249,9 @@ def load_texts(source: Optional[Path], max_docs: int | None = None) -> tuple[lis
     if source is None:
         from data.demo import heldout_texts
 
-        return heldout_texts(n=max_docs or 32), "held-out pydoc_data topics"
+        # topics long enough to fill pages, so compression is measured on full pages
+        return (heldout_texts(n=max_docs or 32, min_chars=2000, max_chars=12000),
+                "held-out pydoc_data topics")
     from data.corpus import read_corpus
 
     texts = []

@@ -521,6 +521,8 @@ def run_conversion(corpus: str | Path, out: str | Path, codec: str = "mini",
         # Under `ray job submit` the working dir is a temporary copy: relative paths land there.
         print("[convert] warning: relative --corpus/--out on a cluster resolve inside the job's "
               f"working dir ({os.getcwd()}); pass absolute paths", flush=True)
+    if isinstance(options.get("codec_options"), dict):  # a dict is fine from Python
+        options["codec_options"] = tuple(options["codec_options"].items())
     cfg = ConvertConfig(corpus=str(Path(corpus).resolve()), out=str(Path(out).resolve()),
                         codec=codec, **options)
     if min(cfg.num_parts, cfg.num_actors, cfg.batch_size) < 1:
@@ -573,9 +575,9 @@ def _clear(out: Path) -> None:
 
 def _drive(cfg: ConvertConfig, out: Path, t_start: float) -> dict:
     import ray
-    from ray.exceptions import RayActorError
 
-    from data.store import StoreMeta, consolidate, create_store, remove_incomplete
+    from data.store import (MANIFEST_FILE, StoreMeta, consolidate, create_store,
+                            remove_incomplete)
 
     fits_all = _check_resources(cfg)
     codec_cls = ray.remote(CodecWorker).options(
@@ -620,6 +622,8 @@ def _drive(cfg: ConvertConfig, out: Path, t_start: float) -> dict:
         _check_or_write_plan(out, plan)
         create_store(out, StoreMeta.from_json(meta))
         removed = remove_incomplete(out)  # leftovers of a killed run (no writer runs yet)
+        # Readers open a store through its manifest: none until this run has finished.
+        (out / MANIFEST_FILE).unlink(missing_ok=True)
 
         progress = _Progress(cfg.num_parts, cfg.progress_every)
         todo = []
@@ -636,7 +640,7 @@ def _drive(cfg: ConvertConfig, out: Path, t_start: float) -> dict:
               f"{cfg.gpus_per_actor:g} GPU, batch {cfg.batch_size}", flush=True)
         ready = [w for w in workers if w not in starting]
         failed = _schedule(cfg, todo, ready, starting, new_codec, new_renderer, render_config,
-                           meta, progress, RayActorError)
+                           meta, progress)
     finally:
         for actor in started:
             ray.kill(actor)
@@ -656,7 +660,7 @@ def _drive(cfg: ConvertConfig, out: Path, t_start: float) -> dict:
 
 def _schedule(cfg: ConvertConfig, todo: list[int], workers: list, starting: dict,
               new_codec: Any, new_renderer: Any, render_config: Any, meta: dict,
-              progress: _Progress, actor_error: type) -> dict[int, str]:
+              progress: _Progress) -> dict[int, str]:
     """Feed parts to idle workers; retry failed parts; returns {part: error} of parts given up.
 
     `starting`: workers still coming up -> their readiness refs.
@@ -694,12 +698,12 @@ def _schedule(cfg: ConvertConfig, todo: list[int], workers: list, starting: dict
             except Exception as err:  # noqa: BLE001 - retry the part, later give up on it
                 del running[gen]
                 progress.live.pop(part, None)
-                codec_actor, renderer = worker
-                # The renderer may be dead, or stuck in the abandoned stream: always replace it.
-                ray.kill(renderer)
-                if isinstance(err, actor_error):  # the encoder's process died
-                    codec_actor = new_codec()
-                idle.append((codec_actor, new_renderer()))
+                # Either actor may be dead, or stuck in the abandoned stream (and a dead
+                # renderer surfaces as an error of the encoder): replace both, freeing their
+                # resources first.
+                for actor in worker:
+                    ray.kill(actor)
+                idle.append((new_codec(), new_renderer()))
                 attempts[part] += 1
                 if attempts[part] <= cfg.max_retries:
                     print(f"[convert] part {part} failed ({type(err).__name__}: "
@@ -754,7 +758,7 @@ def _summary(cfg: ConvertConfig, plan: dict, info: dict, results: list[PartResul
         "docs_read": tot["docs_read"],
         "docs": tot["docs"],
         "pages": tot["pages"],
-        "visual_tokens": tot["visual_tokens"],
+        "tokens": tot["visual_tokens"],  # visual tokens in the store
         "text_tokens": tot["text_tokens"],
         "chars": tot["chars"],
         "skips": sum(1 for s in skips if s.get("action", "skip") == "skip"),
@@ -779,7 +783,7 @@ def _summary(cfg: ConvertConfig, plan: dict, info: dict, results: list[PartResul
                     "gpus_per_actor": cfg.gpus_per_actor, "render_cpus": cfg.render_cpus,
                     "batch_size": cfg.batch_size},
         "peak_rss_mb": {"encoder_actor": max((r.peak_rss_mb for r in ran), default=None),
-                        "render_task": max((r.render_peak_rss_mb for r in ran), default=None)},
+                        "render_actor": max((r.render_peak_rss_mb for r in ran), default=None)},
         "encode_seconds": round(sum(r.encode_seconds for r in ran), 3),
         "manifest_totals": manifest.get("totals"),
     }
@@ -787,7 +791,7 @@ def _summary(cfg: ConvertConfig, plan: dict, info: dict, results: list[PartResul
 
 def _print_summary(s: dict) -> None:
     c = s["compression"]
-    print(f"[convert] done: {s['docs']} docs, {s['pages']} pages, {s['visual_tokens']} visual "
+    print(f"[convert] done: {s['docs']} docs, {s['pages']} pages, {s['tokens']} visual "
           f"tokens | {s['skips']} skipped, {s['repairs']} repaired, {s['reports']} reported "
           f"(skips.jsonl) | {s['wall_time_s']:.1f}s wall, {s['pages_per_s']:.2f} pages/s | "
           f"{c['text_to_visual_tokens']} text tokens per visual token | {s['out']}",
@@ -800,7 +804,8 @@ def _print_summary(s: dict) -> None:
 def convert(
     corpus: Path = typer.Option(..., help="Corpus file or directory (.jsonl.zst/.jsonl/"
                                 ".parquet/.txt)."),
-    out: Path = typer.Option(..., help="Store directory (absolute on a cluster). Re-run to resume."),
+    out: Path = typer.Option(..., help="Store directory (absolute on a cluster). Re-run to "
+                             "resume."),
     codec: str = typer.Option("mini", help="Codec name, or module:factory."),
     codec_path: Optional[str] = typer.Option(None, help="Codec checkpoint directory."),
     codec_mode: Optional[str] = typer.Option(None, help="Codec mode (e.g. mini: tiny/small/base)."),

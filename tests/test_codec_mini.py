@@ -66,7 +66,7 @@ def test_bands_tile_the_page(mode):
     cfg = get_preset("mini")
     c = mode_config(mode, cfg)
     for page in paginate(TEXT * 8, cfg):
-        sample = to_sample(page, rasterize(page, cfg))
+        sample = to_sample(page, rasterize(page, cfg), cfg)
         assert "".join(bands_of(sample, c.rows, c.lines_per_band)) == page.text
 
 
@@ -74,7 +74,7 @@ def test_aligned_path_is_a_ctc_path_of_the_line():
     cfg = get_preset("mini")
     text = synthetic_text(random.Random(1), ["alpha", "beta", "gamma"]) + TEXT
     page = next(iter(paginate(text, cfg)))
-    sample = to_sample(page, rasterize(page, cfg))
+    sample = to_sample(page, rasterize(page, cfg), cfg)
     aligned = 0
     for path, (a, b) in zip(sample.frames, sample.lines):
         if path is None:

@@ -39,8 +39,8 @@ def ray_session():
     # Workers (and drivers started by the tests) must import the tiny codec from tests/.
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), str(ROOT), old) if p)
-    # 4 logical CPUs on any machine: an actor and its render task, plus room for a killed
-    # job's actor that Ray has not reaped yet.
+    # 4 logical CPUs on any machine: a worker (encoder + render actor), plus room for the
+    # actors of a killed job that Ray has not reaped yet.
     ray.init(address="local", num_cpus=4, include_dashboard=False,
              _node_ip_address="127.0.0.1", object_store_memory=256 << 20)
     yield ray.get_runtime_context().gcs_address
@@ -98,7 +98,7 @@ def test_small_conversion(reference, corpus):
     check_round_trip(out, docs)
     assert summary["docs"] == len(docs) == 16
     assert summary["pages"] == summary["manifest_totals"]["pages"] > 16
-    assert summary["visual_tokens"] == 16 * summary["pages"]
+    assert summary["tokens"] == 16 * summary["pages"]
     assert summary["skips"] == 0 and (out / "skips.jsonl").read_text() == ""
     assert summary["parts_done"] == N_PARTS and summary["parts_resumed"] == 0
     assert summary["pages_per_s"] > 0 and summary["compression"]["text_to_visual_tokens"] > 0
@@ -139,6 +139,18 @@ def test_damaged_parts_are_redone(reference, corpus, tmp_path):
     assert manifest_parts(out) == manifest_parts(ref_out)
     assert summary["pages"] == ref_summary["pages"]
     check_round_trip(out, source_docs(corpus))
+
+
+def test_crashed_worker_is_replaced_and_its_part_redone(reference, corpus, tmp_path):
+    from jobs.convert import run_conversion
+
+    marker = tmp_path / "crashed"
+    out = tmp_path / "store"
+    summary = run_conversion(corpus, out, codec=SPEC, **RUN,
+                             codec_options=(("crash_marker", str(marker)),))
+    assert marker.exists()  # an encoder process did die
+    assert summary["parts_done"] == N_PARTS and not summary["parts_failed"]
+    assert manifest_parts(out) == manifest_parts(reference[0])
 
 
 def test_changed_settings_are_refused(reference, corpus, tmp_path):
@@ -182,7 +194,7 @@ def test_kill_and_resume(ray_session, reference, corpus, tmp_path):
         time.sleep(0.2)
     done_before = [p for p in range(N_PARTS) if part_record_path(out, p).exists()]
     assert 1 <= len(done_before) < N_PARTS, "the kill did not land partway"
-    assert not (out / "summary.json").exists()
+    assert not (out / "summary.json").exists() and not (out / "manifest.json").exists()
     text = log.read_text()
     assert "pages/s" in text and "ETA" in text
 
@@ -250,6 +262,8 @@ def test_hostile_corpus(ray_session, tmp_path):
     docs = source_docs(corpus, max_chars=20_000)
     assert {"mixed.jsonl:0", "mixed.jsonl:9", "mixed.jsonl:11", "mixed.jsonl:13"} <= set(docs)
     assert not skip_ids & set(docs)
+    # Nothing vanished silently: every record is either in the store or a recorded skip.
+    assert {f"mixed.jsonl:{i}" for i in range(14)} <= set(docs) | skip_ids
     check_round_trip(out, docs)
     assert summary["docs"] == len(docs)
     assert summary["skips"] == len([r for r in records if r["action"] == "skip"])
@@ -261,12 +275,12 @@ def test_registered_codec_by_name(ray_session, tmp_path):
 
     corpus = write_jsonl(tmp_path / "c.jsonl", [make_text(i, 150) for i in range(3)])
     out = tmp_path / "store"
-    summary = run_conversion(corpus, out, codec="mini", codec_options=(("random_init", True),),
+    summary = run_conversion(corpus, out, codec="mini", codec_options={"random_init": True},
                              num_parts=1, batch_size=4, layout="npy", dtype="bfloat16")
     check_round_trip(out, source_docs(corpus))
     meta = json.loads((out / "store.json").read_text())
     assert (meta["codec_name"], meta["layout"], meta["dtype"]) == ("mini", "npy", "bfloat16")
-    assert summary["visual_tokens"] == summary["pages"] * meta["n"]
+    assert summary["tokens"] == summary["pages"] * meta["n"]
 
 
 def test_render_failure_drops_the_whole_document(monkeypatch, tmp_path):
@@ -349,3 +363,65 @@ def test_cli_mounts_and_lists_the_flags():
                  "--trust-remote-code", "--render-preset", "--num-actors", "--cpus-per-actor",
                  "--gpus-per-actor", "--batch-size", "--num-parts"):
         assert flag in result.output
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_ray_job_submit(corpus, tmp_path):
+    """The cluster path: `ray start --head` on 127.0.0.1, then `ray job submit` of the job."""
+    import tempfile
+    import urllib.request
+
+    ray_bin = Path(sys.executable).with_name("ray")
+    gcs, dash, client, agent, metrics = _free_ports(5)
+    temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+         f"--metrics-export-port={metrics}", "--num-cpus=2", "--disable-usage-stats",
+         "--include-dashboard=true", f"--temp-dir={temp_dir}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        address = f"http://127.0.0.1:{dash}"
+        deadline = time.monotonic() + 120
+        while True:  # the job server answers once the dashboard is up
+            assert head.poll() is None, "ray start exited"
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the Ray dashboard did not come up"
+                time.sleep(1)
+        out = tmp_path / "store"
+        job = subprocess.run(
+            [str(ray_bin), "job", "submit", "--working-dir", str(ROOT), "--runtime-env-json",
+             json.dumps({"env_vars": {"PYTHONPATH": "tests"}}), "--",
+             "python", "-m", "jobs.convert", "--corpus", str(corpus), "--out", str(out),
+             "--codec", SPEC, "--num-parts", "2", "--batch-size", "4",
+             "--cpus-per-actor", "0.5", "--render-cpus", "0.5"],
+            env=dict(env, RAY_ADDRESS=address), cwd=ROOT, capture_output=True, text=True,
+            timeout=300)
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+        assert "[convert] done" in job.stdout
+        check_round_trip(out, source_docs(corpus))
+    finally:
+        head.terminate()  # `ray start --block` stops the processes it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)

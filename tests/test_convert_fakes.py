@@ -9,6 +9,7 @@ deterministically. Ray workers build it from the spec "test_convert_fakes:tiny_c
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -35,16 +36,22 @@ class TinyCodec(Codec):
     version = "tiny-test-1"
     render_config = TINY_PAGE
 
-    def __init__(self, mode: str = "default", delay: float = 0.0) -> None:
+    def __init__(self, mode: str = "default", delay: float = 0.0,
+                 crash_marker: str | None = None) -> None:
         self.mode = mode
         # A delay per encode call lets a test kill a run midway; it changes no output byte.
         self.delay = float(delay)
+        # The first encode anywhere kills its process (and leaves this file behind).
+        self.crash_marker = crash_marker
         gen = torch.Generator().manual_seed(0)
         self.proj = torch.randn(6, self.D, generator=gen)
 
     def encode(self, pages) -> torch.Tensor:
         if self.delay:
             time.sleep(self.delay)
+        if self.crash_marker and not os.path.exists(self.crash_marker):
+            Path(self.crash_marker).touch()
+            os._exit(1)  # a hard crash: no exception, the process is gone
         x = torch.as_tensor(np.asarray(pages)).float() / 255.0  # [B, H, W, 3]
         b, h, w, c = x.shape
         cells = x[:, : h // 4 * 4, : w // 4 * 4].reshape(b, 4, h // 4, 4, w // 4, c)
@@ -59,8 +66,9 @@ class TinyCodec(Codec):
         return TextNLL(nll, torch.tensor([len(t.encode()) for t in texts]))
 
 
-def tiny_codec(mode: str = "default", delay: float = 0.0) -> TinyCodec:
-    return TinyCodec(mode, delay)
+def tiny_codec(mode: str = "default", delay: float = 0.0,
+               crash_marker: str | None = None) -> TinyCodec:
+    return TinyCodec(mode, delay, crash_marker)
 
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron "

@@ -485,6 +485,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     evals: list[dict[str, float]] = []
     bar = _progress(cfg, rank, step)
     tokens_seen, t_window, tok_window = 0, time.perf_counter(), 0
+    last_rate = "-"  # tokens/s of the last logging window, for the progress bar
     t_start = time.perf_counter()
     model.train()
     # windows are a pure function of the step, so the next batch is read ahead in a thread
@@ -531,12 +532,11 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
             if peak:
                 record["mfu"] = flops_tok * record["tokens_per_s"] / (peak * world)
             t_window, tok_window = time.perf_counter(), 0
+            last_rate = f"{record['tokens_per_s']:.0f}"
             logger.log(step, {k: v for k, v in record.items() if k != "step"})
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(
-                loss=f"{terms['loss']:.4f}", tok_s=f"{record.get('tokens_per_s', 0):.0f}"
-            )
+            bar.set_postfix(loss=f"{terms['loss']:.4f}", tok_s=last_rate)
         paused = False
         if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < cfg.steps:
             evals.append({"step": step, **run_eval()})

@@ -29,39 +29,44 @@ class PageSample:
     frames: list[np.ndarray | None]  # per line: the canonical CTC path (None: no alignment)
 
 
-def aligned_path(line, text: str, frames: int, px_per_frame: float) -> np.ndarray | None:
-    """The CTC path that emits each character at the frame under its glyph and the line
-    terminator two frames later: dense, layout-given supervision that trains in minutes.
-    None when glyphs and characters do not map one to one (tabs, controls, overflow)."""
-    body = text.rstrip("\n") if text.endswith("\n") and not text.endswith("\r\n") else None
-    if body is None and text and text[-1] in "\r\v\f\x85\u2028\u2029":
+def aligned_path(line, text: str, frames: int, cell: float) -> np.ndarray | None:
+    """The canonical CTC path of a line: the character in cell c at frame 2c (blanks at odd
+    frames) and the line terminator in the cell after the last character. Dense,
+    layout-given supervision that trains in minutes. None when glyphs and characters do not
+    map one to one onto cells (tabs, controls, wide fallback glyphs, overflow)."""
+    body = text[:-1] if text.endswith("\n") else text
+    if body and body[-1] in "\r\v\f\x85\u2028\u2029":
         return None
-    body = text if body is None else body
-    shown = "".join(run.text for run in line.runs)
-    if shown != body:
+    if "".join(run.text for run in line.runs) != body:
         return None
-    xs = [x + 0.5 * (nxt - x) for run in line.runs
-          for x, nxt in zip(run.xs, (*run.xs[1:], run.end))]
+    cells = [round(x / cell) for run in line.runs for x in run.xs]
     path = np.zeros(frames, dtype=np.int16)
     ids = vocab.encode(text)
-    last = -2
-    for ch_id, x in zip(ids, xs):
-        f = int(x // px_per_frame)
-        if f >= frames or f <= last or (f == last + 1 and path[last] == ch_id):
+    last = -1
+    for ch_id, c in zip(ids, cells):
+        if c <= last or 2 * c >= frames:
             return None
-        path[f] = ch_id
-        last = f
-    if len(ids) > len(xs):  # the terminator
-        f = last + 2
-        if f >= frames:
+        path[2 * c] = ch_id
+        last = c
+    if len(ids) > len(cells):  # the terminator
+        if 2 * (last + 1) >= frames:
             return None
-        path[f] = ids[-1]
+        path[2 * (last + 1)] = ids[-1]
     return path
 
 
-def to_sample(page, image: np.ndarray, frames: int = 160, line_width: int = 492) -> PageSample:
+def line_frames(render_config) -> tuple[int, float]:
+    """CTC frames per line and the character cell width (px) of the mini encoder's page."""
+    from codec.mini.model import Geometry, MiniConfig
+
+    cfg = MiniConfig(geometry=Geometry.of(render_config))
+    return cfg.frames_per_line, cfg.geometry.cell_width
+
+
+def to_sample(page, image: np.ndarray, render_config) -> PageSample:
+    frames, px = line_frames(render_config)
     spans = [(ln.start - page.start, ln.end - page.start) for ln in page.lines]
-    paths = [aligned_path(ln, page.text[a:b], frames, line_width / frames)
+    paths = [aligned_path(ln, page.text[a:b], frames, px)
              for ln, (a, b) in zip(page.lines, spans)]
     return PageSample(image.mean(-1).astype(np.uint8) if image.ndim == 3 else image,
                       page.text, spans, paths)
@@ -132,7 +137,7 @@ class PageStream(torch.utils.data.IterableDataset):
                 starts = [0] + [m.end() for m in re.finditer("\n", doc)][:-1]
                 text = doc[rng.choice(starts):]
             page = next(iter(paginate(text, cfg)))
-            yield to_sample(page, rasterize(page, cfg))
+            yield to_sample(page, rasterize(page, cfg), cfg)
 
 
 def collate(samples: list[PageSample]) -> list[PageSample]:
@@ -148,5 +153,5 @@ def render_pages(texts: list[str], render_config, max_pages: int) -> list[PageSa
         for page in paginate(text, render_config):
             if len(out) == max_pages:
                 return out
-            out.append(to_sample(page, rasterize(page, render_config)))
+            out.append(to_sample(page, rasterize(page, render_config), render_config))
     return out

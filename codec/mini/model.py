@@ -3,19 +3,19 @@ compressor, and a CTC read-out that unfolds each visual token into character fra
 
 Page -> tokens
     The content box of the page is cut into its text lines (we control the renderer, so
-    the line pitch is known). A patch stem sees one full line height at a time, a few
-    ConvNeXt-style 1D blocks run along each line, and a compressor (a strided "conv"
-    whose kernel is the whole token cell, like DeepEncoder's 16x conv compressor taken
-    to the limit) turns each cell of the token grid into one D-wide visual token.
+    the line pitch is known). A patch stem sees one full line height at a time and
+    ConvNeXt-style 1D blocks run along each line. The compressor cuts each line into
+    chunks and projects every chunk to its own slice of a token (a strided conv whose
+    kernel is a whole chunk, like DeepEncoder's 16x conv compressor taken to the limit).
     Grid rows are bands of `lines_per_band` lines; grid columns split a line.
 
 Tokens -> text
     A small bidirectional transformer mixes the n tokens (so a line can see its
-    neighbours, e.g. to tell a hard line break from a soft wrap), then each token is
-    unfolded into K frames of character logits (+ a CTC blank). A band's frames, in reading
-    order, are scored against the band's characters with CTC: a proper likelihood that
-    sums over alignments, differentiable w.r.t. the tokens. Greedy decoding is the CTC
-    best path, parallel over all frames.
+    neighbours, e.g. to tell a hard line break from a soft wrap), then each token slice is
+    unfolded into the frames of its chunk: two CTC frames per character cell. A band's
+    frames, in reading order, are scored against the band's characters with CTC: a proper
+    likelihood that sums over alignments, differentiable w.r.t. the tokens. Greedy
+    decoding is the CTC best path, parallel over all frames.
 """
 
 from __future__ import annotations
@@ -39,16 +39,20 @@ class Geometry:
     left: int
     line_height: int
     n_lines: int
-    line_width: int  # pixels of one line the encoder reads (a multiple of 12)
+    line_width: int  # pixels of one line the encoder reads (a multiple of 24)
+    cell_width: float  # advance of the monospace font: one character cell, px
 
     @classmethod
     def of(cls, render_config) -> "Geometry":
         pitch = render_config.line_pitch
         if pitch != int(pitch):
             raise ValueError(f"codec/mini needs an integer line pitch, got {pitch} px")
+        from render.fonts import chain_for
+
         return cls(render_config.height, render_config.width, render_config.margin_top,
                    render_config.margin_left, int(pitch), render_config.lines_per_page,
-                   render_config.text_width // 12 * 12)
+                   (render_config.width - render_config.margin_left) // 24 * 24,
+                   chain_for(render_config).space_advance)
 
 
 @dataclass(frozen=True)
@@ -60,19 +64,31 @@ class MiniConfig:
     D: int = 256  # visual-token width
     code: int = 32  # per-position code width fed to the compressor
     depth: int = 2  # 1D blocks along a line
-    frames_per_line: int = 160  # CTC frames per text line (>= 2 x characters per line)
+    chunks_per_line: int = 4  # a line's positions form this many chunks; each owns a slice of a token
+    frame_dim: int = 48  # width of the read-out's character frames
     stem_stride: int = 3  # pixels per stem position
-    geometry: Geometry = field(default_factory=lambda: Geometry(512, 512, 32, 8, 14, 32, 492))
+    geometry: Geometry = field(
+        default_factory=lambda: Geometry(512, 512, 32, 8, 14, 32, 504, 6.62255859375))
 
     def __post_init__(self):
         g = self.geometry
         assert g.n_lines % self.lines_per_band == 0, "bands must tile the page's lines"
         assert self.lines_per_band == 1 or self.cols == 1, "a token is a line piece or whole lines"
-        assert self.positions % self.cols == 0 and self.frames_per_token % 8 == 0
+        assert self.chunks_per_line % self.cols == 0 and self.positions % self.chunks_per_line == 0
+        assert self.frames_per_line % self.chunks_per_line == 0
+        assert self.D % self.chunks_per_token == 0
 
     @property
     def positions(self) -> int:  # encoder positions along one line
         return self.geometry.line_width // self.stem_stride // 2
+
+    @property
+    def frames_per_line(self) -> int:  # CTC frames: two per character cell of the line
+        return 2 * int(self.geometry.line_width / self.geometry.cell_width)
+
+    @property
+    def chunks_per_token(self) -> int:
+        return self.lines_per_band * self.chunks_per_line // self.cols
 
     @property
     def rows(self) -> int:
@@ -139,38 +155,47 @@ class LineEncoder(nn.Module):
 
 
 class Compressor(nn.Module):
-    """Per-line features -> one D-wide token per grid cell (the learned token compressor)."""
+    """Per-line features -> one D-wide token per grid cell (the learned token compressor).
+
+    Like DeepEncoder's strided conv compressor, but with the kernel as wide as a chunk of
+    a line: each chunk's positions are flattened and projected to its own slice of the
+    token, so a token is the concatenation of its chunks' codes (layout-given routing:
+    the read-out never has to search the page for a character).
+    """
 
     def __init__(self, cfg: MiniConfig):
         super().__init__()
         self.cfg = cfg
-        cell = cfg.lines_per_band * (cfg.positions // cfg.cols) * cfg.code
+        K, width = cfg.chunks_per_token, cfg.positions // cfg.chunks_per_line * cfg.code
         self.code = nn.Linear(cfg.dim, cfg.code)
-        self.proj = nn.Linear(cell, cfg.D)
+        self.weight = nn.Parameter(torch.randn(K, width, cfg.D // K) / width ** 0.5)
+        self.bias = nn.Parameter(torch.zeros(K, cfg.D // K))
         self.norm = nn.LayerNorm(cfg.D, elementwise_affine=False)  # unit-scale tokens for the VST
 
     def forward(self, feats: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
         c = self.cfg  # feats [B, L, P, dim]
         B = feats.shape[0]
         z = self.code(feats) if codes is None else codes  # [B, L, P, code]
-        z = z.reshape(B, c.rows, c.lines_per_band, c.cols, c.positions // c.cols, c.code)
-        z = z.permute(0, 1, 3, 2, 4, 5).reshape(B, c.n, -1)  # row-major grid cells
-        return self.norm(self.proj(z))
+        per_tok = c.chunks_per_line // c.cols
+        z = z.reshape(B, c.rows, c.lines_per_band, c.cols, per_tok, -1)
+        z = z.permute(0, 1, 3, 2, 4, 5).reshape(B, c.n, c.chunks_per_token, -1)  # row-major cells
+        tok = torch.einsum("bnki,kio->bnko", z, self.weight) + self.bias
+        return self.norm(tok.reshape(B, c.n, c.D))
 
 
 class GlyphProbe(nn.Module):
-    """Training aid: reads each line's per-position codes back out as the canonical CTC
-    path (the character under each frame). It teaches the encoder to name glyphs where
-    they are, before the compressor and read-out have learned anything."""
+    """Training aid: names the character in each cell of a line from the encoder's
+    per-position codes. It teaches the encoder to read glyphs where they are, before the
+    compressor and read-out have learned anything."""
 
     def __init__(self, cfg: MiniConfig):
         super().__init__()
-        self.frames = cfg.frames_per_line
+        self.cells = cfg.frames_per_line // 2
         self.head = nn.Linear(cfg.code, N_CLASSES)
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:  # [B, L, P, code] -> [B*L, F, C]
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:  # [B, L, P, code] -> [B*L, cells, C]
         B, L, P, C = codes.shape
-        z = F.interpolate(codes.reshape(B * L, P, C).transpose(1, 2), size=self.frames,
+        z = F.interpolate(codes.reshape(B * L, P, C).transpose(1, 2), size=self.cells,
                           mode="linear", align_corners=False)
         return self.head(z.transpose(1, 2))
 
@@ -194,30 +219,47 @@ class MixerBlock(nn.Module):
         return x + self.mlp(self.n2(x))
 
 
+class FrameBlock(nn.Module):
+    def __init__(self, dim: int, kernel: int = 5):
+        super().__init__()
+        self.conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, T]
+        return x + self.conv(F.gelu(x))
+
+
 class ReadOut(nn.Module):
-    """Tokens [B, n, D] -> frame logits [B, rows, frames_per_band, classes] (CTC, blank = 0)."""
+    """Tokens [B, n, D] -> frame logits [B, rows, frames_per_band, classes] (CTC, blank = 0).
+
+    A bidirectional transformer block mixes the page's tokens; then each token slice is
+    unfolded into the frames of its own chunk, and two conv blocks give each frame its
+    neighbours' context before the character head.
+    """
 
     def __init__(self, cfg: MiniConfig):
         super().__init__()
         self.cfg = cfg
+        K = cfg.chunks_per_token
+        self.chunk_frames = cfg.frames_per_line // cfg.chunks_per_line
         self.pos = nn.Parameter(torch.zeros(cfg.n, cfg.D))
         self.mix = MixerBlock(cfg.D)
-        self.width = width = cfg.dim
-        self.unfold = nn.Linear(cfg.D, cfg.frames_per_token // 8 * width)
-        chans = [width, width * 3 // 4, width // 2, width // 2]
-        self.ups = nn.ModuleList(nn.Conv1d(a, b, 3, padding=1) for a, b in zip(chans, chans[1:]))
-        self.norm = nn.LayerNorm(chans[-1])
-        self.head = nn.Linear(chans[-1], N_CLASSES)
+        width = self.chunk_frames * cfg.frame_dim
+        self.weight = nn.Parameter(torch.randn(K, cfg.D // K, width) / (cfg.D // K) ** 0.5)
+        self.bias = nn.Parameter(torch.zeros(K, width))
+        self.blocks = nn.Sequential(FrameBlock(cfg.frame_dim), FrameBlock(cfg.frame_dim))
+        self.norm = nn.LayerNorm(cfg.frame_dim)
+        self.head = nn.Linear(cfg.frame_dim, N_CLASSES)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         c = self.cfg
-        B = tokens.shape[0]
-        x = self.mix(tokens + self.pos)
-        x = self.unfold(x).view(B * c.n, c.frames_per_token // 8, self.width).transpose(1, 2)
-        for conv in self.ups:  # x2 nearest upsampling then conv, three times: 8x frames
-            x = F.gelu(conv(F.interpolate(x, scale_factor=2.0, mode="nearest")))
-        x = self.head(self.norm(x.transpose(1, 2)))  # [B*n, K, classes]
-        return x.reshape(B, c.rows, c.cols * c.frames_per_token, N_CLASSES)
+        B, K = tokens.shape[0], c.chunks_per_token
+        x = self.mix(tokens + self.pos).view(B, c.n, K, -1)
+        x = torch.einsum("bnki,kio->bnko", x, self.weight) + self.bias  # [B, n, K, frames*fd]
+        # frames of a band in reading order: tokens of the band (columns), chunks, frames
+        x = x.reshape(B * c.rows, c.cols * K * self.chunk_frames, c.frame_dim)
+        x = self.blocks(x.transpose(1, 2)).transpose(1, 2)
+        x = self.head(self.norm(x))
+        return x.reshape(B, c.rows, -1, N_CLASSES)
 
 
 class MiniNet(nn.Module):

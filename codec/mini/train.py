@@ -65,12 +65,13 @@ def aligned_targets(samples: list[PageSample], cfg) -> tuple[torch.Tensor, torch
 def probe_loss(probe: GlyphProbe, codes: torch.Tensor, samples: list[PageSample]) -> torch.Tensor:
     """Summed cross-entropy of the canonical path read straight off the encoder's codes."""
     n_lines = codes.shape[1]
+    empty = np.zeros(2 * probe.cells, dtype=np.int16)
     paths, ok = [], []
     for s in samples:
         for i in range(n_lines):
-            p = s.frames[i] if i < len(s.frames) else np.zeros(probe.frames, dtype=np.int16)
+            p = s.frames[i] if i < len(s.frames) else empty
             ok.append(p is not None)
-            paths.append(np.zeros(probe.frames, dtype=np.int16) if p is None else p)
+            paths.append((empty if p is None else p)[0::2])  # the character in each cell
     paths = torch.from_numpy(np.stack(paths).astype(np.int64))
     ok = torch.tensor(ok)
     logits = probe(codes)
@@ -165,6 +166,12 @@ def train(args: argparse.Namespace) -> dict:
         if nets:  # one line encoder shared by every mode
             net.encoder = next(iter(nets.values())).encoder
         nets[mode] = net
+    if args.init:  # continue from a checkpoint folder (e.g. to anneal or fine-tune)
+        from safetensors.torch import load_file
+
+        for mode, net in nets.items():
+            state = load_file(str(Path(args.init) / f"{mode}.safetensors"))
+            net.load_state_dict({k: v.float() for k, v in state.items()})
     probes = {mode: GlyphProbe(net.cfg) for mode, net in nets.items()}  # training aid only
     params = list({id(p): p for m in [*nets.values(), *probes.values()]
                    for p in m.parameters()}.values())
@@ -179,7 +186,7 @@ def train(args: argparse.Namespace) -> dict:
     t0 = time.time()
     bar = tqdm(total=args.steps, desc="mini codec", dynamic_ncols=True)
     batches = iter(loader)
-    for step in range(args.steps):
+    for step in range(min(args.steps, args.stop_at or args.steps)):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         samples = next(batches)
@@ -190,22 +197,25 @@ def train(args: argparse.Namespace) -> dict:
             feats = next(iter(nets.values())).encoder(ink)
             for mode, net in nets.items():
                 codes = net.compressor.code(feats)
-                tokens = corrupt(net.compressor(feats, codes), args.noise, args.drop)
+                noisy = step >= args.noise_after * args.steps  # clean tokens while learning to read
+                tokens = corrupt(net.compressor(feats, codes), args.noise * noisy, args.drop)
                 nll, nbytes = page_loss(net, tokens, samples, args.aligned)
                 if args.probe:
-                    nll = nll + args.probe * probe_loss(probes[mode], codes, samples)
+                    probe = probe_loss(probes[mode], codes, samples)
+                    per_mode["probe"] = probe.detach() / nbytes
+                    nll = nll + args.probe * probe
                 per_mode[mode] = nll / nbytes
-                total = total + per_mode[mode]
+                total = total + nll / nbytes
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         bar.update(1)
         bar.set_postfix({m: f"{v.item():.3f}" for m, v in per_mode.items()})
-        if (step + 1) % args.val_every == 0 or step + 1 == args.steps:
+        if (step + 1) % args.val_every == 0 or step + 1 in (args.steps, args.stop_at):
             metrics = evaluate(nets, val)
             rec = {"step": step + 1, "minutes": (time.time() - t0) / 60,
-                   "train_nats_per_byte": {m: v.item() for m, v in per_mode.items()}, "val": metrics}
+                   "train_loss_per_char": {m: v.item() for m, v in per_mode.items()}, "val": metrics}
             history.append(rec)
             log.write(json.dumps(rec) + "\n")
             log.flush()
@@ -220,6 +230,7 @@ def train(args: argparse.Namespace) -> dict:
 
 def meta_of(args, history: list[dict], t0: float, train_texts: list, val_texts: list) -> dict:
     return {"training": {"command": "python -m codec.mini.train " + " ".join(args.argv),
+                         "init": args.init,
                          "steps_done": history[-1]["step"] if history else 0, "steps": args.steps,
                          "batch": args.batch, "seed": args.seed,
                          "minutes": round((time.time() - t0) / 60, 1),
@@ -232,15 +243,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(Path(__file__).parent / "weights"))
     p.add_argument("--workdir", default="runs/codec_mini")
     p.add_argument("--corpus", default=None, help="corpus path (default: build the demo corpus)")
+    p.add_argument("--init", default=None, help="start from the weights in this folder")
     p.add_argument("--n-docs", type=int, default=100, help="demo-corpus documents to build")
     p.add_argument("--modes", default=",".join(MODES))
-    p.add_argument("--steps", type=int, default=700)
+    p.add_argument("--steps", type=int, default=700, help="length of the LR schedule")
+    p.add_argument("--stop-at", type=int, default=None, help="stop early, keeping the schedule")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--dim", type=int, default=64, help="the size dial (encoder width)")
     p.add_argument("--D", type=int, default=256, help="visual-token width")
     p.add_argument("--noise", type=float, default=0.05)
+    p.add_argument("--noise-after", type=float, default=0.5,
+                   help="fraction of training before token noise starts")
     p.add_argument("--drop", type=float, default=0.03)
     p.add_argument("--synthetic", type=float, default=0.25)
     p.add_argument("--aligned", type=float, default=1.0,
