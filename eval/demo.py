@@ -67,6 +67,15 @@ class DemoSettings:
 # ---------------------------------------------------------------- stages
 
 
+def _codec(s: DemoSettings, state: dict):
+    """The frozen codec, loaded once on first use."""
+    if "codec" not in state:
+        from codec import load_codec
+
+        state["codec"] = load_codec(s.codec, **s.codec_kwargs())
+    return state["codec"]
+
+
 def stage_corpus(s: DemoSettings, state: dict) -> Section:
     from data.demo import build_demo_corpus
 
@@ -84,12 +93,9 @@ def stage_corpus(s: DemoSettings, state: dict) -> Section:
 
 
 def stage_render(s: DemoSettings, state: dict) -> Section:
-    from codec import load_codec
     from render import paginate, rasterize, save_png
 
-    codec = load_codec(s.codec, **s.codec_kwargs())
-    state["codec"] = codec
-    cfg = codec.render_config
+    cfg = _codec(s, state).render_config
     img_dir = s.out / "render"
     img_dir.mkdir(parents=True, exist_ok=True)
     pages, images, t0 = 0, [], time.perf_counter()
@@ -121,7 +127,7 @@ def stage_fidelity(s: DemoSettings, state: dict) -> Section:
 
         specs: list = [f"mini:{mode}" for mode in MODES]
     else:
-        specs = [state["codec"]]
+        specs = [_codec(s, state)]
     texts = heldout_texts(n=s.fidelity_pages, seed=s.seed)
     summary = run_fidelity(texts, specs, s.out / "fidelity", max_pages=s.fidelity_pages,
                            source="pydoc_data language-reference topics (held out)")
@@ -233,6 +239,10 @@ def stage_evaluate(s: DemoSettings, state: dict) -> Section:
                    links=["eval/efficiency/efficiency.md", "eval/vst", "eval/vst-text"])
 
 
+# A stage reads what these earlier stages leave in `state`; --only pulls them in.
+PREREQUISITES = {"convert": ["corpus"], "render": ["corpus"], "train": ["convert"],
+                 "evaluate": ["train"]}
+
 STAGES: list[tuple[str, Callable[[DemoSettings, dict], Section]]] = [
     ("corpus", stage_corpus),
     ("render", stage_render),
@@ -273,25 +283,47 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def stages_to_run(only: Optional[list[str]]) -> list[str]:
+    names = [name for name, _ in STAGES]
+    if not only:
+        return names
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise typer.BadParameter(f"unknown stage(s) {', '.join(unknown)}; "
+                                 f"choose from {', '.join(names)}", param_hint="--only")
+    wanted, todo = set(), list(only)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(PREREQUISITES.get(name, []))
+    return [name for name in names if name in wanted]
+
+
 def run_demo(settings: DemoSettings, only: Optional[list[str]] = None) -> dict:
     from rich.console import Console
 
     console = Console()
+    run = stages_to_run(only)
     settings.out.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {}
     sections, t_start = [], time.perf_counter()
-    for name, stage in STAGES:
-        if only and name not in only and name != "corpus":
-            continue
-        console.rule(f"[bold]{name}")
-        t0 = time.perf_counter()
-        section = stage(settings, state)
-        section.seconds = time.perf_counter() - t0
-        sections.append(section)
-        console.print({k: v for k, v in section.metrics.items() if not isinstance(v, (dict, list))})
-    total = time.perf_counter() - t_start
-    report = write_report(settings, sections, total)
-    console.print(f"[green]report:[/green] {report}  ({total:.0f}s)")
+    try:
+        for name, stage in STAGES:
+            if name not in run:
+                continue
+            console.rule(f"[bold]{name}")
+            t0 = time.perf_counter()
+            section = stage(settings, state)
+            section.seconds = time.perf_counter() - t0
+            sections.append(section)
+            console.print({k: v for k, v in section.metrics.items()
+                           if not isinstance(v, (dict, list))})
+    finally:  # a failed stage still leaves the report of the stages before it
+        total = time.perf_counter() - t_start
+        report = write_report(settings, sections, total)
+        console.print(f"[green]report:[/green] {report}  ({total:.0f}s, "
+                      f"{len(sections)}/{len(run)} stages)")
     return json.loads((settings.out / "summary.json").read_text())
 
 
@@ -307,11 +339,18 @@ def demo(
     trust_remote_code: Annotated[bool, typer.Option(help="Allow DeepSeek-OCR v1's remote code "
                                                     "from --codec-path.")] = False,
     n_docs: Annotated[int, typer.Option(min=2, help="Demo corpus documents.")] = 24,
-    train_steps: Annotated[int, typer.Option(min=1, help="VST / baseline training steps.")] = 120,
-    only: Annotated[Optional[list[str]], typer.Option(help="Run only these stages (repeatable); "
-                                                      "the corpus is always built.")] = None,
+    train_steps: Annotated[int, typer.Option(min=1, help="VST training steps (the text "
+                                             "baseline gets equal FLOPs).")] = 120,
+    fidelity_pages: Annotated[int, typer.Option(min=1, help="Held-out pages per codec mode in "
+                                                "the fidelity stage.")] = 24,
+    eval_samples: Annotated[int, typer.Option(min=1, help="Samples per synthetic task in the "
+                                              "evaluate stage.")] = 4,
+    only: Annotated[Optional[list[str]], typer.Option(help="Run only these stages (repeatable): "
+                                                      "corpus, render, fidelity, convert, train, "
+                                                      "evaluate; what they need runs too.")] = None,
 ) -> None:
     """Run the pipeline end to end on the demo corpus and write OUT/report.html."""
     run_demo(DemoSettings(out=out, codec=codec, codec_path=codec_path, codec_mode=codec_mode,
                           trust_remote_code=trust_remote_code, n_docs=n_docs,
-                          train_steps=train_steps), only=only)
+                          train_steps=train_steps, fidelity_pages=fidelity_pages,
+                          eval_samples=eval_samples), only=only)

@@ -102,6 +102,9 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
             return self
+        import gc
+
+        gc.collect()  # pending frees would otherwise land inside the window and hide the peak
         self._read = _heap_reader()
         self._base = self._max = self._read()
         self._stop = threading.Event()

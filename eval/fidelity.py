@@ -272,6 +272,8 @@ def fidelity(
     max_pages: Annotated[int, typer.Option(help="Pages per codec.")] = 64,
     max_docs: Annotated[Optional[int], typer.Option(help="Documents to read.")] = None,
     samples: Annotated[int, typer.Option(help="Sample pages shown per codec.")] = 3,
+    codec_path: Annotated[Optional[Path], typer.Option(
+        help="Weights/checkpoint folder passed to every codec as `path`.")] = None,
 ) -> None:
     """Round-trip text through render -> encode -> decode; report precision vs compression."""
     from rich.console import Console
@@ -280,6 +282,8 @@ def fidelity(
 
     texts, name = load_texts(source, max_docs)
     specs = codec or [f"mini:{m}" for m in MODES]
+    if codec_path is not None:
+        specs = [{**parse_spec(spec)[1], "path": str(codec_path)} for spec in specs]
     summary = run_fidelity(texts, specs, out, max_pages=max_pages, samples=samples, source=name)
     console = Console()
     for label, m in summary["results"].items():

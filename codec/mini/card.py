@@ -19,6 +19,34 @@ HEAD = ("| mode | tokens/page | compression (cl100k text tokens per visual token
         "precision | encode pages/s | decode pages/s |\n|" + "---|" * 13)
 
 
+NOTES = """## Design choice: CTC read-out instead of a causal character decoder
+
+A probe here trained the textbook design (a byte-level causal decoder with the visual tokens
+as its prefix) for 20 minutes on CPU and it never learned to read: greedy output stayed at
+the blind floor. Since we own the renderer, the read-out takes *where to look* from the
+layout instead: every token is tied to its line band, every slice of a token to a chunk of
+the line, and the CTC frames of a chunk are unfolded from that slice. CTC sums over
+alignments, so `text_nll` is a real likelihood of the text given the tokens and is
+differentiable w.r.t. them; greedy decoding is the CTC best path, parallel over the page.
+Two training-only signals (a cross-entropy on the canonical CTC path, and a glyph probe on
+the encoder) make it converge in minutes; neither is used at inference.
+
+## Limitations (honest)
+
+- Tied to the `mini` render preset: 512x512, DejaVu Sans Mono 11 px, 14 px line pitch,
+  32 lines x 74 columns. Other fonts, sizes or renderers are out of distribution.
+- Compression is per *line*: a token holds a fixed share of the page's lines, so short
+  and blank lines (common in documentation) lower the text tokens per visual token.
+- No language-model prior: characters the tokens do not carry cannot be guessed, and the
+  blind floor is low. Errors are mostly look-alike glyph confusions on words never seen in
+  training, and hard line breaks read as soft wraps (`\\n` -> space) on long lines.
+- Vocabulary: printable ASCII, `\\n`, `\\t` and 36 common non-ASCII characters; anything
+  else decodes as U+FFFD (its likelihood is charged log(2^16) nats).
+- Trained for minutes on a shared 2-core CPU; longer training improves every mode (see the
+  training log in the JSON beside each checkpoint).
+"""
+
+
 def table(metrics: dict) -> str:
     rows = []
     for label, m in sorted(metrics["results"].items(), key=lambda kv: kv[1]["compression"]):
@@ -86,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         "`python -m codec.mini.card --fidelity runs/fidelity_mini/metrics.json`.",
         "",
     ]
+    out.append(NOTES)
     if args.notes:
         out.append(args.notes.read_text())
     (Path(__file__).parent / "MODEL_CARD.md").write_text("\n".join(out) + "\n")

@@ -1,0 +1,79 @@
+"""The main job (`vst demo`): the README's command, end to end, on tiny settings."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import typer
+
+from eval.demo import DemoSettings, Section, stages_to_run, write_report
+
+
+def _run_demo(out: Path, *args: str) -> dict:
+    cmd = [sys.executable, "-m", "eval.cli", "demo", "--out", str(out), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_report_lists_every_stage_with_its_numbers(tmp_path):
+    settings = DemoSettings(out=tmp_path)
+    sections = [Section("Render", {"pages_per_s": 123.4, "pages": 7}, "<p>r</p>"),
+                Section("Fidelity", {"mini:base precision": 0.91}, "<p>f</p>")]
+    report = write_report(settings, sections, total=1.5).read_text()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stages"]["Render"]["pages_per_s"] == 123.4
+    assert summary["stages"]["Fidelity"]["mini:base precision"] == 0.91
+    assert "<h2>Render" in report and "<h2>Fidelity" in report and "123.4" in report
+
+
+def test_only_pulls_in_what_a_stage_needs_and_rejects_unknown_names():
+    assert stages_to_run(["evaluate"]) == ["corpus", "convert", "train", "evaluate"]
+    assert stages_to_run(["fidelity"]) == ["fidelity"]
+    assert len(stages_to_run(None)) == 6
+    with pytest.raises(typer.BadParameter, match="bogus"):
+        stages_to_run(["bogus"])
+
+
+def test_demo_help_names_the_codec_flags():
+    proc = subprocess.run([sys.executable, "-m", "eval.cli", "demo", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for flag in ("--codec", "--codec-path", "--trust-remote-code", "--only"):
+        assert flag in proc.stdout
+
+
+@pytest.mark.slow
+def test_main_job_end_to_end_on_a_tiny_corpus(tmp_path):
+    summary = _run_demo(tmp_path / "demo", "--n-docs", "4", "--train-steps", "4",
+                        "--fidelity-pages", "4", "--eval-samples", "1")
+    stages = summary["stages"]
+    assert len(stages) == 6, list(stages)
+    render = next(v for k, v in stages.items() if k.startswith("Render"))
+    convert = next(v for k, v in stages.items() if k.startswith("Convert"))
+    train = next(v for k, v in stages.items() if k.startswith("Train"))
+    assert render["pages"] > 0 and render["pages_per_s"] > 0
+    assert convert["pages"] == render["pages"] and convert["skips"] == 0
+    assert train["bpb_given_true_tokens"] < train["bpb_given_null_tokens"]
+    assert (tmp_path / "demo" / "report.html").stat().st_size > 1000
+    assert (tmp_path / "demo" / "fidelity" / "report.html").exists()
+    assert (tmp_path / "demo" / "store" / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_main_job_runs_on_a_deepseek_ocr2_checkpoint_directory(tmp_path):
+    tiny = pytest.importorskip("tests.tiny_deepseek")
+    ckpt = tiny.save_tiny_checkpoint(tmp_path / "ckpt")
+    summary = _run_demo(tmp_path / "demo", "--codec", "deepseek-ocr2", "--codec-path", str(ckpt),
+                        "--n-docs", "2", "--fidelity-pages", "2",
+                        "--only", "render", "--only", "fidelity", "--only", "convert")
+    assert summary["settings"]["codec"] == "deepseek-ocr2"
+    fidelity = next(v for k, v in summary["stages"].items() if k.startswith("Fidelity"))
+    assert any(key.startswith("deepseek-ocr2") for key in fidelity)
+    convert = next(v for k, v in summary["stages"].items() if k.startswith("Convert"))
+    assert convert["pages"] > 0
