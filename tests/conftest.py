@@ -11,5 +11,18 @@ os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="vst-test-hf-m
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Test models are tiny: one intra-op thread is faster than two fighting over sync.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Test models are tiny: with two threads, a 64x64 matmul on a busy 2-core machine waits
+    ~16 ms in thread synchronisation (measured), so one intra-op thread is much faster."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

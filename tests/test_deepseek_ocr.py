@@ -116,16 +116,6 @@ def _stand_in_checkpoint(out):
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread: with two, a 64x64 matmul on a busy 2-core
-    machine waits ~16 ms in thread synchronisation (measured), so decoding crawls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     return _stand_in_checkpoint(tmp_path_factory.mktemp("stand-in-ocr1"))

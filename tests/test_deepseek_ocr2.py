@@ -25,16 +25,6 @@ except ModuleNotFoundError:
 N_GLOBAL, N_TILE = 256, 144  # 1024² global view, 768² tiles, one query per 64x64 px
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread: with two, a 64x64 matmul on a busy 2-core
-    machine waits ~16 ms in thread synchronisation (measured), so decoding crawls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     assert os.environ.get("HF_HUB_OFFLINE") == "1"

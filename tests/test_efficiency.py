@@ -10,12 +10,6 @@ import torch
 from tests.test_runners import ByteCodec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class GridByteCodec(ByteCodec):

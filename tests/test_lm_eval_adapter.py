@@ -6,8 +6,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-import torch
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -19,12 +17,6 @@ DOCS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_tasks(dir_: Path) -> Path:

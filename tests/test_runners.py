@@ -17,7 +17,6 @@ from eval.runners.common import (
     max_new_tokens_for,
     run_tasks,
 )
-from eval.runners.visual import FixedCharRenderer
 
 SAMPLES = [
     {
@@ -39,13 +38,6 @@ SAMPLES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The CI box is shared; one intra-op thread avoids oversubscription stalls.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_task(dir_: Path, name: str = "hotpotqa", samples=SAMPLES) -> Path:

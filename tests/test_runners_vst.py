@@ -12,13 +12,6 @@ from eval.runners.common import Prompt, build_prompt, run_tasks
 from tests.test_runners import SAMPLES, ByteCodec, read_jsonl, write_task
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The CI box is shared; one intra-op thread avoids oversubscription stalls.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def save_ckpt(tmp_path, model, **train):

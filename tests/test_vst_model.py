@@ -15,13 +15,6 @@ from vst.rope import apply_rope, axis_of_pair, cos_sin, default_sections, inv_fr
 from vst.synthetic import SyntheticSource, ToyCodec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models on a shared 2-core machine: one thread avoids oversubscription stalls
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def rotate(x: torch.Tensor, pos: torch.Tensor, sections=None) -> torch.Tensor:

@@ -83,7 +83,8 @@ class _Span:
     end: int
 
 
-def synthetic_text(rng: random.Random, vocab: list[str], n_lines: int = 40) -> str:
+def synthetic_text(rng: random.Random, vocab: list[str], n_lines: int = 40,
+                   max_width: int = 72) -> str:
     """Lines of random words, digits, symbols and indentation (not pydoc's phrasing)."""
     symbols = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
     lines = []
@@ -109,7 +110,12 @@ def synthetic_text(rng: random.Random, vocab: list[str], n_lines: int = 40) -> s
                 w = w.upper()
             words.append(w)
         sep = " " if rng.random() < 0.9 else "  "
-        lines.append(indent + sep.join(words))
+        line = indent + words[0]
+        for w in words[1:]:  # hard breaks only: soft wraps come from real long lines
+            if len(line) + len(sep) + len(w) > max_width:
+                break
+            line += sep + w
+        lines.append(line[:max_width])
     return "\n".join(lines) + "\n"
 
 
