@@ -336,7 +336,8 @@ def demo(
                                                        "DeepSeek-OCR backend.")] = None,
     codec_mode: Annotated[Optional[str], typer.Option(help="Codec mode (tokens per page); "
                                                       "default: the backend's.")] = None,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow DeepSeek-OCR v1's remote code "
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code",
+                                                    help="Allow DeepSeek-OCR v1's remote code "
                                                     "from --codec-path.")] = False,
     n_docs: Annotated[int, typer.Option(min=2, help="Demo corpus documents.")] = 24,
     train_steps: Annotated[int, typer.Option(min=1, help="VST training steps (the text "

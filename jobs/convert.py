@@ -809,7 +809,8 @@ def convert(
     codec: str = typer.Option("mini", help="Codec name, or module:factory."),
     codec_path: Optional[str] = typer.Option(None, help="Codec checkpoint directory."),
     codec_mode: Optional[str] = typer.Option(None, help="Codec mode (e.g. mini: tiny/small/base)."),
-    trust_remote_code: bool = typer.Option(False, help="Allow a checkpoint's own code "
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                           help="Allow a checkpoint's own code "
                                            "(deepseek-ocr)."),
     codec_option: list[str] = typer.Option([], help="Extra codec factory argument KEY=VALUE "
                                            "(repeatable; VALUE parsed as JSON if it can be)."),

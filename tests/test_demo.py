@@ -42,7 +42,8 @@ def test_only_pulls_in_what_a_stage_needs_and_rejects_unknown_names():
 
 def test_demo_help_names_the_codec_flags():
     proc = subprocess.run([sys.executable, "-m", "eval.cli", "demo", "--help"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200", "TERM": "dumb"})
     assert proc.returncode == 0
     for flag in ("--codec", "--codec-path", "--trust-remote-code", "--only"):
         assert flag in proc.stdout

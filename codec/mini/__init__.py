@@ -12,6 +12,7 @@ See docs/codec.md and codec/mini/MODEL_CARD.md.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +21,7 @@ import torch
 
 from codec.base import Codec, PageImages, TextNLL, register_codec
 from codec.mini.ctc import band_nll, best_path
-from codec.mini.layout import text_bands
+from codec.mini.layout import settle_line_ends, text_bands
 from codec.mini.model import Geometry, MiniConfig, MiniNet, to_ink
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -76,14 +77,21 @@ class MiniCodec(Codec):
 
     # -- decode -------------------------------------------------------------------------------
     def decode(self, tokens: torch.Tensor, max_new_tokens: int | None = None) -> list[str]:
-        """CTC best path per band, bands joined in reading order; max_new_tokens caps characters."""
+        """CTC best path per band, bands joined in reading order; max_new_tokens caps characters.
+
+        One-line bands that end in a soft wrap the renderer could not have made are read
+        as ending in a hard line break (`settle_line_ends`).
+        """
         self._check(tokens)
         texts = []
         with torch.no_grad():
             for i in range(0, len(tokens), self.batch_size):
                 logits = self.net.readout(tokens[i:i + self.batch_size].float())
                 for page in logits:
-                    text = "".join(best_path(page))
+                    bands = best_path(page)
+                    if self.cfg.lines_per_band == 1:
+                        bands = settle_line_ends(bands, self._typesetter)
+                    text = "".join(bands)
                     texts.append(text if max_new_tokens is None else text[:max_new_tokens])
         return texts
 
@@ -104,6 +112,12 @@ class MiniCodec(Codec):
         nll = band_nll(logits.flatten(0, 1), targets).view(len(texts), c.rows).sum(1)
         n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], dtype=torch.long)
         return TextNLL(nll=nll, n_bytes=n_bytes)
+
+    @cached_property
+    def _typesetter(self):
+        from render.layout import Typesetter
+
+        return Typesetter(self.render_config)
 
     def _check(self, tokens: torch.Tensor) -> None:
         if tokens.dim() != 3 or tuple(tokens.shape[1:]) != (self.n, self.D):

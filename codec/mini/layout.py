@@ -40,3 +40,27 @@ def text_bands(text: str, render_config, rows: int, lines_per_band: int) -> list
     if page.end < len(text):
         bands[-1] += text[page.end:]
     return bands
+
+
+def settle_line_ends(bands: list[str], setter) -> list[str]:
+    """Make decoded one-line bands agree with the renderer's greedy line breaking.
+
+    A line that ends in a soft wrap (its text ends with the consumed space) is only
+    possible when the next line's first word would not have fitted; otherwise the line
+    must have ended with a hard break. The read-out cannot always tell the two apart
+    (both look the same on the page), but the layout rule can. `setter` is the
+    renderer's `Typesetter` for the codec's page.
+    """
+    out = list(bands)
+    for i in range(len(out) - 1):
+        line, nxt = out[i], out[i + 1]
+        if not line.endswith(" ") or "\n" in line or not nxt:
+            continue
+        first = nxt.split("\n", 1)[0]
+        if not first.strip():  # a wrap never continues with an empty line
+            out[i] = line[:-1] + "\n"
+            continue
+        joined = line + first
+        if setter.find_break(joined, 0, len(joined)) != len(line):
+            out[i] = line[:-1] + "\n"
+    return out
