@@ -36,6 +36,7 @@ class Section:
     html: str = ""
     seconds: float = 0.0
     links: list[str] = field(default_factory=list)
+    table: bool = True  # False when `html` already shows the metrics
 
 
 @dataclass
@@ -131,19 +132,23 @@ def stage_fidelity(s: DemoSettings, state: dict) -> Section:
     texts = heldout_texts(n=s.fidelity_pages, seed=s.seed)
     summary = run_fidelity(texts, specs, s.out / "fidelity", max_pages=s.fidelity_pages,
                            source="pydoc_data language-reference topics (held out)")
-    metrics = {}
-    for label, m in summary["results"].items():
-        for key in ("precision", "blind_precision", "cer", "compression", "encode_pages_per_s",
-                    "decode_pages_per_s"):
-            if key in m:
-                metrics[f"{label} {key}"] = m[key]
+    columns = ("precision", "blind_precision", "cer", "compression", "chars_per_visual_token",
+               "encode_pages_per_s", "decode_pages_per_s")
+    metrics = {f"{label} {key}": m[key] for label, m in summary["results"].items()
+               for key in columns if key in m}
+    head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in columns)
+    body = "".join(f"<tr><td>{html.escape(label)}</td>"
+                   + "".join(f"<td>{_fmt(m.get(c, ''))}</td>" for c in columns) + "</tr>"
+                   for label, m in summary["results"].items())
     return Section("Fidelity (held-out text from a different source)", metrics,
                    "<p>Text -> render -> encode -> decode -> text. Precision is Fox-style "
                    "(1 - normalized edit distance); compression is cl100k text tokens per "
                    "visual token; the blind floor is the decoder given null tokens. Full "
                    "report with sample pages, diffs and the DeepSeek-OCR anchors: "
                    "<a href='fidelity/report.html'>fidelity/report.html</a>.</p>"
+                   f"<table><tr><th>codec</th>{head}</tr>{body}</table>"
                    "<img src='fidelity/precision_vs_compression.png' width='480'>",
+                   table=False,
                    links=["fidelity/report.html", "fidelity/metrics.json"])
 
 
@@ -264,13 +269,14 @@ def write_report(s: DemoSettings, sections: list[Section], total: float) -> Path
     body = []
     for sec in sections:
         rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
-                       for k, v in sec.metrics.items() if not isinstance(v, (dict, list)))
+                       for k, v in sec.metrics.items()
+                       if sec.table and not isinstance(v, (dict, list)))
         links = " ".join(f'<a href="{link}">{html.escape(link)}</a>' for link in sec.links)
         body.append(f"<h2>{html.escape(sec.title)} <small>({sec.seconds:.1f}s)</small></h2>"
                     f"{sec.html}<table>{rows}</table><p>{links}</p>")
     page = (f"<!doctype html><meta charset='utf-8'><title>VST demo</title><style>"
             f"body{{font-family:sans-serif;max-width:960px;margin:2em auto}}"
-            f"table{{border-collapse:collapse}}td{{border:1px solid #ccc;padding:2px 8px}}"
+            f"table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}"
             f"</style><h1>Visual-Symbolic Transformer: end-to-end demo</h1>"
             f"<p>codec <code>{html.escape(s.codec)}</code>, total {total:.0f}s. "
             f"All numbers: <a href='summary.json'>summary.json</a>.</p>" + "".join(body))
