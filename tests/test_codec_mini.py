@@ -149,3 +149,24 @@ def test_every_shipped_mode_round_trips(mode):
     pages = [next(iter(paginate(t, codec.render_config))) for t in texts]
     decoded = codec.decode(codec.encode([rasterize(p, codec.render_config) for p in pages]))
     assert np.mean([precision(d, p.text) for d, p in zip(decoded, pages)]) > 0.5
+
+
+def test_settle_line_ends_follows_the_renderers_wrapping():
+    from codec.mini.layout import settle_line_ends
+    from render.layout import Typesetter
+
+    setter = Typesetter(get_preset("mini"))
+    long = "x" * 70 + " "
+    bands = ["short line ", "next\n", long, "longwordhere\n", "a ", "\n", "end "]
+    out = settle_line_ends(bands, setter)
+    assert out[0] == "short line\n"  # "next" would have fitted: a hard break
+    assert out[2] == long  # "longwordhere" would not have fitted: a real soft wrap
+    assert out[4] == "a\n"  # a wrap never continues with an empty line
+    assert out[6] == "end "  # the page's last line may wrap onto the next page
+    # and the rule never touches text that was decoded right
+    cfg = get_preset("mini")
+    for page in paginate(TEXT * 6, cfg):
+        c = mode_config("small", cfg)
+        sample = to_sample(page, rasterize(page, cfg), cfg)
+        bands = bands_of(sample, c.rows, c.lines_per_band)
+        assert settle_line_ends(bands, setter) == bands

@@ -229,8 +229,11 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def meta_of(args, history: list[dict], t0: float, train_texts: list, val_texts: list) -> dict:
+    previous = None  # the training record of the checkpoint this run started from
+    if args.init and (Path(args.init) / "small.json").exists():
+        previous = json.loads((Path(args.init) / "small.json").read_text()).get("training")
     return {"training": {"command": "python -m codec.mini.train " + " ".join(args.argv),
-                         "init": args.init,
+                         "init": args.init, "previous": previous,
                          "steps_done": history[-1]["step"] if history else 0, "steps": args.steps,
                          "batch": args.batch, "seed": args.seed,
                          "minutes": round((time.time() - t0) / 60, 1),
