@@ -9,9 +9,10 @@ be trained through it while every codec weight stays fixed.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch

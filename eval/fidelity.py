@@ -21,11 +21,11 @@ import html
 import io
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Annotated, Any
 
 import typer
-from typing_extensions import Annotated
 
 # DeepSeek-OCR (arXiv 2510.18234) Table 2, Fox benchmark: (compression, precision).
 FOX_ANCHORS = {
@@ -244,7 +244,7 @@ def write_report(out: Path, summary: dict, per_codec: dict, samples: int) -> Pat
 
 # ------------------------------------------------------------------------------- CLI
 
-def load_texts(source: Optional[Path], max_docs: int | None = None) -> tuple[list[str], str]:
+def load_texts(source: Path | None, max_docs: int | None = None) -> tuple[list[str], str]:
     """Texts of a corpus/text file (anything data.corpus reads), or the held-out topics."""
     if source is None:
         from data.demo import heldout_texts
@@ -263,16 +263,16 @@ def load_texts(source: Optional[Path], max_docs: int | None = None) -> tuple[lis
 
 
 def fidelity(
-    source: Annotated[Optional[Path], typer.Argument(
+    source: Annotated[Path | None, typer.Argument(
         help="Corpus or text file (.txt/.jsonl/.jsonl.zst/.parquet/dir); default: held-out "
              "pydoc_data topics.")] = None,
-    codec: Annotated[Optional[list[str]], typer.Option(
+    codec: Annotated[list[str] | None, typer.Option(
         "--codec", help="Codec spec name[:mode]; repeat to compare. Default: every mini mode.")] = None,
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("runs/fidelity"),
     max_pages: Annotated[int, typer.Option(help="Pages per codec.")] = 64,
-    max_docs: Annotated[Optional[int], typer.Option(help="Documents to read.")] = None,
+    max_docs: Annotated[int | None, typer.Option(help="Documents to read.")] = None,
     samples: Annotated[int, typer.Option(help="Sample pages shown per codec.")] = 3,
-    codec_path: Annotated[Optional[Path], typer.Option(
+    codec_path: Annotated[Path | None, typer.Option(
         help="Weights/checkpoint folder passed to every codec as `path`.")] = None,
 ) -> None:
     """Round-trip text through render -> encode -> decode; report precision vs compression."""

@@ -9,7 +9,7 @@ text), and the exact-page-match rate.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from rapidfuzz.distance import Levenshtein
 

@@ -14,7 +14,7 @@ or call `check_codec_contract(codec)` to run every check at once.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest

@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import math
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from codec import load_codec
-from codec.mini import MODES, WEIGHTS_DIR, mode_config
-from codec.mini import vocab
+from codec.mini import MODES, WEIGHTS_DIR, mode_config, vocab
 from codec.mini.ctc import band_nll, best_path, ctc_frames_needed, fit_target
 from codec.mini.data import bands_of, render_pages, synthetic_text, to_sample
 from codec.mini.model import MiniNet
@@ -22,7 +20,7 @@ from eval.metrics import precision
 from render import get_preset, paginate, rasterize
 
 # The shipped default must read held-out text (a source it never saw) at least this well.
-SHIPPED_PRECISION_FLOOR = 0.90
+SHIPPED_PRECISION_FLOOR = 0.95
 TEXT = ("Optical compression renders long text as page images.\n"
         "    def encode(pages):\n        return tokens  # batched\n\n"
         "A line that is long enough to wrap around the right margin of the mini page, "
@@ -56,7 +54,8 @@ def test_band_nll_known_values():
     # a confident path scores near zero, a wrong text far higher
     path = one_hot_logits([vocab.encode("a")[0], 0, vocab.encode("b")[0]], 6)[None]
     good, bad = band_nll(path, ["ab"]), band_nll(path, ["ba"])
-    assert good.item() < 1e-3 < 10 < bad.item()
+    assert good.item() < 1e-3
+    assert bad.item() > 10
     # unknown characters stay finite and cost more
     assert torch.isfinite(band_nll(logits[:1], ["\u4e2d"])).all()
 

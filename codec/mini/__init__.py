@@ -12,9 +12,9 @@ See docs/codec.md and codec/mini/MODEL_CARD.md.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -126,7 +126,7 @@ class MiniCodec(Codec):
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, mode: str = DEFAULT_MODE, path: str | Path | None = None,
-                        **kw) -> "MiniCodec":
+                        **kw) -> MiniCodec:
         from safetensors.torch import load_file
 
         from render import RenderConfig
@@ -144,7 +144,7 @@ class MiniCodec(Codec):
 
     @classmethod
     def random(cls, mode: str = DEFAULT_MODE, seed: int = 0, dim: int = 16, D: int = 32,
-               **kw) -> "MiniCodec":
+               **kw) -> MiniCodec:
         """An untrained instance (tests): same shapes and contract, tiny widths."""
         from render import get_preset
 

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         "Validation pages come from demo-corpus documents held out of training (every 20th). "
         "Stages 1-2 ran before the synthetic-page generator capped lines at 72 characters "
         "(so that synthetic pages stop teaching the read-out that long lines wrap softly); "
-        "stage 3 used the current code.",
+        "stages 3-4 used the current code.",
         "",
         f"Data: the local demo corpus (pydoc of {train['train_docs']} + {train['val_docs']} "
         "held-out standard-library documents, built by `data.demo`) rendered on the fly from "

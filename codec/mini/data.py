@@ -18,6 +18,7 @@ import torch
 from codec.mini import vocab
 from codec.mini.layout import band_spans
 from codec.mini.vocab import EXTRA_CHARS
+
 _WORD = re.compile(r"\S+")
 
 
@@ -34,7 +35,7 @@ def aligned_path(line, text: str, frames: int, cell: float) -> np.ndarray | None
     frames) and the line terminator in the cell after the last character. Dense,
     layout-given supervision that trains in minutes. None when glyphs and characters do not
     map one to one onto cells (tabs, controls, wide fallback glyphs, overflow)."""
-    body = text[:-1] if text.endswith("\n") else text
+    body = text.removesuffix("\n")
     if body and body[-1] in "\r\v\f\x85\u2028\u2029":
         return None
     if "".join(run.text for run in line.runs) != body:

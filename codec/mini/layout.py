@@ -7,7 +7,7 @@ page concatenate back to the page text.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def band_spans(lines: Sequence, rows: int, lines_per_band: int) -> list[tuple[int, int] | None]:

@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from codec.mini.vocab import N_CLASSES
 
@@ -43,7 +43,7 @@ class Geometry:
     cell_width: float  # advance of the monospace font: one character cell, px
 
     @classmethod
-    def of(cls, render_config) -> "Geometry":
+    def of(cls, render_config) -> Geometry:
         pitch = render_config.line_pitch
         if pitch != int(pitch):
             raise ValueError(f"codec/mini needs an integer line pitch, got {pitch} px")
@@ -102,15 +102,11 @@ class MiniConfig:
     def n(self) -> int:
         return self.rows * self.cols
 
-    @property
-    def frames_per_token(self) -> int:
-        return self.frames_per_line * self.lines_per_band // self.cols
-
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MiniConfig":
+    def from_dict(cls, d: dict) -> MiniConfig:
         d = dict(d)
         d["geometry"] = Geometry(**d["geometry"])
         return cls(**d)

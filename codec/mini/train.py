@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.mini import DEFAULT_MODE, MODES, RENDER_PRESET, mode_config
+from codec.mini import MODES, RENDER_PRESET, mode_config
 from codec.mini.ctc import band_nll, best_path
 from codec.mini.data import PageSample, PageStream, bands_of, collate, render_pages
 from codec.mini.model import GlyphProbe, MiniNet, to_ink
@@ -225,6 +225,7 @@ def train(args: argparse.Namespace) -> dict:
             for net in nets.values():  # a usable checkpoint at every validation
                 save(net, render_config, Path(args.out), meta_of(args, history, t0, train_texts, val_texts))
     bar.close()
+    log.close()
     return {"minutes": (time.time() - t0) / 60, "history": history}
 
 
