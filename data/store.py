@@ -531,6 +531,10 @@ class _Part:
         self.columns = {key: table[key].to_numpy() for key in _SMALL_COLUMNS if key != "doc_id"}
         self.doc_ids: list[str] = table["doc_id"].to_pylist()
         self._tokens: Any = None
+        # zarr pays ~2 ms of async machinery per read, whatever its size: keep a few decoded
+        # chunks so that windows of nearby pages cost a slice, not a read.
+        self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._chunk_cache_size = 16
 
     @property
     def tokens(self) -> Any:
@@ -547,12 +551,33 @@ class _Part:
         if num_pages == 0:
             return np.zeros((0, self.meta.D), np.float32)
         if self.meta.fixed_n:
-            stored = self.tokens[first_page:first_page + num_pages]
-            return to_float32(np.asarray(stored), self.meta.dtype).reshape(-1, self.meta.D)
+            stored = self._rows(first_page, first_page + num_pages)
+            return to_float32(stored, self.meta.dtype).reshape(-1, self.meta.D)
         offsets, counts = self.columns["token_offset"], self.columns["token_count"]
         last = first_page + num_pages - 1
-        stored = self.tokens[offsets[first_page]:offsets[last] + counts[last]]
-        return to_float32(np.asarray(stored), self.meta.dtype)
+        stored = self._rows(int(offsets[first_page]), int(offsets[last] + counts[last]))
+        return to_float32(stored, self.meta.dtype)
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of the token array (through the chunk cache for zarr)."""
+        if self.meta.layout != "zarr":
+            return np.asarray(self.tokens[start:stop])  # a memmap slice is already cheap
+        size = self.tokens.chunks[0]
+        pieces = []
+        for chunk in range(start // size, (stop - 1) // size + 1):
+            rows = self._chunk(chunk, size)
+            lo, hi = max(start - chunk * size, 0), min(stop - chunk * size, len(rows))
+            pieces.append(rows[lo:hi])
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def _chunk(self, chunk: int, size: int) -> np.ndarray:
+        if chunk in self._chunks:
+            self._chunks.move_to_end(chunk)
+        else:
+            self._chunks[chunk] = np.asarray(self.tokens[chunk * size:(chunk + 1) * size])
+            if len(self._chunks) > self._chunk_cache_size:
+                self._chunks.popitem(last=False)
+        return self._chunks[chunk]
 
 
 class Store:

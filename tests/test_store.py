@@ -90,6 +90,22 @@ def test_round_trip(tmp_path: Path, layout: str, dtype: str, n: int | None) -> N
     assert [d.doc_id for d in store.iter_documents()] == list(truth)
 
 
+@pytest.mark.parametrize("n", [4, None])
+def test_reads_in_random_order_through_a_small_chunk_cache(tmp_path: Path, n: int | None) -> None:
+    truth = write_store(tmp_path, make_meta("zarr", "float16", n), [6], max_pages=5)
+    store = Store(tmp_path)
+    for part in store._parts:
+        part._chunk_cache_size = 2  # force evictions; chunks hold 3 rows
+    rng = np.random.default_rng(1)
+    for _ in range(60):
+        doc_id = list(truth)[rng.integers(len(truth))]
+        pages = truth[doc_id]
+        first = int(rng.integers(len(pages)))
+        count = int(rng.integers(1, len(pages) - first + 1))
+        np.testing.assert_array_equal(store.read_pages(doc_id, first, count),
+                                      np.concatenate(pages[first:first + count]))
+
+
 def test_random_access(tmp_path: Path) -> None:
     truth = write_store(tmp_path, make_meta(), [3, 3])
     store = Store(tmp_path)
