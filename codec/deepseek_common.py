@@ -197,6 +197,26 @@ def split_prompt(prompt: str, image_token: str = "<image>") -> tuple[str, str]:
     return before, after
 
 
+def decoder_text_nll(codec, tokens: torch.Tensor, texts: Sequence[str],
+                     mask: torch.Tensor | None = None):
+    """`Codec.text_nll` for both DeepSeek backends: the NLL of each page's text after its
+    visual tokens under the frozen language decoder (see `sequence_nll`)."""
+    from codec.base import TextNLL
+
+    if len(texts) != tokens.shape[0]:
+        raise ValueError(f"{codec.name}: {tokens.shape[0]} pages of tokens but {len(texts)} texts")
+    rows = codec._visual_rows(tokens, mask)
+    if not rows:
+        zeros = torch.zeros(0, device=codec._device)
+        return TextNLL(nll=zeros + 0.0 * tokens.sum(), n_bytes=zeros.long())
+    nll = sequence_nll(
+        codec._lm_hidden, codec.model.lm_head, codec._embed, rows, codec.prefix_ids,
+        codec.suffix_ids, [codec._ids(t) for t in texts], codec.max_positions,
+    )
+    n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], device=nll.device)
+    return TextNLL(nll=nll, n_bytes=n_bytes)
+
+
 def sequence_nll(
     lm_hidden: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     lm_head: torch.nn.Module,

@@ -37,6 +37,7 @@ from codec.base import Codec, PageImages, TextNLL, register_codec
 from codec.deepseek_common import (
     CheckpointError,
     as_page_list,
+    decoder_text_nll,
     dtype_name,
     fingerprint,
     greedy_generate,
@@ -45,7 +46,6 @@ from codec.deepseek_common import (
     read_checkpoint_config,
     require_tokenizer,
     resolve_checkpoint_dir,
-    sequence_nll,
     split_prompt,
     split_rows,
     weight_files,
@@ -269,20 +269,7 @@ class DeepseekOcrCodec(Codec):
     def text_nll(
         self, tokens: torch.Tensor, texts: Sequence[str], mask: torch.Tensor | None = None
     ) -> TextNLL:
-        if len(texts) != tokens.shape[0]:
-            raise ValueError(
-                f"deepseek-ocr: {tokens.shape[0]} pages of tokens but {len(texts)} texts"
-            )
-        rows = self._visual_rows(tokens, mask)
-        if not rows:
-            zeros = torch.zeros(0, device=self._device)
-            return TextNLL(nll=zeros + 0.0 * tokens.sum(), n_bytes=zeros.long())
-        nll = sequence_nll(
-            self._lm_hidden, self.model.lm_head, self._embed, rows,
-            self.prefix_ids, self.suffix_ids, [self._ids(t) for t in texts], self.max_positions,
-        )
-        n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], device=nll.device)
-        return TextNLL(nll=nll, n_bytes=n_bytes)
+        return decoder_text_nll(self, tokens, texts, mask)
 
     @torch.no_grad()
     def decode(
