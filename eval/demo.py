@@ -233,12 +233,12 @@ def stage_evaluate(s: DemoSettings, state: dict) -> Section:
         run_tasks(runner, [tasks_dir], pred_dir, progress=True)
         for dataset, result in ruler.score_directory(pred_dir).items():
             scores[f"{kind}:{dataset}"] = result
-    eff = run_efficiency(s.out / "eval" / "efficiency", lengths=(2048, 4096, 8192), codec=s.codec,
-                         flavour="debug", threads=1)
+    # the codec the demo already loaded: right checkpoint and options, no second load
+    run_efficiency(s.out / "eval" / "efficiency", lengths=(2048, 4096, 8192),
+                   codec=_codec(s, state), flavour="debug", threads=1)
     metrics = {name: v.get("score") if isinstance(v, dict) else v for name, v in scores.items()}
     table = (s.out / "eval" / "efficiency" / "efficiency.md")
     eff_html = f"<pre>{html.escape(table.read_text())}</pre>" if table.exists() else ""
-    state["efficiency"] = eff
     return Section("Evaluate (RULER-style tasks; efficiency)", metrics,
                    "<p>RULER-style synthetic tasks built from the demo corpus, answered end to end "
                    "by the VST (text -> render -> encode -> VST -> decode) and by the same-shape "
