@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
@@ -46,6 +47,9 @@ PART_MARKER = "part.json"
 INDEX_FILE = "index.parquet"
 TMP_PREFIX = ".tmp-"
 TARGET_CHUNK_BYTES = 8 << 20
+# Decoded token chunks a reader keeps (all parts together); a window loader raises it to what
+# its shuffle buffer needs (see data.windows).
+DEFAULT_CACHE_BYTES = 256 << 20
 # Small index row groups let a reader fetch a few page texts without decoding a whole part.
 INDEX_ROW_GROUP = 256
 _PART_NAME = re.compile(r"^part-[A-Za-z0-9_.-]+$")
@@ -516,11 +520,51 @@ class StoredDocument:
         return np.concatenate([[0], np.cumsum([p.token_count for p in self.pages])])
 
 
+class _ChunkCache:
+    """Decoded token chunks of a store's parts, least recently used out, bounded in bytes.
+
+    zarr pays ~2 ms of async machinery per read whatever its size, and an 8 MiB chunk takes
+    ~10 ms to decompress: windows of nearby pages must cost a slice, not a read. A lock keeps
+    it consistent when a loader thread and the main thread read the same store.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._items: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int], load: Any) -> np.ndarray:
+        with self._lock:
+            rows = self._items.get(key)
+            if rows is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return rows
+        rows = load()  # decode outside the lock
+        with self._lock:
+            self.misses += 1
+            if key not in self._items:
+                self._items[key] = rows
+                self.bytes += rows.nbytes
+            self._items.move_to_end(key)
+            while self.bytes > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self.bytes -= old.nbytes
+        return rows
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class _Part:
     """One part opened for reading: the small index columns eagerly, the rest lazily."""
 
-    def __init__(self, root: Path, name: str, meta: StoreMeta) -> None:
+    def __init__(self, root: Path, name: str, meta: StoreMeta, index: int = 0,
+                 cache: _ChunkCache | None = None, chunk_rows: int | None = None) -> None:
         self.name = name
+        self.index = index
         self.directory = root / PARTS_DIR / name
         self.meta = meta
         index_file = pq.ParquetFile(self.directory / INDEX_FILE)
@@ -531,10 +575,8 @@ class _Part:
         self.columns = {key: table[key].to_numpy() for key in _SMALL_COLUMNS if key != "doc_id"}
         self.doc_ids: list[str] = table["doc_id"].to_pylist()
         self._tokens: Any = None
-        # zarr pays ~2 ms of async machinery per read, whatever its size: keep a few decoded
-        # chunks so that windows of nearby pages cost a slice, not a read.
-        self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._chunk_cache_size = 16
+        self._cache = cache if cache is not None else _ChunkCache(DEFAULT_CACHE_BYTES)
+        self._chunk_rows = chunk_rows  # rows a stored chunk (from the part's record)
 
     @property
     def tokens(self) -> Any:
@@ -542,48 +584,62 @@ class _Part:
             self._tokens = open_array(self.directory, self.meta.layout)
         return self._tokens
 
+    @property
+    def chunk_rows(self) -> int:
+        """Rows of a stored chunk: the zarr chunk, or the checksum chunk of a .npy file."""
+        if self._chunk_rows is None:
+            if self.meta.layout == "zarr":
+                self._chunk_rows = int(self.tokens.chunks[0])
+            else:
+                self._chunk_rows = int(read_part_info(self.directory.parent.parent, self.name)
+                                       ["token_array"]["chunk_rows"])
+        return self._chunk_rows
+
+    @property
+    def row_bytes(self) -> int:
+        row = (self.meta.n or 1) * self.meta.D
+        return row * storage_dtype(self.meta.dtype).itemsize
+
     def read_texts(self, row_group: int) -> list[str]:
         with pq.ParquetFile(self.directory / INDEX_FILE) as index_file:
             return index_file.read_row_group(row_group, columns=["text"])["text"].to_pylist()
+
+    def token_rows(self, first_page: int, num_pages: int) -> tuple[int, int]:
+        """Rows ``start, stop`` of the token array that hold these consecutive pages."""
+        if self.meta.fixed_n:
+            return first_page, first_page + num_pages
+        offsets, counts = self.columns["token_offset"], self.columns["token_count"]
+        last = first_page + num_pages - 1
+        return int(offsets[first_page]), int(offsets[last] + counts[last])
 
     def read_tokens(self, first_page: int, num_pages: int) -> np.ndarray:
         """Float32 tokens of consecutive pages, concatenated: ``[tokens, D]``."""
         if num_pages == 0:
             return np.zeros((0, self.meta.D), np.float32)
-        if self.meta.fixed_n:
-            stored = self._rows(first_page, first_page + num_pages)
-            return to_float32(stored, self.meta.dtype).reshape(-1, self.meta.D)
-        offsets, counts = self.columns["token_offset"], self.columns["token_count"]
-        last = first_page + num_pages - 1
-        stored = self._rows(int(offsets[first_page]), int(offsets[last] + counts[last]))
-        return to_float32(stored, self.meta.dtype)
+        stored = self._rows(*self.token_rows(first_page, num_pages))
+        return to_float32(stored, self.meta.dtype).reshape(-1, self.meta.D)
 
     def _rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of the token array (through the chunk cache for zarr)."""
         if self.meta.layout != "zarr":
             return np.asarray(self.tokens[start:stop])  # a memmap slice is already cheap
-        size = self.tokens.chunks[0]
+        size = self.chunk_rows
         pieces = []
         for chunk in range(start // size, (stop - 1) // size + 1):
-            rows = self._chunk(chunk, size)
+            rows = self._cache.get((self.index, chunk), lambda c=chunk: np.asarray(
+                self.tokens[c * size:(c + 1) * size]))
             lo, hi = max(start - chunk * size, 0), min(stop - chunk * size, len(rows))
             pieces.append(rows[lo:hi])
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-
-    def _chunk(self, chunk: int, size: int) -> np.ndarray:
-        if chunk in self._chunks:
-            self._chunks.move_to_end(chunk)
-        else:
-            self._chunks[chunk] = np.asarray(self.tokens[chunk * size:(chunk + 1) * size])
-            if len(self._chunks) > self._chunk_cache_size:
-                self._chunks.popitem(last=False)
-        return self._chunks[chunk]
 
 
 class Store:
     """A consolidated store opened for reading (parts as listed in manifest.json)."""
 
-    def __init__(self, root: str | Path, *, text_cache_groups: int = 64) -> None:
+    def __init__(self, root: str | Path, *, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 text_cache_groups: int = 64) -> None:
+        """``cache_bytes``: decoded token chunks kept (zarr), all parts together;
+        ``text_cache_groups``: index row groups of page texts kept (256 pages each)."""
         self.root = Path(root)
         self.meta = read_store_meta(self.root)
         manifest_path = self.root / MANIFEST_FILE
@@ -591,15 +647,18 @@ class Store:
             raise StoreError(f"no {MANIFEST_FILE} in {self.root}: run data.store.consolidate()")
         self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         self.part_names: list[str] = sorted(self.manifest["parts"])
-        self._parts = [self._open_part(name) for name in self.part_names]
+        self._chunk_cache = _ChunkCache(cache_bytes)
+        self._parts = [self._open_part(i, name) for i, name in enumerate(self.part_names)]
         # Page texts are read per index row group and kept in a small LRU cache.
         self._texts: OrderedDict[tuple[int, int], list[str]] = OrderedDict()
+        self._texts_lock = threading.Lock()
         self._text_cache_groups = text_cache_groups
         self._build_doc_table()
 
-    def _open_part(self, name: str) -> "_Part":
+    def _open_part(self, index: int, name: str) -> "_Part":
+        recorded = self.manifest["parts"][name].get("token_array", {}).get("chunk_rows")
         try:
-            return _Part(self.root, name, self.meta)
+            return _Part(self.root, name, self.meta, index, self._chunk_cache, recorded)
         except Exception as err:  # a damaged index fails in pyarrow in many ways
             raise StoreCorruptError(f"{name}: cannot read {INDEX_FILE} ({type(err).__name__}: "
                                     f"{err}); verify_store() checks every part") from None
@@ -682,17 +741,24 @@ class Store:
         part = self._parts[self._doc_part[index]]
         return part.read_tokens(int(self._doc_first_row[index]) + first_page, num_pages)
 
+    def _text_group(self, part_index: int, group: int) -> list[str]:
+        key = (part_index, group)
+        with self._texts_lock:
+            texts = self._texts.get(key)
+            if texts is not None:
+                self._texts.move_to_end(key)
+                return texts
+        texts = self._parts[part_index].read_texts(group)
+        with self._texts_lock:
+            self._texts[key] = texts
+            while len(self._texts) > self._text_cache_groups:
+                self._texts.popitem(last=False)
+        return texts
+
     def _page_text(self, part_index: int, row: int) -> str:
         part = self._parts[part_index]
         group = int(np.searchsorted(part.row_group_starts, row, side="right")) - 1
-        key = (part_index, group)
-        if key in self._texts:
-            self._texts.move_to_end(key)
-        else:
-            self._texts[key] = part.read_texts(group)
-            if len(self._texts) > self._text_cache_groups:
-                self._texts.popitem(last=False)
-        return self._texts[key][row - part.row_group_starts[group]]
+        return self._text_group(part_index, group)[row - part.row_group_starts[group]]
 
     def page_records(self, doc_id: str, first_page: int = 0,
                      num_pages: int | None = None) -> list[PageRecord]:
@@ -718,6 +784,46 @@ class Store:
                 token_offset=int(part.columns["token_offset"][row]),
                 token_count=int(part.columns["token_count"][row]), part=part.name))
         return records
+
+    def locate_pages(self, doc_ids: Sequence[str], pages: Sequence[int] | np.ndarray
+                     ) -> dict[str, np.ndarray]:
+        """Where pages are stored, for I/O-aware ordering: per (doc, page), its ``part``
+        index, ``chunk`` (the stored chunk holding its first token, numbered across the whole
+        store) and ``text_group`` (its index row group, numbered across the whole store)."""
+        doc_index = np.fromiter((self._doc_index(d) for d in doc_ids), np.int64, len(doc_ids))
+        part = self._doc_part[doc_index].astype(np.int64)
+        row = self._doc_first_row[doc_index] + np.asarray(pages, np.int64)
+        chunk = np.zeros(len(row), np.int64)
+        group = np.zeros(len(row), np.int64)
+        chunk_base = group_base = 0
+        for index, p in enumerate(self._parts):
+            mask = part == index
+            rows = row[mask]
+            token_row = rows if self.meta.fixed_n else p.columns["token_offset"][rows]
+            chunk[mask] = chunk_base + token_row // p.chunk_rows
+            group[mask] = group_base + np.searchsorted(p.row_group_starts, rows, "right") - 1
+            stored_rows = len(p.columns["page"]) if self.meta.fixed_n else int(
+                p.columns["token_count"].sum())
+            chunk_base += -(-stored_rows // p.chunk_rows)
+            group_base += len(p.row_group_starts) - 1
+        return {"part": part, "chunk": chunk, "text_group": group}
+
+    def max_chunk_bytes(self) -> int:
+        """Bytes of the largest decoded token chunk (what the chunk cache holds per entry)."""
+        return max((p.chunk_rows * p.row_bytes for p in self._parts), default=0)
+
+    def reserve_cache(self, chunk_bytes: int = 0, text_groups: int = 0) -> None:
+        """Raise the caches to at least this many bytes of decoded chunks and text row groups
+        (a window loader asks for what its shuffle buffer touches; never lowers them)."""
+        self._chunk_cache.max_bytes = max(self._chunk_cache.max_bytes, int(chunk_bytes))
+        self._text_cache_groups = max(self._text_cache_groups, int(text_groups))
+
+    @property
+    def cache_info(self) -> dict[str, int]:
+        """Chunk cache counters: hits, misses (decoded chunks), entries, bytes, max_bytes."""
+        c = self._chunk_cache
+        return {"hits": c.hits, "misses": c.misses, "entries": len(c), "bytes": c.bytes,
+                "max_bytes": c.max_bytes}
 
     # -- public reads
 

@@ -92,10 +92,9 @@ def test_round_trip(tmp_path: Path, layout: str, dtype: str, n: int | None) -> N
 
 @pytest.mark.parametrize("n", [4, None])
 def test_reads_in_random_order_through_a_small_chunk_cache(tmp_path: Path, n: int | None) -> None:
-    truth = write_store(tmp_path, make_meta("zarr", "float16", n), [6], max_pages=5)
-    store = Store(tmp_path)
-    for part in store._parts:
-        part._chunk_cache_size = 2  # force evictions; chunks hold 3 rows
+    truth = write_store(tmp_path, make_meta("zarr", "float16", n), [6, 5], max_pages=5)
+    row_bytes = (n or 1) * D * 2
+    store = Store(tmp_path, cache_bytes=2 * 3 * row_bytes)  # two chunks of 3 rows: evictions
     rng = np.random.default_rng(1)
     for _ in range(60):
         doc_id = list(truth)[rng.integers(len(truth))]
@@ -104,6 +103,8 @@ def test_reads_in_random_order_through_a_small_chunk_cache(tmp_path: Path, n: in
         count = int(rng.integers(1, len(pages) - first + 1))
         np.testing.assert_array_equal(store.read_pages(doc_id, first, count),
                                       np.concatenate(pages[first:first + count]))
+    info = store.cache_info
+    assert info["misses"] > 2 and 1 <= info["entries"] <= 3 and info["bytes"] <= info["max_bytes"]
 
 
 def test_random_access(tmp_path: Path) -> None:
@@ -342,10 +343,12 @@ def window_store(tmp_path: Path, n: int | None = 4) -> tuple[Store, dict[str, li
     return Store(tmp_path), truth
 
 
-@pytest.mark.parametrize("n,T", [(4, 12), (4, 10), (None, 9)])
-def test_windows_respect_documents_and_pages(tmp_path: Path, n: int | None, T: int) -> None:
+@pytest.mark.parametrize("n,T,shuffle", [(4, 12, "blocks"), (4, 10, "full"), (None, 9, "blocks"),
+                                         (None, 9, "none")])
+def test_windows_respect_documents_and_pages(tmp_path: Path, n: int | None, T: int,
+                                             shuffle: str) -> None:
     store, truth = window_store(tmp_path, n)
-    loader = WindowLoader(store, T, split="all", seed=0)
+    loader = WindowLoader(store, T, split="all", seed=0, shuffle=shuffle, shuffle_buffer=2)
     seen_pages = []
     for window in loader:
         pages = truth[window.doc_id]
@@ -383,10 +386,11 @@ def test_window_truncates_an_over_long_page(tmp_path: Path) -> None:
     assert windows[0].valid.all() and windows[1].valid.sum() == 2
 
 
-def test_window_order_is_deterministic_per_seed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shuffle", ["blocks", "full"])
+def test_window_order_is_deterministic_per_seed(tmp_path: Path, shuffle: str) -> None:
     store, _ = window_store(tmp_path)
     def order(seed: int, start: int = 0) -> list[tuple[str, int]]:
-        loader = WindowLoader(store, 8, split="all", seed=seed)
+        loader = WindowLoader(store, 8, split="all", seed=seed, shuffle=shuffle, shuffle_buffer=2)
         return [(w.doc_id, w.first_page) for w in loader.iterate(start, start + len(loader))]
     assert order(7) == order(7)
     assert order(7) != order(8)
@@ -396,12 +400,14 @@ def test_window_order_is_deterministic_per_seed(tmp_path: Path) -> None:
     assert [w.doc_id for w in unshuffled][0] == store.doc_ids[0]
 
 
-def test_resume_from_cursor(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shuffle", ["blocks", "full"])
+def test_resume_from_cursor(tmp_path: Path, shuffle: str) -> None:
     store, _ = window_store(tmp_path)
-    loader = WindowLoader(store, 8, split="all", seed=5)
+    kwargs = dict(split="all", seed=5, shuffle=shuffle, shuffle_buffer=3)
+    loader = WindowLoader(store, 8, **kwargs)
     stream = loader.batches(batch_size=3, stop=2 * len(loader))
     straight = [next(stream) for _ in range(6)]
-    resumed_loader = WindowLoader(Store(tmp_path), 8, split="all", seed=5)  # a fresh process
+    resumed_loader = WindowLoader(Store(tmp_path), 8, **kwargs)  # a fresh process
     cursor = straight[2]["next_cursor"]
     resumed = resumed_loader.batches(batch_size=3, start=cursor)
     for expected in straight[3:]:
@@ -412,6 +418,80 @@ def test_resume_from_cursor(tmp_path: Path) -> None:
         assert batch["next_cursor"] == expected["next_cursor"]
     assert straight[0]["tokens"].shape == (3, 8, D)
     assert straight[0]["page_texts"][0]
+
+
+def _epoch_blocks(loader: WindowLoader, epoch: int) -> np.ndarray:
+    """The stored chunk of each window, in the order the epoch visits them."""
+    order = loader.epoch_order(epoch)
+    docs = [loader.doc_ids[d] for d in loader._win_doc]
+    return loader.store.locate_pages(docs, loader._win_first)["chunk"][order]
+
+
+@pytest.mark.parametrize("n,buffer", [(4, 1), (4, 3), (None, 2)])
+def test_block_shuffle_visits_chunks_a_buffer_at_a_time(tmp_path: Path, n: int | None,
+                                                        buffer: int) -> None:
+    store, _ = window_store(tmp_path, n)  # chunks of 3 rows: many chunks, windows across them
+    loader = WindowLoader(store, 8, split="all", seed=1, shuffle_buffer=buffer)
+    for epoch in range(3):
+        order = loader.epoch_order(epoch)
+        assert sorted(order.tolist()) == list(range(len(loader)))  # each window once
+        blocks = _epoch_blocks(loader, epoch)
+        # chunks by first visit; the k-th `buffer` of them own one contiguous run of windows
+        firsts = list(dict.fromkeys(blocks.tolist()))
+        position = 0
+        for k in range(0, len(firsts), buffer):
+            group = set(firsts[k:k + buffer])
+            size = int(np.isin(blocks, list(group)).sum())
+            assert set(blocks[position:position + size].tolist()) == group
+            position += size
+        assert position == len(blocks)
+    assert not np.array_equal(loader.epoch_order(0), loader.epoch_order(1))
+    # a buffer as large as the store is a full shuffle of it, in an order of its own
+    everything = WindowLoader(store, 8, split="all", seed=1, shuffle_buffer=10**6)
+    assert len(set(_epoch_blocks(everything, 0)[:len(loader) // 2].tolist())) > buffer
+
+
+def test_block_shuffle_decodes_each_chunk_about_once(tmp_path: Path) -> None:
+    write_store(tmp_path, make_meta("zarr", "float16", 4), [40, 30], seed=2, chunk_rows=8,
+                max_pages=6)
+    chunk_bytes = 8 * 4 * D * 2
+
+    def misses(shuffle: str) -> tuple[int, int]:
+        store = Store(tmp_path, cache_bytes=chunk_bytes)  # the loader raises what it needs
+        loader = WindowLoader(store, 8, split="all", seed=0, shuffle=shuffle, shuffle_buffer=2)
+        for _ in loader:
+            pass
+        chunks = len(set(_epoch_blocks(loader, 0).tolist()))
+        return store.cache_info["misses"], chunks
+
+    blocks, chunks = misses("blocks")
+    full, _ = misses("full")  # no buffer to make room for: the cache stays at one chunk
+    # every chunk once, plus at most one more read per chunk for windows crossing its end
+    assert chunks <= blocks <= 2 * chunks
+    assert full > 2 * blocks  # a global shuffle through the same cache keeps re-decoding
+
+
+def test_block_shuffle_is_a_pure_function() -> None:
+    from data.windows import block_shuffle
+
+    blocks = np.repeat([7, 3, 9, 1], [5, 1, 4, 6])
+    first = block_shuffle(blocks, 2, np.random.default_rng([4, 0]))
+    assert first.tolist() == block_shuffle(blocks, 2, np.random.default_rng([4, 0])).tolist()
+    assert sorted(first.tolist()) == list(range(len(blocks)))
+    assert len(block_shuffle(np.zeros(0, np.int64), 2, np.random.default_rng(0))) == 0
+    with pytest.raises(ValueError, match="at least one"):
+        block_shuffle(blocks, 0, np.random.default_rng(0))
+
+
+def test_shuffle_modes_are_checked(tmp_path: Path) -> None:
+    store, _ = window_store(tmp_path)
+    assert WindowLoader(store, 8, split="all").shuffle == "blocks"
+    assert WindowLoader(store, 8, split="all", shuffle=False).epoch_order(3).tolist() == \
+        list(range(len(WindowLoader(store, 8, split="all"))))
+    with pytest.raises(ValueError, match="shuffle"):
+        WindowLoader(store, 8, split="all", shuffle="sometimes")
+    with pytest.raises(ValueError, match="shuffle_buffer"):
+        WindowLoader(store, 8, split="all", shuffle_buffer=0)
 
 
 def test_split_by_document(tmp_path: Path) -> None:

@@ -264,6 +264,47 @@ def test_store_windows_train_and_hold_out_documents(tmp_path):
     assert res["eval"]["bpb_true"] < res["eval"]["bpb_null"]
 
 
+def test_loader_follows_the_store_readers_chunk_aware_order(tmp_path):
+    import numpy as np
+
+    from data.store import StoreMeta, StoreWriter, consolidate
+    from vst.store_source import StoreSource
+
+    meta = StoreMeta(D=4, n=2, grid=(1, 2), codec_name="t", codec_mode="t", codec_version="0",
+                     render_config={}, render_config_id="t", layout="zarr")
+    rng = np.random.default_rng(0)
+    for part in range(2):  # chunks of 4 pages: the order is chunk-aware, not a permutation
+        with StoreWriter(tmp_path, part, meta, chunk_rows=4) as writer:
+            for doc in range(12):
+                texts = [f"{part}.{doc}.{i};" for i in range(int(rng.integers(1, 6)))]
+                ends = np.cumsum([len(t) for t in texts]).tolist()
+                spans = [(e - len(t), e, t) for e, t in zip(ends, texts)]
+                writer.add_document(f"d{part}:{doc}", spans,
+                                    rng.standard_normal((len(texts), 2, 4)))
+    consolidate(tmp_path)
+
+    def source():
+        return StoreSource(tmp_path, 4, "all", shuffle_buffer=2)
+
+    def key(w):
+        return w.doc_ids[0], w.pages[0][2]
+
+    def seen(loader, stop, start=0):
+        return [key(w) for step in range(start, stop) for w in loader.windows(step)]
+
+    src = source()
+    n, steps = len(src), 2 * len(src) // 3 + 1  # batches of 3 across two epoch boundaries
+    stream = seen(Loader(src, 3, seed=4), steps)
+    orders = [src.epoch_order(4, epoch) for epoch in range(3)]
+    assert stream == [key(src.window(int(orders[i // n][i % n]))) for i in range(3 * steps)]
+    in_store_order = [key(src.window(i)) for i in range(n)]
+    assert sorted(stream[:n]) == sorted(in_store_order) and stream[:n] != in_store_order
+    assert stream[n:2 * n] != stream[:n]  # a new order each epoch
+    # resume at any step in a fresh process: the same windows, whatever came before
+    assert seen(Loader(source(), 3, seed=4), steps, start=5) == stream[5 * 3:]
+    assert seen(Loader(source(), 3, seed=5), 4) != stream[:12]
+
+
 def test_generate_decodes_text_from_a_trained_debug_model(tmp_path):
     import typer
     from typer.testing import CliRunner

@@ -168,7 +168,8 @@ def text_codec(name: str) -> tuple[Callable[[str], list[int]], Callable[[int], i
 
 
 class Loader:
-    """Deterministic batches by global step: step s, rank r -> windows of a seeded shuffle.
+    """Deterministic batches by global step: step s, rank r -> windows of a seeded shuffle
+    (the source's own `epoch_order(seed, epoch)` when it has one, else a permutation).
 
     The data position is the number of batches consumed; DDP ranks take disjoint slices
     of the same global batch, so N ranks x b windows see exactly what 1 rank x N*b sees.
@@ -197,7 +198,15 @@ class Loader:
         if not self.shuffle:
             return j
         if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n))
+            # A source may order its own epochs (the store: I/O-aware, chunk by chunk);
+            # either way the order is a pure function of (seed, epoch).
+            own = getattr(self.source, "epoch_order", None)
+            perm = (
+                own(self.seed, epoch)
+                if own is not None
+                else np.random.default_rng([self.seed, epoch]).permutation(n)
+            )
+            self._perm = (epoch, perm)
         return int(self._perm[1][j])
 
     def windows(self, step: int) -> list[Window]:

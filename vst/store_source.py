@@ -1,9 +1,11 @@
 """Windows from the visual-token store (`data.store` + `data.windows`) as VST windows.
 
 The store's reader cuts one document per window, whole pages, padded at the document's
-end; its split holds out documents by a hash of their id. Shuffling and the DDP split
-are done by `vst.data.Loader`, so the store's reader runs unshuffled (window number =
-index) and the data position stays one integer.
+end; its split holds out documents by a hash of their id. `window(index)` is window `index`
+in store order; `epoch_order(seed, epoch)` is the reader's I/O-aware shuffle (chunks of the
+store in a random order, a few at a time, windows shuffled among them: see
+`data.windows`), which `vst.data.Loader` follows. The DDP split is the Loader's, and the
+data position stays one integer.
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ from vst.data import Window
 
 class StoreSource:
     def __init__(
-        self, root: str | Path, T: int, split: str = "train", val_fraction: float = 0.05
+        self,
+        root: str | Path,
+        T: int,
+        split: str = "train",
+        val_fraction: float = 0.05,
+        shuffle: str = "blocks",
+        shuffle_buffer: int | None = None,
     ) -> None:
         from data.store import Store
-        from data.windows import WindowLoader
+        from data.windows import DEFAULT_SHUFFLE_BUFFER, WindowLoader
 
         self.store = Store(root)
         meta = self.store.meta
@@ -29,14 +37,23 @@ class StoreSource:
         self.grid = tuple(meta.grid) if meta.grid is not None else (1, T)
         self.T = T
         self.loader = WindowLoader(
-            self.store, T, split=split, val_fraction=val_fraction, shuffle=False
+            self.store,
+            T,
+            split=split,
+            val_fraction=val_fraction,
+            shuffle=shuffle,
+            shuffle_buffer=shuffle_buffer or DEFAULT_SHUFFLE_BUFFER,
         )
 
     def __len__(self) -> int:
         return len(self.loader)
 
+    def epoch_order(self, seed: int, epoch: int) -> np.ndarray:
+        """Window indices in the order epoch `epoch` visits them (see data.windows)."""
+        return self.loader.epoch_order(epoch, seed)
+
     def window(self, index: int) -> Window:
-        w = self.loader.window(index)
+        w = self.loader.read_window(index)
         pages, t0 = [], 0
         for i, text in enumerate(w.page_texts):
             length = int((w.page_index == w.first_page + i).sum())
