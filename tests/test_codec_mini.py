@@ -169,3 +169,108 @@ def test_settle_line_ends_follows_the_renderers_wrapping():
         sample = to_sample(page, rasterize(page, cfg), cfg)
         bands = bands_of(sample, c.rows, c.lines_per_band)
         assert settle_line_ends(bands, setter) == bands
+
+
+# ------------------------------------------------------------------- causal reader
+
+def _reader(seed: int = 0):
+    from codec.mini.reader import CausalReader
+
+    torch.manual_seed(seed)
+    return CausalReader(frame_dim=6, cells=12, dim=32, depth=2, heads=4).eval()
+
+
+def test_causal_reader_greedy_cache_matches_teacher_forcing():
+    from codec.mini.reader import EOS, teacher_forcing
+
+    reader = _reader()
+    cells = torch.randn(5, 12, 12)
+    lines = reader.greedy(cells, max_len=9)
+    texts = [vocab.decode(ids) for ids in lines]
+    inputs, _, _ = teacher_forcing(texts)
+    with torch.no_grad():
+        argmax = reader(cells, inputs).argmax(-1)
+    for r, ids in enumerate(lines):
+        assert argmax[r, :len(ids)].tolist() == ids  # the KV-cached steps = full forward
+        if len(ids) < 9:
+            assert argmax[r, len(ids)].item() == EOS
+
+
+def test_causal_reader_is_causal_and_reads_its_prefix():
+    reader = _reader(1)
+    cells = torch.randn(1, 12, 12)
+    a = torch.tensor([[0, 40, 41, 42, 43]])
+    b = a.clone()
+    b[0, 3] = 50
+    with torch.no_grad():
+        la, lb = reader(cells, a), reader(cells, b)
+        lc = reader(cells + torch.randn_like(cells), a)
+    assert torch.allclose(la[0, :3], lb[0, :3], atol=1e-5)  # the past ignores the future
+    assert not torch.allclose(la[0, 3:], lb[0, 3:], atol=1e-4)
+    assert not torch.allclose(la, lc, atol=1e-4)  # every step sees the visual prefix
+
+
+def test_line_nll_charges_unknown_characters_and_line_ends():
+    from codec.mini.reader import line_nll
+
+    reader = _reader(2)
+    cells = torch.randn(3, 12, 12)
+    nll = line_nll(reader, cells, ["ab", "ab\u4e2d", ""])
+    assert torch.isfinite(nll).all() and (nll > 0).all()
+    assert nll[1] > nll[0] + vocab.UNK_NATS - 1  # the unknown CJK character costs 2^16 choices
+    assert nll[2] > 0  # an empty slot still pays for its end
+
+
+def _tiny_causal_net():
+    torch.manual_seed(0)
+    return MiniNet(mode_config("small", get_preset("mini"), dim=16, D=32, code=4, depth=1,
+                               reader="causal", reader_dim=32, reader_depth=1))
+
+
+def test_tiny_causal_reader_learns_in_a_few_steps():
+    from codec.mini.reader import line_nll
+    from codec.mini.train_reader import line_texts
+
+    net = _tiny_causal_net()
+    cfg = get_preset("mini")
+    samples = render_pages([TEXT * 3], cfg, max_pages=2)
+    ink = 1.0 - torch.from_numpy(np.stack([s.ink for s in samples])).float() / 255.0
+    lines = [t for s in samples for t in line_texts(s, net.cfg.geometry.n_lines)]
+    chars = sum(len(t) + 1 for t in lines)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = line_nll(net.reader, net.line_cells(net.encode(ink)), lines).sum() / chars
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_train_reader_runs_from_a_stage1_checkpoint(tmp_path):
+    """Stage 2 end to end: a stage-1 (CTC) checkpoint gets a causal reader; the encoder and
+    compressor stay bit-identical, so stores converted with stage 1 stay valid."""
+    from codec.mini import MiniCodec
+    from codec.mini.train import save
+    from codec.mini.train_reader import main
+
+    torch.manual_seed(0)
+    cfg = get_preset("mini")
+    stage1 = MiniNet(mode_config("small", cfg, dim=16, D=32, code=4, depth=1))
+    save(stage1, cfg, tmp_path / "s1", {"training": {"command": "test"}})
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": TEXT * (i + 2)}) + "\n" for i in range(21)))
+    main(["--init", str(tmp_path / "s1"), "--out", str(tmp_path / "s2"), "--corpus", str(corpus),
+          "--workdir", str(tmp_path / "work"), "--modes", "small", "--steps", "3",
+          "--val-every", "3", "--val-pages", "1", "--workers", "0", "--dim", "16",
+          "--depth", "1", "--heads", "2", "--batch", "1", "--threads", "1"])
+    meta = json.loads((tmp_path / "s2" / "small.json").read_text())
+    assert meta["model"]["reader"] == "causal" and meta["training"]["steps_done"] == 3
+    assert meta["training"]["previous"] == {"command": "test"}
+    codec1 = MiniCodec.from_pretrained("small", tmp_path / "s1")
+    codec2 = MiniCodec.from_pretrained("small", tmp_path / "s2")
+    assert codec2.net.reader is not None and codec1.net.reader is None
+    _page, image = next(iter(__import__("render").render_text(TEXT, cfg)))
+    assert torch.equal(codec1.encode([image]), codec2.encode([image]))
+    assert isinstance(codec2.decode(codec2.encode([image]))[0], str)

@@ -23,6 +23,7 @@ from codec.base import Codec, PageImages, TextNLL, register_codec
 from codec.mini.ctc import band_nll, best_path
 from codec.mini.layout import settle_line_ends, text_bands
 from codec.mini.model import Geometry, MiniConfig, MiniNet, to_ink
+from codec.mini.reader import line_nll
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODE = "small"
@@ -77,39 +78,42 @@ class MiniCodec(Codec):
 
     # -- decode -------------------------------------------------------------------------------
     def decode(self, tokens: torch.Tensor, max_new_tokens: int | None = None) -> list[str]:
-        """CTC best path per band, bands joined in reading order; max_new_tokens caps characters.
+        """Greedy text of each page, lines joined in reading order; max_new_tokens caps
+        characters. The causal reader reads every line of the page at once; checkpoints
+        without one use the CTC best path of each band.
 
-        One-line bands that end in a soft wrap the renderer could not have made are read
-        as ending in a hard line break (`settle_line_ends`).
+        Lines that end in a soft wrap the renderer could not have made are read as ending
+        in a hard line break (`settle_line_ends`).
         """
         self._check(tokens)
         texts = []
-        with torch.no_grad():
-            for i in range(0, len(tokens), self.batch_size):
-                logits = self.net.readout(tokens[i:i + self.batch_size].float())
-                for page in logits:
-                    bands = best_path(page)
-                    if self.cfg.lines_per_band == 1:
-                        bands = settle_line_ends(bands, self._typesetter)
-                    text = "".join(bands)
-                    texts.append(text if max_new_tokens is None else text[:max_new_tokens])
-        return texts
+        for i in range(0, len(tokens), self.batch_size):
+            texts += decode_pages(self.net, tokens[i:i + self.batch_size], self._typesetter)
+        return texts if max_new_tokens is None else [t[:max_new_tokens] for t in texts]
 
     # -- likelihood ---------------------------------------------------------------------------
     def text_nll(self, tokens: torch.Tensor, texts: Sequence[str]) -> TextNLL:
-        """CTC NLL (nats) of each text given its page's tokens; gradients reach `tokens` only.
+        """NLL (nats) of each text given its page's tokens; gradients reach `tokens` only.
 
-        The text is laid out with the codec's render config and each band's bytes are
-        scored by that band's frames (sum over all CTC alignments).
+        The text is laid out with the codec's render config. With the causal reader every
+        line is scored by teacher forcing (its characters and its end); without one each
+        band is scored by its CTC frames (sum over all alignments). Text that would not
+        have fitted the page is charged on the last line.
         """
         self._check(tokens)
         if len(texts) != len(tokens):
             raise ValueError(f"{len(texts)} texts for {len(tokens)} pages")
         c = self.cfg
-        logits = self.net.readout(tokens.float())  # [B, rows, T, classes]
-        targets = [band for text in texts
-                   for band in text_bands(text, self.render_config, c.rows, c.lines_per_band)]
-        nll = band_nll(logits.flatten(0, 1), targets).view(len(texts), c.rows).sum(1)
+        if self.net.reader is not None:
+            L = c.geometry.n_lines
+            lines = [ln for text in texts for ln in text_bands(text, self.render_config, L, 1)]
+            cells = self.net.line_cells(tokens.float())
+            nll = line_nll(self.net.reader, cells, lines).view(len(texts), L).sum(1)
+        else:
+            logits = self.net.readout(tokens.float())  # [B, rows, T, classes]
+            targets = [band for text in texts
+                       for band in text_bands(text, self.render_config, c.rows, c.lines_per_band)]
+            nll = band_nll(logits.flatten(0, 1), targets).view(len(texts), c.rows).sum(1)
         n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], dtype=torch.long)
         return TextNLL(nll=nll, n_bytes=n_bytes)
 
@@ -144,12 +148,13 @@ class MiniCodec(Codec):
 
     @classmethod
     def random(cls, mode: str = DEFAULT_MODE, seed: int = 0, dim: int = 16, D: int = 32,
-               **kw) -> MiniCodec:
+               reader: str = "causal", **kw) -> MiniCodec:
         """An untrained instance (tests): same shapes and contract, tiny widths."""
         from render import get_preset
 
         torch.manual_seed(seed)
-        cfg = mode_config(mode, dim=dim, D=D, code=4, depth=1)
+        cfg = mode_config(mode, dim=dim, D=D, code=4, depth=1, reader=reader, reader_dim=32,
+                          reader_depth=1)
         return cls(MiniNet(cfg), get_preset(RENDER_PRESET), f"mini-{mode}-random-{seed}", **kw)
 
 
@@ -161,6 +166,20 @@ def _factory(mode: str = DEFAULT_MODE, path: str | Path | None = None, random_in
     if random_init:
         return MiniCodec.random(mode, **kw)
     return MiniCodec.from_pretrained(mode, path, **kw)
+
+
+@torch.no_grad()
+def decode_pages(net: MiniNet, tokens: torch.Tensor, setter) -> list[str]:
+    """Greedy text of each page from a mini network (`setter`: the page's `Typesetter`)."""
+    if net.reader is not None:
+        return ["".join(settle_line_ends(lines, setter)) for lines in net.read_lines(tokens)]
+    texts = []
+    for page in net.readout(tokens.float()):
+        bands = best_path(page)
+        if net.cfg.lines_per_band == 1:
+            bands = settle_line_ends(bands, setter)
+        texts.append("".join(bands))
+    return texts
 
 
 def _as_uint8_batch(pages: PageImages) -> torch.Tensor:

@@ -82,11 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     out = [
         "# Model card: `mini` optical codec",
         "",
-        "Our own small optical codec: page image (512x512, `mini` render preset) -> n "
+        ("Our own small optical codec: page image (512x512, `mini` render preset) -> n "
         "continuous visual tokens (D = 256) -> text. Trained here on CPU, shipped in the repo "
         f"({size:.1f} MiB of fp16 safetensors for all modes), loads offline: "
         "`load_codec(\"mini\")` (mode `small`). Architecture and design choices: "
-        "[docs/codec.md](../../docs/codec.md).",
+        "[docs/codec.md](../../docs/codec.md)."),
         "",
         "| mode | version | grid | steps trained (all stages) |",
         "|---|---|---|---|",
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "## Training",
         "",
-        "The shipped weights went through these stages (oldest first; each `--init` starts "
-        "from the previous stage's output):",
+        ("The shipped weights went through these stages (oldest first; each `--init` starts "
+        "from the previous stage's output):"),
         "",
         "```bash",
         *[st["command"] for st in stages(train)],
@@ -109,21 +109,21 @@ def main(argv: list[str] | None = None) -> None:
           + " / ".join(f"{st['val'][m]['precision']:.3f}" for m in MODES if m in st["val"])
           + " |" for i, st in enumerate(stages(train))],
         "",
-        "Validation pages come from demo-corpus documents held out of training (every 20th). "
+        ("Validation pages come from demo-corpus documents held out of training (every 20th). "
         "Stages 1-2 ran before the synthetic-page generator capped lines at 72 characters "
         "(so that synthetic pages stop teaching the read-out that long lines wrap softly); "
-        "stages 3-4 used the current code.",
+        "stages 3-4 used the current code."),
         "",
-        f"Data: the local demo corpus (pydoc of {train['train_docs']} + {train['val_docs']} "
+        (f"Data: the local demo corpus (pydoc of {train['train_docs']} + {train['val_docs']} "
         "held-out standard-library documents, built by `data.demo`) rendered on the fly from "
         "random starting lines, plus 25% synthetic pages. Batch "
         f"{train['batch']} pages, {minutes:.0f} minutes in all on a shared 2-core CPU (the "
-        "machine was shared with other jobs; step times varied 5x).",
+        "machine was shared with other jobs; step times varied 5x)."),
         "",
         "## Measured fidelity (greedy decoding)",
         "",
-        f"Held-out text from a different source ({held['source']}, {held['documents']} "
-        f"documents, up to {held['max_pages']} pages per mode), rendered fresh:",
+        (f"Held-out text from a different source ({held['source']}, {held['documents']} "
+        f"documents, up to {held['max_pages']} pages per mode), rendered fresh:"),
         "",
         table(held),
         "",
@@ -134,14 +134,14 @@ def main(argv: list[str] | None = None) -> None:
         demo = json.loads(args.demo.read_text())
         out += [f"Demo corpus ({demo['source']}; mostly training text):", "", table(demo), ""]
     out += [
-        "Precision = mean over pages of max(0, 1 - Levenshtein(decoded, original) / "
+        ("Precision = mean over pages of max(0, 1 - Levenshtein(decoded, original) / "
         "len(original)) (Fox-style). The blind floor is the same decoder given null tokens. "
         "For scale, DeepSeek-OCR on Fox: 97.3% at 7.5x, 96.8% at 9.7x, 87.1% at 12.6x "
         "(100 tokens), 96.5% at 10.5x, 59.1% at 19.7x (64 tokens) - a different benchmark, "
-        "page type and model size; our pages are monospace renders from our own renderer.",
+        "page type and model size; our pages are monospace renders from our own renderer."),
         "",
-        "Regenerate: `vst fidelity --out runs/fidelity_mini` then "
-        "`python -m codec.mini.card --fidelity runs/fidelity_mini/metrics.json [--notes FILE]`.",
+        ("Regenerate: `vst fidelity --out runs/fidelity_mini` then "
+        "`python -m codec.mini.card --fidelity runs/fidelity_mini/metrics.json [--notes FILE]`."),
         "",
     ]
     out.append(NOTES)

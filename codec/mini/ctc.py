@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -14,7 +15,7 @@ UNIFORM_CHAR_NATS = math.log(vocab.N_CLASSES - 1)  # charged for characters with
 
 def ctc_frames_needed(ids: list[int]) -> int:
     """Frames CTC needs: one per character plus a blank between equal neighbours."""
-    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
+    return len(ids) + sum(a == b for a, b in itertools.pairwise(ids))
 
 
 def fit_target(ids: list[int], frames: int) -> tuple[list[int], int]:

@@ -1,5 +1,6 @@
 """The mini optical codec's network: a line-aware conv encoder with a learned token
-compressor, and a CTC read-out that unfolds each visual token into character frames.
+compressor, a read-out trunk that unfolds each visual token into character frames, and a
+causal character decoder over them.
 
 Page -> tokens
     The content box of the page is cut into its text lines (we control the renderer, so
@@ -11,11 +12,12 @@ Page -> tokens
 
 Tokens -> text
     A small bidirectional transformer mixes the n tokens (so a line can see its
-    neighbours, e.g. to tell a hard line break from a soft wrap), then each token slice is
-    unfolded into the frames of its chunk: two CTC frames per character cell. A band's
-    frames, in reading order, are scored against the band's characters with CTC: a proper
-    likelihood that sums over alignments, differentiable w.r.t. the tokens. Greedy
-    decoding is the CTC best path, parallel over all frames.
+    neighbours), then each token slice is unfolded into the frames of its chunk: two
+    frames per character cell. The text decoder is a causal character transformer per
+    line whose prefix is the line's cells (codec/mini/reader.py). Stage 1 of training
+    scores the frames with a CTC head instead (a proper likelihood over alignments, best
+    path decoding in parallel); that head is what a checkpoint without a causal reader
+    decodes with.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from codec.mini.reader import CausalReader
 from codec.mini.vocab import N_CLASSES
 
 
@@ -67,6 +70,10 @@ class MiniConfig:
     chunks_per_line: int = 4  # a line's positions form this many chunks; each owns a slice of a token
     frame_dim: int = 48  # width of the read-out's character frames
     stem_stride: int = 3  # pixels per stem position
+    reader: str = "ctc"  # text decoder: "causal" (character transformer) or "ctc" (its trunk alone)
+    reader_dim: int = 128
+    reader_depth: int = 3
+    reader_heads: int = 4
     geometry: Geometry = field(
         default_factory=lambda: Geometry(512, 512, 32, 8, 14, 32, 504, 6.62255859375))
 
@@ -77,6 +84,7 @@ class MiniConfig:
         assert self.chunks_per_line % self.cols == 0 and self.positions % self.chunks_per_line == 0
         assert self.frames_per_line % self.chunks_per_line == 0
         assert self.D % self.chunks_per_token == 0
+        assert self.reader in ("ctc", "causal"), f"unknown reader {self.reader!r}"
 
     @property
     def positions(self) -> int:  # encoder positions along one line
@@ -225,7 +233,7 @@ class FrameBlock(nn.Module):
 
 
 class ReadOut(nn.Module):
-    """Tokens [B, n, D] -> frame logits [B, rows, frames_per_band, classes] (CTC, blank = 0).
+    """Tokens [B, n, D] -> frame features, and CTC frame logits [B, rows, frames_per_band, classes].
 
     A bidirectional transformer block mixes the page's tokens; then each token slice is
     unfolded into the frames of its own chunk, and two conv blocks give each frame its
@@ -246,7 +254,8 @@ class ReadOut(nn.Module):
         self.norm = nn.LayerNorm(cfg.frame_dim)
         self.head = nn.Linear(cfg.frame_dim, N_CLASSES)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens [B, n, D] -> frame features [B * n_lines, frames_per_line, frame_dim]."""
         c = self.cfg
         B, K = tokens.shape[0], c.chunks_per_token
         x = self.mix(tokens + self.pos).view(B, c.n, K, -1)
@@ -254,8 +263,11 @@ class ReadOut(nn.Module):
         # frames of a band in reading order: tokens of the band (columns), chunks, frames
         x = x.reshape(B * c.rows, c.cols * K * self.chunk_frames, c.frame_dim)
         x = self.blocks(x.transpose(1, 2)).transpose(1, 2)
-        x = self.head(self.norm(x))
-        return x.reshape(B, c.rows, -1, N_CLASSES)
+        return self.norm(x).reshape(B * c.geometry.n_lines, c.frames_per_line, c.frame_dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        return self.head(self.features(tokens)).reshape(tokens.shape[0], c.rows, -1, N_CLASSES)
 
 
 class MiniNet(nn.Module):
@@ -265,9 +277,29 @@ class MiniNet(nn.Module):
         self.encoder = LineEncoder(cfg)
         self.compressor = Compressor(cfg)
         self.readout = ReadOut(cfg)
+        self.reader = None
+        if cfg.reader == "causal":
+            self.reader = CausalReader(cfg.frame_dim, cfg.frames_per_line // 2, cfg.reader_dim,
+                                       cfg.reader_depth, cfg.reader_heads)
 
     def encode(self, ink: torch.Tensor) -> torch.Tensor:
         return self.compressor(self.encoder(ink))
+
+    @torch.no_grad()
+    def read_lines(self, tokens: torch.Tensor) -> list[list[str]]:
+        """Greedy text of every line of every page with the causal reader: [B][n_lines]."""
+        from codec.mini import vocab
+
+        assert self.reader is not None, "this checkpoint has no causal reader"
+        cells = self.line_cells(tokens.float())
+        ids = self.reader.greedy(cells, max_len=cells.shape[1] + 4)
+        lines = [vocab.decode(s) for s in ids]
+        L = self.cfg.geometry.n_lines
+        return [lines[i:i + L] for i in range(0, len(lines), L)]
+
+    def line_cells(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The causal reader's prefix for every line: [B * n_lines, cells, 2 * frame_dim]."""
+        return CausalReader.cell_features(self.readout.features(tokens))
 
 
 def to_ink(pages: torch.Tensor) -> torch.Tensor:

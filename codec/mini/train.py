@@ -181,7 +181,7 @@ def train(args: argparse.Namespace) -> dict:
         batch_size=args.batch, collate_fn=collate, num_workers=args.workers,
         **({"prefetch_factor": 4} if args.workers else {}))
 
-    log = open(workdir / "train_log.jsonl", "w")
+    log = open(workdir / "train_log.jsonl", "w")  # noqa: SIM115 (closed after the loop)
     history = []
     t0 = time.time()
     bar = tqdm(total=args.steps, desc="mini codec", dynamic_ncols=True)

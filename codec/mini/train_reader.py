@@ -1,0 +1,216 @@
+"""Stage 2 of the mini codec: train its causal character decoder on top of frozen visual
+tokens, and write shippable weights.
+
+    python -m codec.mini.train_reader --steps 1500 --out codec/mini/weights
+
+Stage 1 (`python -m codec.mini.train`) trains the encoder, the token compressor and the
+read-out trunk (with a CTC head). Here the encoder and compressor are frozen: the visual
+tokens, and so every store converted with them, stay exactly as they were. Each mode gets
+a causal character transformer whose prefix is its tokens unfolded along each line (see
+codec/mini/reader.py); `--tune-trunk` also fine-tunes the unfolding. The loss is the
+next-character NLL of every line (end included), on noisy tokens, and progress is tracked
+by GREEDY decoding precision on held-out documents, next to the blind floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codec.mini import MODES, RENDER_PRESET, WEIGHTS_DIR, decode_pages
+from codec.mini.data import PageSample, PageStream, collate, render_pages
+from codec.mini.model import MiniConfig, MiniNet
+from codec.mini.reader import line_nll
+from codec.mini.train import corrupt, ink_batch, load_texts, lr_at, save
+
+
+def line_texts(sample: PageSample, n_lines: int) -> list[str]:
+    """The text of every line slot of a page ("" below the last line)."""
+    texts = [sample.text[a:b] for a, b in sample.lines]
+    return texts + [""] * (n_lines - len(texts))
+
+
+def load_stage1(init: Path, mode: str, args: argparse.Namespace) -> tuple[MiniNet, dict]:
+    """A stage-1 checkpoint with a fresh (or, if present, its own) causal reader."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((init / f"{mode}.json").read_text())
+    cfg = dict(meta["model"], reader="causal", reader_dim=args.dim, reader_depth=args.depth,
+               reader_heads=args.heads)
+    net = MiniNet(MiniConfig.from_dict(cfg))
+    state = {k: v.float() for k, v in load_file(str(init / f"{mode}.safetensors")).items()}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("reader.") for k in missing):
+        raise ValueError(f"{init}/{mode}: checkpoint does not match (missing {missing}, "
+                         f"unexpected {unexpected})")
+    return net, meta
+
+
+def trainable(net: MiniNet, tune_trunk: bool) -> list[torch.nn.Parameter]:
+    net.requires_grad_(False)
+    net.reader.requires_grad_(True)
+    if tune_trunk:
+        net.readout.requires_grad_(True)
+        net.readout.head.requires_grad_(False)  # the CTC head is not used by the causal reader
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+@torch.no_grad()
+def evaluate(nets: dict[str, MiniNet], val: list[PageSample], setter) -> dict[str, dict]:
+    from eval.metrics import precision
+
+    refs = [s.text for s in val]
+    ink = ink_batch(val)
+    out = {}
+    for mode, net in nets.items():
+        net.eval()
+        tokens = torch.cat([net.encode(ink[i:i + 16]) for i in range(0, len(val), 16)])
+        preds = decode_pages(net, tokens, setter)
+        blind = decode_pages(net, torch.zeros_like(tokens[:4]), setter)
+        L = net.cfg.geometry.n_lines
+        lines = [t for s in val for t in line_texts(s, L)]
+        nll = line_nll(net.reader, net.line_cells(tokens), lines)
+        out[mode] = {
+            "precision": float(np.mean([precision(p, r) for p, r in zip(preds, refs)])),
+            "exact": float(np.mean([p == r for p, r in zip(preds, refs)])),
+            "blind_precision": float(np.mean([precision(p, r) for p, r in zip(blind, refs)])),
+            "val_nats_per_char": float(nll.sum()) / max(1, sum(len(t) + 1 for t in lines)),
+        }
+        net.train()
+    return out
+
+
+def train(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from render import get_preset
+    from render.layout import Typesetter
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    render_config = get_preset(RENDER_PRESET)
+    setter = Typesetter(render_config)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    texts = load_texts(args.corpus, workdir, args.n_docs)
+    val_texts = texts[::20]  # the same held-out documents as stage 1
+    train_texts = [t for i, t in enumerate(texts) if i % 20]
+    val = render_pages(val_texts, render_config, args.val_pages)
+
+    init = Path(args.init)
+    nets, metas = {}, {}
+    for mode in args.modes.split(","):
+        nets[mode], metas[mode] = load_stage1(init, mode, args)
+    encoder = next(iter(nets.values())).encoder  # shared by every mode, frozen
+    params = [p for net in nets.values() for p in trainable(net, args.tune_trunk)]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    loader = torch.utils.data.DataLoader(
+        PageStream(train_texts, render_config, seed=args.seed, synthetic=args.synthetic),
+        batch_size=args.batch, collate_fn=collate, num_workers=args.workers,
+        **({"prefetch_factor": 4} if args.workers else {}))
+    rng = random.Random(args.seed)
+
+    log = open(workdir / "train_reader_log.jsonl", "w")  # noqa: SIM115 (closed after the loop)
+    history: list[dict] = []
+    t0 = time.time()
+    bar = tqdm(total=args.steps, desc="mini reader", dynamic_ncols=True)
+    batches = iter(loader)
+    for step in range(min(args.steps, args.stop_at or args.steps)):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        samples = next(batches)
+        with torch.no_grad():
+            feats = encoder(ink_batch(samples))
+        total, shown = torch.zeros(()), {}
+        for mode, net in nets.items():
+            L = net.cfg.geometry.n_lines
+            with torch.no_grad():
+                tokens = corrupt(net.compressor(feats), args.noise, args.drop)
+            with torch.set_grad_enabled(args.tune_trunk):
+                cells = net.line_cells(tokens)
+            lines = [t for s in samples for t in line_texts(s, L)]
+            # every written line, and a few of the empty slots below the text
+            keep = [i for i, t in enumerate(lines) if t or rng.random() < args.empty_lines]
+            nll = line_nll(net.reader, cells[keep], [lines[i] for i in keep])
+            per_char = nll.sum() / sum(len(lines[i]) + 1 for i in keep)
+            shown[mode] = per_char.item()
+            total = total + per_char
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        bar.update(1)
+        bar.set_postfix({m: f"{v:.3f}" for m, v in shown.items()})
+        if (step + 1) % args.val_every == 0 or step + 1 in (args.steps, args.stop_at):
+            metrics = evaluate(nets, val, setter)
+            rec = {"step": step + 1, "minutes": (time.time() - t0) / 60,
+                   "train_nats_per_char": shown, "val": metrics}
+            history.append(rec)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.write(f"step {step + 1} ({rec['minutes']:.1f} min) greedy precision "
+                      + " ".join(f"{m}={v['precision']:.4f} (blind {v['blind_precision']:.3f})"
+                                 for m, v in metrics.items()))
+            for mode, net in nets.items():  # a usable checkpoint at every validation
+                save(net, render_config, Path(args.out), meta_of(args, metas[mode], history, t0))
+    bar.close()
+    log.close()
+    return {"minutes": (time.time() - t0) / 60, "history": history}
+
+
+def meta_of(args: argparse.Namespace, stage1: dict, history: list[dict], t0: float) -> dict:
+    return {"training": {"command": "python -m codec.mini.train_reader " + " ".join(args.argv),
+                         "stage": "causal reader (encoder and compressor frozen)",
+                         "init": str(args.init), "previous": stage1.get("training"),
+                         "steps_done": history[-1]["step"] if history else 0,
+                         "steps": args.steps, "batch": args.batch, "seed": args.seed,
+                         "minutes": round((time.time() - t0) / 60, 1),
+                         "corpus": args.corpus or "demo corpus",
+                         "val": history[-1]["val"] if history else {}}}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--init", default=str(WEIGHTS_DIR), help="stage-1 weights folder")
+    p.add_argument("--out", default=str(WEIGHTS_DIR))
+    p.add_argument("--workdir", default="runs/codec_mini")
+    p.add_argument("--corpus", default=None, help="corpus path (default: build the demo corpus)")
+    p.add_argument("--n-docs", type=int, default=100, help="demo-corpus documents to build")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--steps", type=int, default=1500, help="length of the LR schedule")
+    p.add_argument("--stop-at", type=int, default=None, help="stop early, keeping the schedule")
+    p.add_argument("--batch", type=int, default=4, help="pages per step")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--dim", type=int, default=128, help="the reader's size dial (width)")
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--tune-trunk", action=argparse.BooleanOptionalAction, default=False,
+                   help="also fine-tune the read-out trunk that unfolds tokens into cells")
+    p.add_argument("--noise", type=float, default=0.05)
+    p.add_argument("--drop", type=float, default=0.03)
+    p.add_argument("--empty-lines", type=float, default=0.25,
+                   help="fraction of empty line slots (below the text) trained on")
+    p.add_argument("--synthetic", type=float, default=0.25)
+    p.add_argument("--val-pages", type=int, default=16)
+    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1)
+    args = p.parse_args(argv)
+    args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(parse(argv))
+
+
+if __name__ == "__main__":
+    main()
