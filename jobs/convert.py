@@ -113,6 +113,8 @@ class PartResult:
     skips: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     encode_seconds: float = 0.0
+    wait_seconds: float = 0.0  # the encoder waiting for rendered pages
+    write_seconds: float = 0.0  # closing the store part (tokens, index, checksums) + verifying
     peak_rss_mb: float = 0.0  # the encoder actor's process
     render_peak_rss_mb: float = 0.0  # the render actor's process
 
@@ -333,8 +335,18 @@ class CodecWorker:
                                           "action": "skip"})
                 flush_complete()
 
-            for ref in stream:
-                msg = ray.get(ref)
+            def messages() -> Iterator[tuple]:
+                refs = iter(stream)
+                while True:
+                    t = time.perf_counter()
+                    ref = next(refs, None)
+                    if ref is None:
+                        return
+                    msg = ray.get(ref)
+                    result.wait_seconds += time.perf_counter() - t
+                    yield msg
+
+            for msg in messages():
                 if msg[0] == "pages":
                     _, doc, records, images, last = msg
                     if doc in dropped:
@@ -367,7 +379,9 @@ class CodecWorker:
             result.skips = result.skips + bad_pages
             if open_docs:
                 raise RuntimeError(f"part {part}: documents left incomplete: {list(open_docs)[:3]}")
+            t_write = time.perf_counter()
         verify_part(out, part)  # re-read from disk: "done" means complete and verified
+        result.write_seconds = time.perf_counter() - t_write
         result.seconds = time.perf_counter() - t0
         result.peak_rss_mb = _peak_rss_mb()
         # The job's record goes last: with a verified store part it marks the part done.
@@ -467,6 +481,7 @@ class _Progress:
         self.resumed: set[int] = set()
         self.live: dict[int, tuple[int, int]] = {}  # running part -> (pages, docs) so far
         self.new_pages = 0  # pages of parts finished by this run
+        self.tail_idle = 0.0  # worker-seconds idle at the end for want of parts
 
     def finish(self, r: PartResult, resumed: bool = False) -> None:
         self.done[r.part] = r
@@ -671,6 +686,7 @@ def _schedule(cfg: ConvertConfig, todo: list[int], workers: list, starting: dict
     failed: dict[int, str] = {}
     idle, queue = list(workers), list(todo)
     running: dict[Any, tuple[tuple, int]] = {}  # part generator -> (worker, part)
+    idle_since: list[float] = []  # when each worker ran out of parts
     progress.start_clock()
     while queue or running:
         for w, refs in list(starting.items()):
@@ -694,6 +710,8 @@ def _schedule(cfg: ConvertConfig, todo: list[int], workers: list, starting: dict
             except StopIteration:
                 del running[gen]
                 idle.append(worker)
+                if not queue:  # no part left for it: idle until the job ends (the tail)
+                    idle_since.append(time.perf_counter())
                 continue
             except Exception as err:  # noqa: BLE001 - retry the part, later give up on it
                 del running[gen]
@@ -719,6 +737,8 @@ def _schedule(cfg: ConvertConfig, todo: list[int], workers: list, starting: dict
                 progress.finish(msg[1])
                 progress.tick(force=True)
         progress.tick()
+    end = time.perf_counter()
+    progress.tail_idle = sum(end - t for t in idle_since)
     return failed
 
 
@@ -785,6 +805,10 @@ def _summary(cfg: ConvertConfig, plan: dict, info: dict, results: list[PartResul
         "peak_rss_mb": {"encoder_actor": max((r.peak_rss_mb for r in ran), default=None),
                         "render_actor": max((r.render_peak_rss_mb for r in ran), default=None)},
         "encode_seconds": round(sum(r.encode_seconds for r in ran), 3),
+        "encoder_wait_seconds": round(sum(r.wait_seconds for r in ran), 3),
+        "write_seconds": round(sum(r.write_seconds for r in ran), 3),
+        "part_seconds": round(sum(r.seconds for r in ran), 3),
+        "tail_idle_worker_seconds": round(progress.tail_idle, 3),
         "manifest_totals": manifest.get("totals"),
     }
 
