@@ -274,3 +274,16 @@ def test_train_reader_runs_from_a_stage1_checkpoint(tmp_path):
     _page, image = next(iter(__import__("render").render_text(TEXT, cfg)))
     assert torch.equal(codec1.encode([image]), codec2.encode([image]))
     assert isinstance(codec2.decode(codec2.encode([image]))[0], str)
+
+
+def test_structured_pages_have_tables_columns_and_quotes():
+    from codec.mini.data import structured_text
+
+    rng = random.Random(0)
+    text = structured_text(rng, ["alpha", "beta", "gamma"], n_lines=60)
+    lines = text.splitlines()
+    assert len(lines) == 60
+    assert any(ln.startswith("+") and ln.endswith("+") and len(ln) > 74 for ln in lines)
+    assert any("     " in ln.strip() for ln in lines)  # a run of blanks inside a line
+    assert any('"' in ln for ln in lines)
+    assert text == structured_text(random.Random(0), ["alpha", "beta", "gamma"], n_lines=60)

@@ -19,17 +19,21 @@ HEAD = ("| mode | tokens/page | compression (cl100k text tokens per visual token
         "precision | encode pages/s | decode pages/s |\n|" + "---|" * 13)
 
 
-NOTES = """## Design choice: CTC read-out instead of a causal character decoder
+NOTES = """## Design: a causal character decoder that knows where to look
 
-A probe here trained the textbook design (a byte-level causal decoder with the visual tokens
-as its prefix) for 20 minutes on CPU and it never learned to read: greedy output stayed at
-the blind floor. Since we own the renderer, the read-out takes *where to look* from the
-layout instead: every token is tied to its line band, every slice of a token to a chunk of
-the line, and the CTC frames of a chunk are unfolded from that slice. CTC sums over
-alignments, so `text_nll` is a real likelihood of the text given the tokens and is
-differentiable w.r.t. them; greedy decoding is the CTC best path, parallel over the page.
-Two training-only signals (a cross-entropy on the canonical CTC path, and a glyph probe on
-the encoder) make it converge in minutes; neither is used at inference.
+The text decoder is a small causal transformer over characters whose prefix is the page's
+visual tokens, unfolded along the line it reads (`codec/mini/reader.py`; one sequence per
+text line: the line's cell vectors, then its characters). A probe here had trained the
+textbook version (a byte-level decoder over a whole page, the tokens as its prefix) for
+20 CPU minutes and it never learned to read: it had to discover *where to look*. Since we
+own the renderer, the layout answers that: every token is tied to a known part of a line,
+and the decoder's rotary positions count character cells, so the step that predicts the
+character in column j sits next to prefix cell j. With that, the decoder reads within a
+few dozen steps. Stage 1 trains the encoder, compressor and trunk with a CTC head on the
+same frames (plus a canonical-path cross-entropy and a glyph probe, training aids only);
+stage 2 freezes them, so the visual tokens are unchanged, and trains the causal decoder.
+`text_nll` is its exact teacher-forced likelihood of each line, differentiable w.r.t. the
+tokens; greedy decoding reads every line of a batch at once with a KV cache.
 
 ## Limitations (honest)
 
@@ -37,13 +41,15 @@ the encoder) make it converge in minutes; neither is used at inference.
   32 lines x 74 columns. Other fonts, sizes or renderers are out of distribution.
 - Compression is per *line*: a token holds a fixed share of the page's lines, so short
   and blank lines (common in documentation) lower the text tokens per visual token.
-- No language-model prior: characters the tokens do not carry cannot be guessed, and the
-  blind floor is low. Errors are mostly look-alike glyph confusions on words never seen in
-  training, and hard line breaks read as soft wraps (`\\n` -> space) on long lines.
+- The decoder's language prior is per line and learned from pydoc text only; errors are
+  mostly look-alike glyph confusions on words never seen in training, and hard line breaks
+  read as soft wraps on long lines (the renderer's own wrapping rule fixes most of those).
+- Greedy decoding is autoregressive: ~76 steps per page batch, far slower than stage 1's
+  parallel CTC read-out (see the decode pages/s above).
 - Vocabulary: printable ASCII, `\\n`, `\\t` and 36 common non-ASCII characters; anything
   else decodes as U+FFFD (its likelihood is charged log(2^16) nats).
-- Trained for minutes on a shared 2-core CPU; longer training improves every mode (see the
-  training log in the JSON beside each checkpoint).
+- Trained for about an hour on a shared 2-core CPU; longer training improves every mode
+  (see the training log in the JSON beside each checkpoint).
 """
 
 
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     metas = {m: json.loads((WEIGHTS_DIR / f"{m}.json").read_text()) for m in MODES}
     train = metas["small"]["training"]
     minutes = sum(st["minutes"] for st in stages(train))
+    docs = next(st for st in reversed(stages(train)) if "train_docs" in st)
     held = json.loads(args.fidelity.read_text())
     plot = args.fidelity.parent / "precision_vs_compression.png"
     if plot.exists():
@@ -112,12 +119,14 @@ def main(argv: list[str] | None = None) -> None:
         ("Validation pages come from demo-corpus documents held out of training (every 20th). "
         "Stages 1-2 ran before the synthetic-page generator capped lines at 72 characters "
         "(so that synthetic pages stop teaching the read-out that long lines wrap softly); "
-        "stages 3-4 used the current code."),
+        "stages 3-4 used the current code. The last stage (`codec.mini.train_reader`) "
+        "trains only the causal character decoder; the encoder, compressor and trunk are "
+        "frozen, so the visual tokens are those of stage 4."),
         "",
-        (f"Data: the local demo corpus (pydoc of {train['train_docs']} + {train['val_docs']} "
+        (f"Data: the local demo corpus (pydoc of {docs['train_docs']} + {docs['val_docs']} "
         "held-out standard-library documents, built by `data.demo`) rendered on the fly from "
         "random starting lines, plus 25% synthetic pages. Batch "
-        f"{train['batch']} pages, {minutes:.0f} minutes in all on a shared 2-core CPU (the "
+        f"{train['batch']} pages per step, {minutes:.0f} minutes in all on a shared 2-core CPU (the "
         "machine was shared with other jobs; step times varied 5x)."),
         "",
         "## Measured fidelity (greedy decoding)",

@@ -120,14 +120,59 @@ def synthetic_text(rng: random.Random, vocab: list[str], n_lines: int = 40,
     return "\n".join(lines) + "\n"
 
 
+def _cell(rng: random.Random, vocab: list[str]) -> str:
+    words = [rng.choice(vocab) for _ in range(rng.randint(1, 3))]
+    if rng.random() < 0.4:
+        words = ['"' + w + '"' for w in words]
+        return (", " if rng.random() < 0.5 else " ").join(words)
+    return " ".join(words)
+
+
+def structured_text(rng: random.Random, vocab: list[str], n_lines: int = 40) -> str:
+    """Column-aligned text: grid tables (with borders that may be wider than the page, so
+    the renderer breaks them mid-run), aligned columns separated by long runs of spaces,
+    and grammar-like lines full of double quotes. Documentation is full of these, and a
+    line reader must learn that a run of blanks is not the end of a line."""
+    lines: list[str] = []
+    while len(lines) < n_lines:
+        kind = rng.random()
+        if kind < 0.45:  # a grid table
+            widths = [rng.randint(6, 50) for _ in range(rng.randint(2, 3))]
+            rule = "+" + "+".join((w + 2) * rng.choice("-=") for w in widths) + "+"
+            rule = rule.replace("=", "-") if "-" in rule else rule
+            lines.append(rule)
+            for _ in range(rng.randint(1, 5)):
+                cells = [_cell(rng, vocab)[:w] for w in widths]
+                lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |")
+                if rng.random() < 0.5:
+                    lines.append(rule.replace("=", "-"))
+        elif kind < 0.75:  # aligned columns
+            indent = " " * rng.choice([0, 3, 4, 8])
+            col = rng.randint(12, 40)
+            for _ in range(rng.randint(2, 6)):
+                left = _cell(rng, vocab)[:col - 2]
+                lines.append((indent + left.ljust(col) + _cell(rng, vocab))[:72])
+        else:  # grammar productions
+            name = rng.choice(vocab)
+            alts = " | ".join('"' + rng.choice(vocab) + '"' for _ in range(rng.randint(1, 4)))
+            lines.append(f"   {name} ::= {alts}"[:72])
+            if rng.random() < 0.5:
+                lines.append(" " * (len(name) + 7) + "| " + _cell(rng, vocab)[:50])
+        if rng.random() < 0.3:
+            lines.append("")
+    return "\n".join(lines[:n_lines]) + "\n"
+
+
 class PageStream(torch.utils.data.IterableDataset):
     """Endless, seeded stream of rendered training pages."""
 
-    def __init__(self, texts: list[str], render_config, seed: int = 0, synthetic: float = 0.25):
+    def __init__(self, texts: list[str], render_config, seed: int = 0, synthetic: float = 0.25,
+                 structured: float = 0.0):
         self.texts = texts
         self.render_config = render_config
         self.seed = seed
         self.synthetic = synthetic
+        self.structured = structured  # share of structured_text pages (tables, columns)
         self.vocab = sorted({w for t in texts[:50] for w in _WORD.findall(t) if len(w) < 20})
 
     def __iter__(self):
@@ -137,7 +182,10 @@ class PageStream(torch.utils.data.IterableDataset):
         rng = random.Random(self.seed * 1000 + (info.id if info else 0))
         cfg = self.render_config
         while True:
-            if rng.random() < self.synthetic:
+            draw = rng.random()
+            if draw < self.structured:
+                text = structured_text(rng, self.vocab)
+            elif draw < self.structured + self.synthetic:
                 text = synthetic_text(rng, self.vocab)
             else:
                 doc = rng.choice(self.texts)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -143,9 +144,17 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train(args: argparse.Namespace) -> dict:
-    from tqdm import tqdm
+@dataclass
+class Run:
+    render_config: object
+    workdir: Path
+    train_texts: list[str]
+    val_texts: list[str]
+    val: list[PageSample]
 
+
+def start_run(args: argparse.Namespace) -> Run:
+    """Seeds, threads, the corpus split (every 20th document held out) and validation pages."""
     from render import get_preset
 
     torch.manual_seed(args.seed)
@@ -153,11 +162,29 @@ def train(args: argparse.Namespace) -> dict:
     render_config = get_preset(RENDER_PRESET)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-
     texts = load_texts(args.corpus, workdir, args.n_docs)
-    val_texts = texts[::20]  # every 20th document is held out for validation
+    val_texts = texts[::20]
     train_texts = [t for i, t in enumerate(texts) if i % 20]
-    val = render_pages(val_texts, render_config, args.val_pages)
+    return Run(render_config, workdir, train_texts, val_texts,
+               render_pages(val_texts, render_config, args.val_pages))
+
+
+def page_loader(args: argparse.Namespace, run: Run, structured: float = 0.0):
+    """Endless batches of rendered training pages (a list of PageSample per step)."""
+    return torch.utils.data.DataLoader(
+        PageStream(run.train_texts, run.render_config, seed=args.seed,
+                   synthetic=args.synthetic, structured=structured),
+        batch_size=args.batch, collate_fn=collate, num_workers=args.workers,
+        **({"prefetch_factor": 4} if args.workers else {}))
+
+
+def train(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+
+    run = start_run(args)
+    render_config, workdir, train_texts, val_texts, val = (
+        run.render_config, run.workdir, run.train_texts, run.val_texts, run.val)
 
     modes = args.modes.split(",")
     nets: dict[str, MiniNet] = {}
@@ -176,10 +203,7 @@ def train(args: argparse.Namespace) -> dict:
     params = list({id(p): p for m in [*nets.values(), *probes.values()]
                    for p in m.parameters()}.values())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    loader = torch.utils.data.DataLoader(
-        PageStream(train_texts, render_config, seed=args.seed, synthetic=args.synthetic),
-        batch_size=args.batch, collate_fn=collate, num_workers=args.workers,
-        **({"prefetch_factor": 4} if args.workers else {}))
+    loader = page_loader(args, run)
 
     log = open(workdir / "train_log.jsonl", "w")  # noqa: SIM115 (closed after the loop)
     history = []
@@ -242,39 +266,48 @@ def meta_of(args, history: list[dict], t0: float, train_texts: list, val_texts: 
                          "val_docs": len(val_texts), "val": history[-1]["val"] if history else {}}}
 
 
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(Path(__file__).parent / "weights"))
+def add_run_arguments(p: argparse.ArgumentParser, steps: int) -> None:
+    """Arguments every mini training stage shares: data, schedule length, seeds, threads."""
     p.add_argument("--workdir", default="runs/codec_mini")
     p.add_argument("--corpus", default=None, help="corpus path (default: build the demo corpus)")
-    p.add_argument("--init", default=None, help="start from the weights in this folder")
     p.add_argument("--n-docs", type=int, default=100, help="demo-corpus documents to build")
     p.add_argument("--modes", default=",".join(MODES))
-    p.add_argument("--steps", type=int, default=700, help="length of the LR schedule")
+    p.add_argument("--steps", type=int, default=steps, help="length of the LR schedule")
     p.add_argument("--stop-at", type=int, default=None, help="stop early, keeping the schedule")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--dim", type=int, default=64, help="the size dial (encoder width)")
-    p.add_argument("--D", type=int, default=256, help="visual-token width")
-    p.add_argument("--noise", type=float, default=0.05)
-    p.add_argument("--noise-after", type=float, default=0.5,
-                   help="fraction of training before token noise starts")
-    p.add_argument("--drop", type=float, default=0.03)
-    p.add_argument("--synthetic", type=float, default=0.25)
-    p.add_argument("--aligned", type=float, default=1.0,
-                   help="weight of the layout-aligned CTC-path cross-entropy")
-    p.add_argument("--probe", type=float, default=1.0,
-                   help="weight of the glyph probe on the encoder's per-position codes")
+    p.add_argument("--batch", type=int, default=4, help="pages per step")
+    p.add_argument("--noise", type=float, default=0.05, help="token noise (sigma)")
+    p.add_argument("--drop", type=float, default=0.03, help="token dropout (null tokens)")
+    p.add_argument("--synthetic", type=float, default=0.25, help="share of random-word pages")
     p.add_argument("--val-pages", type=int, default=16)
     p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--workers", type=int, default=1, help="render worker processes")
+
+
+def parse_with_argv(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
     return args
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_arguments(p, steps=700)
+    p.add_argument("--out", default=str(Path(__file__).parent / "weights"))
+    p.add_argument("--init", default=None, help="start from the weights in this folder")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--dim", type=int, default=64, help="the size dial (encoder width)")
+    p.add_argument("--D", type=int, default=256, help="visual-token width")
+    p.add_argument("--noise-after", type=float, default=0.5,
+                   help="fraction of training before token noise starts")
+    p.add_argument("--aligned", type=float, default=1.0,
+                   help="weight of the layout-aligned CTC-path cross-entropy")
+    p.add_argument("--probe", type=float, default=1.0,
+                   help="weight of the glyph probe on the encoder's per-position codes")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False)
+    return parse_with_argv(p, argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,11 +23,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.mini import MODES, RENDER_PRESET, WEIGHTS_DIR, decode_pages
-from codec.mini.data import PageSample, PageStream, collate, render_pages
+from codec.mini import WEIGHTS_DIR, decode_pages
+from codec.mini.data import PageSample
 from codec.mini.model import MiniConfig, MiniNet
 from codec.mini.reader import line_nll
-from codec.mini.train import corrupt, ink_batch, load_texts, lr_at, save
+from codec.mini.train import (
+    add_run_arguments,
+    corrupt,
+    ink_batch,
+    lr_at,
+    page_loader,
+    parse_with_argv,
+    save,
+    start_run,
+)
 
 
 def line_texts(sample: PageSample, n_lines: int) -> list[str]:
@@ -37,7 +46,7 @@ def line_texts(sample: PageSample, n_lines: int) -> list[str]:
 
 
 def load_stage1(init: Path, mode: str, args: argparse.Namespace) -> tuple[MiniNet, dict]:
-    """A stage-1 checkpoint with a fresh (or, if present, its own) causal reader."""
+    """A stage-1 checkpoint with a fresh causal reader, or a stage-2 one to train further."""
     from safetensors.torch import load_file
 
     meta = json.loads((init / f"{mode}.json").read_text())
@@ -89,19 +98,11 @@ def evaluate(nets: dict[str, MiniNet], val: list[PageSample], setter) -> dict[st
 def train(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
-    from render import get_preset
     from render.layout import Typesetter
 
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    render_config = get_preset(RENDER_PRESET)
+    run = start_run(args)  # the same held-out documents as stage 1
+    render_config, workdir, val = run.render_config, run.workdir, run.val
     setter = Typesetter(render_config)
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    texts = load_texts(args.corpus, workdir, args.n_docs)
-    val_texts = texts[::20]  # the same held-out documents as stage 1
-    train_texts = [t for i, t in enumerate(texts) if i % 20]
-    val = render_pages(val_texts, render_config, args.val_pages)
 
     init = Path(args.init)
     nets, metas = {}, {}
@@ -110,10 +111,7 @@ def train(args: argparse.Namespace) -> dict:
     encoder = next(iter(nets.values())).encoder  # shared by every mode, frozen
     params = [p for net in nets.values() for p in trainable(net, args.tune_trunk)]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    loader = torch.utils.data.DataLoader(
-        PageStream(train_texts, render_config, seed=args.seed, synthetic=args.synthetic),
-        batch_size=args.batch, collate_fn=collate, num_workers=args.workers,
-        **({"prefetch_factor": 4} if args.workers else {}))
+    loader = page_loader(args, run, structured=args.structured)
     rng = random.Random(args.seed)
 
     log = open(workdir / "train_reader_log.jsonl", "w")  # noqa: SIM115 (closed after the loop)
@@ -158,34 +156,31 @@ def train(args: argparse.Namespace) -> dict:
                       + " ".join(f"{m}={v['precision']:.4f} (blind {v['blind_precision']:.3f})"
                                  for m, v in metrics.items()))
             for mode, net in nets.items():  # a usable checkpoint at every validation
-                save(net, render_config, Path(args.out), meta_of(args, metas[mode], history, t0))
+                save(net, render_config, Path(args.out), meta_of(args, metas[mode], history, t0,
+                                                                   (len(run.train_texts), len(run.val_texts))))
     bar.close()
     log.close()
     return {"minutes": (time.time() - t0) / 60, "history": history}
 
 
-def meta_of(args: argparse.Namespace, stage1: dict, history: list[dict], t0: float) -> dict:
+def meta_of(args: argparse.Namespace, stage1: dict, history: list[dict], t0: float,
+            docs: tuple[int, int]) -> dict:
     return {"training": {"command": "python -m codec.mini.train_reader " + " ".join(args.argv),
                          "stage": "causal reader (encoder and compressor frozen)",
                          "init": str(args.init), "previous": stage1.get("training"),
                          "steps_done": history[-1]["step"] if history else 0,
                          "steps": args.steps, "batch": args.batch, "seed": args.seed,
                          "minutes": round((time.time() - t0) / 60, 1),
-                         "corpus": args.corpus or "demo corpus",
-                         "val": history[-1]["val"] if history else {}}}
+                         "corpus": args.corpus or "demo corpus", "train_docs": docs[0],
+                         "val_docs": docs[1], "val": history[-1]["val"] if history else {}}}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--init", default=str(WEIGHTS_DIR), help="stage-1 weights folder")
+    add_run_arguments(p, steps=1500)
+    p.add_argument("--init", default=str(WEIGHTS_DIR),
+                   help="stage-1 weights folder (or a stage-2 one, to train its reader further)")
     p.add_argument("--out", default=str(WEIGHTS_DIR))
-    p.add_argument("--workdir", default="runs/codec_mini")
-    p.add_argument("--corpus", default=None, help="corpus path (default: build the demo corpus)")
-    p.add_argument("--n-docs", type=int, default=100, help="demo-corpus documents to build")
-    p.add_argument("--modes", default=",".join(MODES))
-    p.add_argument("--steps", type=int, default=1500, help="length of the LR schedule")
-    p.add_argument("--stop-at", type=int, default=None, help="stop early, keeping the schedule")
-    p.add_argument("--batch", type=int, default=4, help="pages per step")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--dim", type=int, default=128, help="the reader's size dial (width)")
@@ -193,19 +188,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--tune-trunk", action=argparse.BooleanOptionalAction, default=False,
                    help="also fine-tune the read-out trunk that unfolds tokens into cells")
-    p.add_argument("--noise", type=float, default=0.05)
-    p.add_argument("--drop", type=float, default=0.03)
     p.add_argument("--empty-lines", type=float, default=0.25,
                    help="fraction of empty line slots (below the text) trained on")
-    p.add_argument("--synthetic", type=float, default=0.25)
-    p.add_argument("--val-pages", type=int, default=16)
-    p.add_argument("--val-every", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--workers", type=int, default=1)
-    args = p.parse_args(argv)
-    args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
-    return args
+    p.add_argument("--structured", type=float, default=0.2,
+                   help="share of structured pages (tables, aligned columns, grammar lines)")
+    return parse_with_argv(p, argv)
 
 
 def main(argv: list[str] | None = None) -> None:
