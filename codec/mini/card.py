@@ -29,9 +29,10 @@ textbook version (a byte-level decoder over a whole page, the tokens as its pref
 own the renderer, the layout answers that: every token is tied to a known part of a line,
 and the decoder's rotary positions count character cells, so the step that predicts the
 character in column j sits next to prefix cell j. With that, the decoder reads within a
-few dozen steps. Stage 1 trains the encoder, compressor and trunk with a CTC head on the
-same frames (plus a canonical-path cross-entropy and a glyph probe, training aids only);
-stage 2 freezes them, so the visual tokens are unchanged, and trains the causal decoder.
+few dozen steps. Stages 1-4 train the encoder, compressor and trunk with a CTC head on
+the same frames (plus a canonical-path cross-entropy and a glyph probe, training aids
+only); stages 5-6 freeze them, so the visual tokens are unchanged, and train the causal
+decoder.
 `text_nll` is its exact teacher-forced likelihood of each line, differentiable w.r.t. the
 tokens; greedy decoding reads every line of a batch at once with a KV cache.
 
@@ -48,8 +49,8 @@ tokens; greedy decoding reads every line of a batch at once with a KV cache.
   parallel CTC read-out (see the decode pages/s above).
 - Vocabulary: printable ASCII, `\\n`, `\\t` and 36 common non-ASCII characters; anything
   else decodes as U+FFFD (its likelihood is charged log(2^16) nats).
-- Trained for about an hour on a shared 2-core CPU; longer training improves every mode
-  (see the training log in the JSON beside each checkpoint).
+- Trained for about two hours in all on a shared 2-core CPU; longer training improves
+  every mode (see the training log in the JSON beside each checkpoint).
 """
 
 
@@ -60,6 +61,27 @@ def stages(train: dict) -> list[dict]:
         chain.append(train)
         train = train.get("previous")
     return chain[::-1]
+
+
+TARGETS = ((0.97, 10.0), (0.90, 20.0))  # (precision, compression) pairs from the issue
+
+
+def against_targets(metrics: dict) -> str:
+    """Each target, the mode that comes closest from each side, and whether it is met."""
+    res = metrics["results"]
+    rows = ["| target (held-out text, different source) | measured | met? |", "|---|---|---|"]
+    for prec, comp in TARGETS:
+        ok = [k for k, m in res.items() if m["precision"] >= prec and m["compression"] >= comp]
+        at_prec = [k for k, m in res.items() if m["precision"] >= prec]
+        best = max(at_prec, key=lambda k: res[k]["compression"], default=None)
+        near = max((k for k in res if res[k]["compression"] >= comp * 0.8),
+                   key=lambda k: res[k]["precision"], default=None)
+        seen = [f"`{k}`: {res[k]['precision']:.1%} at {res[k]['compression']:.1f}x"
+                for k in dict.fromkeys([best, near]) if k]
+        verdict = "yes" if ok else (f"no: {prec:.0%} is reached at {res[best]['compression']:.1f}x"
+                                    if best else f"no: no mode reaches {prec:.0%}")
+        rows.append(f"| >= {prec:.0%} precision at >= {comp:.0f}x | {'; '.join(seen)} | {verdict} |")
+    return "\n".join(rows)
 
 
 def table(metrics: dict) -> str:
@@ -119,9 +141,10 @@ def main(argv: list[str] | None = None) -> None:
         ("Validation pages come from demo-corpus documents held out of training (every 20th). "
         "Stages 1-2 ran before the synthetic-page generator capped lines at 72 characters "
         "(so that synthetic pages stop teaching the read-out that long lines wrap softly); "
-        "stages 3-4 used the current code. The last stage (`codec.mini.train_reader`) "
-        "trains only the causal character decoder; the encoder, compressor and trunk are "
-        "frozen, so the visual tokens are those of stage 4."),
+        "stages 3-4 used the current code. Stages 5-6 (`codec.mini.train_reader`) train "
+        "only the causal character decoder (stage 6 adds structured synthetic pages: "
+        "tables, aligned columns, quotes); the encoder, compressor and trunk are frozen, so "
+        "the visual tokens are those of stage 4."),
         "",
         (f"Data: the local demo corpus (pydoc of {docs['train_docs']} + {docs['val_docs']} "
         "held-out standard-library documents, built by `data.demo`) rendered on the fly from "
@@ -153,6 +176,13 @@ def main(argv: list[str] | None = None) -> None:
         "`python -m codec.mini.card --fidelity runs/fidelity_mini/metrics.json [--notes FILE]`."),
         "",
     ]
+    out += ["## Against the targets", "", against_targets(held), "",
+            ("Compression here is set by how full the lines are, not by the reader: a token "
+             "holds a fixed share of the page's lines (74 character cells each), and "
+             "documentation text fills about half of them (see chars per visual token). "
+             "Denser text would give higher ratios with the same modes; that is not measured "
+             "here, and the targets are judged on the held-out text above."),
+            ""]
     out.append(NOTES)
     if args.notes:
         out.append(args.notes.read_text())
