@@ -178,6 +178,16 @@ def page_loader(args: argparse.Namespace, run: Run, structured: float = 0.0):
         **({"prefetch_factor": 4} if args.workers else {}))
 
 
+def scheduled_batches(args: argparse.Namespace, opt: torch.optim.Optimizer, loader):
+    """(step, pages, validate now?) for each step of the run, with the LR set for the step."""
+    batches = iter(loader)
+    for step in range(min(args.steps, args.stop_at or args.steps)):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        validate = (step + 1) % args.val_every == 0 or step + 1 in (args.steps, args.stop_at)
+        yield step, next(batches), validate
+
+
 def train(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
@@ -209,11 +219,7 @@ def train(args: argparse.Namespace) -> dict:
     history = []
     t0 = time.time()
     bar = tqdm(total=args.steps, desc="mini codec", dynamic_ncols=True)
-    batches = iter(loader)
-    for step in range(min(args.steps, args.stop_at or args.steps)):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        samples = next(batches)
+    for step, samples, validate in scheduled_batches(args, opt, loader):
         ink = ink_batch(samples)
         total = torch.zeros(())
         per_mode = {}
@@ -236,7 +242,7 @@ def train(args: argparse.Namespace) -> dict:
         opt.step()
         bar.update(1)
         bar.set_postfix({m: f"{v.item():.3f}" for m, v in per_mode.items()})
-        if (step + 1) % args.val_every == 0 or step + 1 in (args.steps, args.stop_at):
+        if validate:
             metrics = evaluate(nets, val)
             rec = {"step": step + 1, "minutes": (time.time() - t0) / 60,
                    "train_loss_per_char": {m: v.item() for m, v in per_mode.items()}, "val": metrics}

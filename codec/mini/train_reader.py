@@ -31,10 +31,10 @@ from codec.mini.train import (
     add_run_arguments,
     corrupt,
     ink_batch,
-    lr_at,
     page_loader,
     parse_with_argv,
     save,
+    scheduled_batches,
     start_run,
 )
 
@@ -118,11 +118,7 @@ def train(args: argparse.Namespace) -> dict:
     history: list[dict] = []
     t0 = time.time()
     bar = tqdm(total=args.steps, desc="mini reader", dynamic_ncols=True)
-    batches = iter(loader)
-    for step in range(min(args.steps, args.stop_at or args.steps)):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        samples = next(batches)
+    for step, samples, validate in scheduled_batches(args, opt, loader):
         with torch.no_grad():
             feats = encoder(ink_batch(samples))
         total, shown = torch.zeros(()), {}
@@ -145,7 +141,7 @@ def train(args: argparse.Namespace) -> dict:
         opt.step()
         bar.update(1)
         bar.set_postfix({m: f"{v:.3f}" for m, v in shown.items()})
-        if (step + 1) % args.val_every == 0 or step + 1 in (args.steps, args.stop_at):
+        if validate:
             metrics = evaluate(nets, val, setter)
             rec = {"step": step + 1, "minutes": (time.time() - t0) / 60,
                    "train_nats_per_char": shown, "val": metrics}
