@@ -7,6 +7,7 @@ the config's `id` (a hash of its canonical JSON) can name a rendering in stores 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -150,7 +151,7 @@ class RenderConfig:
         separators = (",", ":") if indent is None else (",", ": ")
         return json.dumps(self.to_dict(), sort_keys=True, separators=separators, indent=indent)
 
-    @property
+    @functools.cached_property  # fields are frozen; rendering checks the id on every page
     def id(self) -> str:
         """Stable short id: the first 12 hex digits of sha256 of the canonical JSON."""
         return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()[:12]
