@@ -229,13 +229,12 @@ def _tiny_causal_net():
 
 def test_tiny_causal_reader_learns_in_a_few_steps():
     from codec.mini.reader import line_nll
-    from codec.mini.train_reader import line_texts
 
     net = _tiny_causal_net()
     cfg = get_preset("mini")
     samples = render_pages([TEXT * 3], cfg, max_pages=2)
     ink = 1.0 - torch.from_numpy(np.stack([s.ink for s in samples])).float() / 255.0
-    lines = [t for s in samples for t in line_texts(s, net.cfg.geometry.n_lines)]
+    lines = [t for s in samples for t in bands_of(s, net.cfg.geometry.n_lines, 1)]
     chars = sum(len(t) + 1 for t in lines)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []

@@ -30,6 +30,7 @@ from torch import nn
 
 from codec.mini.reader import CausalReader
 from codec.mini.vocab import N_CLASSES
+from codec.mini.vocab import decode as decode_ids
 
 
 @dataclass(frozen=True)
@@ -288,12 +289,10 @@ class MiniNet(nn.Module):
     @torch.no_grad()
     def read_lines(self, tokens: torch.Tensor) -> list[list[str]]:
         """Greedy text of every line of every page with the causal reader: [B][n_lines]."""
-        from codec.mini import vocab
-
         assert self.reader is not None, "this checkpoint has no causal reader"
         cells = self.line_cells(tokens.float())
         ids = self.reader.greedy(cells, max_len=cells.shape[1] + 4)
-        lines = [vocab.decode(s) for s in ids]
+        lines = [decode_ids(s) for s in ids]
         L = self.cfg.geometry.n_lines
         return [lines[i:i + L] for i in range(0, len(lines), L)]
 

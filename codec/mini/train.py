@@ -188,9 +188,27 @@ def scheduled_batches(args: argparse.Namespace, opt: torch.optim.Optimizer, load
         yield step, next(batches), validate
 
 
+def optimizer_step(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+def record_validation(log, bar, history: list[dict], step: int, t0: float, metrics: dict,
+                      **train_losses: dict) -> None:
+    """Append a validation to the history and the JSONL log, and show it under the bar."""
+    rec = {"step": step + 1, "minutes": (time.time() - t0) / 60, **train_losses, "val": metrics}
+    history.append(rec)
+    log.write(json.dumps(rec) + "\n")
+    log.flush()
+    bar.write(f"step {step + 1} ({rec['minutes']:.1f} min) greedy precision "
+              + " ".join(f"{m}={v['precision']:.4f} (blind {v['blind_precision']:.3f})"
+                         for m, v in metrics.items()))
+
+
 def train(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
-
 
     run = start_run(args)
     render_config, workdir, train_texts, val_texts, val = (
@@ -236,22 +254,13 @@ def train(args: argparse.Namespace) -> dict:
                     nll = nll + args.probe * probe
                 per_mode[mode] = nll / nbytes
                 total = total + nll / nbytes
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, params, total)
         bar.update(1)
         bar.set_postfix({m: f"{v.item():.3f}" for m, v in per_mode.items()})
         if validate:
             metrics = evaluate(nets, val)
-            rec = {"step": step + 1, "minutes": (time.time() - t0) / 60,
-                   "train_loss_per_char": {m: v.item() for m, v in per_mode.items()}, "val": metrics}
-            history.append(rec)
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            bar.write(f"step {step + 1} ({rec['minutes']:.1f} min) greedy precision "
-                      + " ".join(f"{m}={v['precision']:.4f} (blind {v['blind_precision']:.3f})"
-                                 for m, v in metrics.items()))
+            record_validation(log, bar, history, step, t0, metrics, train_loss_per_char={
+                m: v.item() for m, v in per_mode.items()})
             for net in nets.values():  # a usable checkpoint at every validation
                 save(net, render_config, Path(args.out), meta_of(args, history, t0, train_texts, val_texts))
     bar.close()

@@ -24,25 +24,21 @@ import numpy as np
 import torch
 
 from codec.mini import WEIGHTS_DIR, decode_pages
-from codec.mini.data import PageSample
+from codec.mini.data import PageSample, bands_of
 from codec.mini.model import MiniConfig, MiniNet
 from codec.mini.reader import line_nll
 from codec.mini.train import (
     add_run_arguments,
     corrupt,
     ink_batch,
+    optimizer_step,
     page_loader,
     parse_with_argv,
+    record_validation,
     save,
     scheduled_batches,
     start_run,
 )
-
-
-def line_texts(sample: PageSample, n_lines: int) -> list[str]:
-    """The text of every line slot of a page ("" below the last line)."""
-    texts = [sample.text[a:b] for a, b in sample.lines]
-    return texts + [""] * (n_lines - len(texts))
 
 
 def load_stage1(init: Path, mode: str, args: argparse.Namespace) -> tuple[MiniNet, dict]:
@@ -83,7 +79,7 @@ def evaluate(nets: dict[str, MiniNet], val: list[PageSample], setter) -> dict[st
         preds = decode_pages(net, tokens, setter)
         blind = decode_pages(net, torch.zeros_like(tokens[:4]), setter)
         L = net.cfg.geometry.n_lines
-        lines = [t for s in val for t in line_texts(s, L)]
+        lines = [t for s in val for t in bands_of(s, L, 1)]
         nll = line_nll(net.reader, net.line_cells(tokens), lines)
         out[mode] = {
             "precision": float(np.mean([precision(p, r) for p, r in zip(preds, refs)])),
@@ -128,29 +124,19 @@ def train(args: argparse.Namespace) -> dict:
                 tokens = corrupt(net.compressor(feats), args.noise, args.drop)
             with torch.set_grad_enabled(args.tune_trunk):
                 cells = net.line_cells(tokens)
-            lines = [t for s in samples for t in line_texts(s, L)]
+            lines = [t for s in samples for t in bands_of(s, L, 1)]
             # every written line, and a few of the empty slots below the text
             keep = [i for i, t in enumerate(lines) if t or rng.random() < args.empty_lines]
             nll = line_nll(net.reader, cells[keep], [lines[i] for i in keep])
             per_char = nll.sum() / sum(len(lines[i]) + 1 for i in keep)
             shown[mode] = per_char.item()
             total = total + per_char
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, params, total)
         bar.update(1)
         bar.set_postfix({m: f"{v:.3f}" for m, v in shown.items()})
         if validate:
             metrics = evaluate(nets, val, setter)
-            rec = {"step": step + 1, "minutes": (time.time() - t0) / 60,
-                   "train_nats_per_char": shown, "val": metrics}
-            history.append(rec)
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            bar.write(f"step {step + 1} ({rec['minutes']:.1f} min) greedy precision "
-                      + " ".join(f"{m}={v['precision']:.4f} (blind {v['blind_precision']:.3f})"
-                                 for m, v in metrics.items()))
+            record_validation(log, bar, history, step, t0, metrics, train_nats_per_char=shown)
             for mode, net in nets.items():  # a usable checkpoint at every validation
                 save(net, render_config, Path(args.out), meta_of(args, metas[mode], history, t0,
                                                                    (len(run.train_texts), len(run.val_texts))))
