@@ -141,12 +141,13 @@ def convert_once(args: argparse.Namespace, corpus: Path, work: Path, w: int) -> 
 
 
 def measure(args: argparse.Namespace, corpus: Path, work: Path) -> tuple[list[dict], dict]:
-    """Best of `--repeats` for each worker count, job and plain loop interleaved (a shared
-    machine's load drifts; the best run is the least disturbed one)."""
+    """Best of `--repeats` for each worker count, job and plain loop interleaved, the order of
+    worker counts reversed every other round (1,2 then 2,1: a shared machine's speed drifts,
+    and this spreads the drift evenly; the best run is the least disturbed one)."""
     best: dict[int, dict] = {}
     ideal: dict[int, float] = {}
-    for _ in range(args.repeats):
-        for w in args.workers:
+    for round_ in range(args.repeats):
+        for w in args.workers if round_ % 2 == 0 else args.workers[::-1]:
             s = convert_once(args, corpus, work, w)
             runs = best.get(w, {}).get("all_pages_per_s", []) + [s["pages_per_s"]]
             if w not in best or s["pages_per_s"] > best[w]["pages_per_s"]:
@@ -259,7 +260,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts")
-    p.add_argument("--repeats", type=int, default=2, help="runs per worker count (best kept)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per worker count (best kept)")
     p.add_argument("--docs", type=int, default=64, help="demo-corpus documents")
     p.add_argument("--max-chars", type=int, default=16_000, help="characters per document (max)")
     p.add_argument("--copies", type=int, default=2, help="copies of the demo corpus")
@@ -351,8 +352,10 @@ def report(args, rows, reader, vst, load, ideal: dict[int, float]) -> None:
                   f"{r['part_seconds']:.1f}s in parts = encode {r['encode_seconds']:.1f}s + "
                   f"waiting for rendered pages {r['encoder_wait_seconds']:.1f}s + "
                   f"writing/verifying parts "
-                  f"{r['write_seconds']:.1f}s + other; workers idle at the end for want of a "
-                  f"part: {r['tail_idle_worker_seconds']:.1f} worker-s")
+                  f"{r['write_seconds']:.1f}s + other; CPU time: encoder actors "
+                  f"{r['encoder_cpu_seconds']:.1f}s, render actors {r['render_cpu_seconds']:.1f}s; "
+                  f"workers idle at the end for want of a part: "
+                  f"{r['tail_idle_worker_seconds']:.1f} worker-s")
     c = rows[-1]["compression"]
     print(f"\ncompression: {c['text_tokens_per_page']} cl100k tokens/page -> "
           f"{c['visual_tokens_per_page']} visual tokens/page ({c['text_to_visual_tokens']}x); "

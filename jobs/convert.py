@@ -117,6 +117,8 @@ class PartResult:
     write_seconds: float = 0.0  # closing the store part (tokens, index, checksums) + verifying
     peak_rss_mb: float = 0.0  # the encoder actor's process
     render_peak_rss_mb: float = 0.0  # the render actor's process
+    cpu_seconds: float = 0.0  # CPU time of the encoder actor's process during the part
+    render_cpu_seconds: float = 0.0  # and of the render actor's
 
 
 def parse_codec_options(items: list[str]) -> tuple[tuple[str, Any], ...]:
@@ -179,7 +181,7 @@ def render_part_stream(corpus: str, part: int, num_parts: int, read_kwargs: dict
 
     ("pages", doc_id, records, images, last)  page dicts and uint8 images [k, H, W, 3]
     ("drop", doc_id, reason)                  a document that failed after pages went out
-    ("done", docs_read, skips, peak_rss_mb)   skips as dicts of data.corpus.Skip
+    ("done", docs_read, skips, peak_rss_mb, cpu_seconds)   skips: dicts of data.corpus.Skip
     """
     import numpy as np
 
@@ -187,6 +189,7 @@ def render_part_stream(corpus: str, part: int, num_parts: int, read_kwargs: dict
     from data.corpus import SkipLog, read_corpus
     from render import paginate, rasterize
 
+    cpu0 = time.process_time()
     tokenizer = cl100k()
     skips = SkipLog()
     docs_read = 0
@@ -225,7 +228,8 @@ def render_part_stream(corpus: str, part: int, num_parts: int, read_kwargs: dict
             # The pages are kept (boxes are drawn); the characters are reported, not dropped.
             shown = "".join(missing)[:100]
             skips.add(source, doc.id, f"missing glyphs: {shown!r}", "report")
-    yield ("done", docs_read, [asdict(s) for s in skips], _peak_rss_mb())
+    yield ("done", docs_read, [asdict(s) for s in skips], _peak_rss_mb(),
+           time.process_time() - cpu0)
 
 
 class RenderWorker:
@@ -274,7 +278,7 @@ class CodecWorker:
         from data.store import StoreMeta, StoreWriter, verify_part
         from data.token_arrays import to_storage
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         out = Path(cfg.out)
         store_meta = StoreMeta.from_json(meta)
         part_record_path(out, part).unlink(missing_ok=True)
@@ -369,8 +373,8 @@ class CodecWorker:
                     queue = [(r, im) for r, im in queue if r["doc_id"] != msg[1]]
                     flush_complete()
                 elif msg[0] == "done":
-                    _, result.docs_read, skips, result.render_peak_rss_mb = msg
-                    result.skips = skips
+                    _, result.docs_read, result.skips, result.render_peak_rss_mb, \
+                        result.render_cpu_seconds = msg
                 if time.perf_counter() - last_yield >= 1.0:
                     last_yield = time.perf_counter()
                     yield ("progress", result.pages, result.docs)
@@ -383,6 +387,7 @@ class CodecWorker:
         verify_part(out, part)  # re-read from disk: "done" means complete and verified
         result.write_seconds = time.perf_counter() - t_write
         result.seconds = time.perf_counter() - t0
+        result.cpu_seconds = time.process_time() - cpu0
         result.peak_rss_mb = _peak_rss_mb()
         # The job's record goes last: with a verified store part it marks the part done.
         _atomic_write_text(part_record_path(out, part), json.dumps(asdict(result)))
@@ -809,6 +814,9 @@ def _summary(cfg: ConvertConfig, plan: dict, info: dict, results: list[PartResul
         "write_seconds": round(sum(r.write_seconds for r in ran), 3),
         "part_seconds": round(sum(r.seconds for r in ran), 3),
         "tail_idle_worker_seconds": round(progress.tail_idle, 3),
+        # CPU time against part_seconds: a worker short of CPU shows CPU << wall
+        "encoder_cpu_seconds": round(sum(r.cpu_seconds for r in ran), 3),
+        "render_cpu_seconds": round(sum(r.render_cpu_seconds for r in ran), 3),
         "manifest_totals": manifest.get("totals"),
     }
 

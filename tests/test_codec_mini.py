@@ -15,7 +15,7 @@ from codec import load_codec
 from codec.mini import MODES, WEIGHTS_DIR, mode_config, vocab
 from codec.mini.ctc import band_nll, best_path, ctc_frames_needed, fit_target
 from codec.mini.data import bands_of, render_pages, synthetic_text, to_sample
-from codec.mini.model import MiniNet
+from codec.mini.model import MiniNet, to_ink
 from eval.metrics import precision
 from render import get_preset, paginate, rasterize
 
@@ -38,6 +38,14 @@ def test_best_path_merges_repeats_and_drops_blanks():
     h, e, l, o = vocab.encode("helo")
     ids = [h, h, 0, e, l, 0, l, l, o, 0]
     assert best_path(one_hot_logits(ids, 12)[None]) == ["hello"]
+
+
+def test_to_ink_is_the_channel_mean_exactly():
+    # colour pages too: the fast path must equal the plain float mean bit for bit
+    rgb = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 7, 5, 3), np.uint8))
+    assert torch.equal(to_ink(rgb), 1.0 - rgb.float().mean(-1) / 255.0)
+    assert torch.equal(to_ink(rgb[..., 1]), 1.0 - rgb[..., 1].float() / 255.0)
+    assert to_ink(torch.zeros(1, 2, 2, 3, dtype=torch.uint8)).eq(1.0).all()
 
 
 def test_ctc_frame_budget():
