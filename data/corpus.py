@@ -23,10 +23,15 @@ directory (or its name when a single file is given) and ``record`` the 0-based l
 (JSONL, blank and bad lines counted) or row number (parquet). A ``.txt`` file is one
 document whose id is just its source. Ids therefore do not depend on sharding or on skips.
 
-Sharding: document ``id`` belongs to shard ``crc32(id) % num_shards``, so every document is in
-exactly one shard whatever the file layout; file-level skips are recorded by the shard that
-owns ``crc32(source)``. Every shard reads (decompresses) every JSONL file but parses only its
-own lines.
+Sharding (``shard_plan``): shards own files, or slices of files, never the whole corpus, so a
+shard of a corpus of many files opens only its own files. Each file is cut into
+``ceil(num_shards * size / total size)`` slices (``.txt`` files and unsupported files: one),
+document ``id`` of a cut file belonging to slice ``crc32(id) % slices``; the slices go to
+shards largest first, each to the least-loaded shard. A corpus of at least ``num_shards``
+similar files thus gives every shard whole files; one big file gives every shard a slice of it
+(its lines are all decompressed, only the shard's are parsed). The plan depends only on the
+file names and sizes, so it is the same in every process; every document is in exactly one
+shard, and a file-level skip is recorded by the shard that holds the file's slice 0.
 """
 
 from __future__ import annotations
@@ -115,6 +120,45 @@ def shard_of(key: str, num_shards: int) -> int:
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % num_shards
 
 
+FileSlices = tuple[int, frozenset]  # (slices the file is cut into, the ones a shard holds)
+
+
+def shard_plan(files: list[tuple[str, int, bool]], num_shards: int) -> list[dict[str, FileSlices]]:
+    """Which slices of which files each shard reads (see the module docstring).
+
+    ``files``: (source, size in bytes, splittable) in reading order. Returns one dict per shard,
+    source -> (slice count, slice indices held); a shard's files are read in ``files`` order.
+    """
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be at least 1, got {num_shards}")
+    total = sum(size for _, size, _ in files) or 1
+    units = []  # (weight, source, slice index, slice count)
+    for source, size, splittable in files:
+        k = min(num_shards, max(1, -(-num_shards * size // total))) if splittable else 1
+        units.extend((size / k, source, j, k) for j in range(k))
+    units.sort(key=lambda u: (-u[0], u[1], u[2]))  # largest first; ties in a fixed order
+    loads = [0.0] * num_shards
+    held: list[dict[str, set]] = [{} for _ in range(num_shards)]
+    counts: dict[str, int] = {}
+    for weight, source, j, k in units:
+        shard = min(range(num_shards), key=lambda i: (loads[i], i))
+        loads[shard] += weight
+        held[shard].setdefault(source, set()).add(j)
+        counts[source] = k
+    return [{src: (counts[src], frozenset(h[src])) for src, _, _ in files if src in h}
+            for h in held]
+
+
+def corpus_files(path: str | Path) -> list[tuple[str, int, bool]]:
+    """(source, size, splittable) of every file of a corpus, in reading order (shard_plan's
+    input; with the sizes it also fingerprints the corpus)."""
+    path = Path(path)
+    if path.is_file():
+        return [(path.name, path.stat().st_size, corpus_suffix(path) not in (None, ".txt"))]
+    return [(f.relative_to(path).as_posix(), f.stat().st_size,
+             corpus_suffix(f) not in (None, ".txt")) for f in _files(path)]
+
+
 def clean_text(text: str) -> tuple[str, int]:
     """Remove control characters (see module docstring); returns the text and how many went."""
     cleaned, removed = _CONTROL_CHARS.subn("", text)
@@ -131,13 +175,18 @@ class _Context:
         if max_chars is not None and max_chars < 1:
             raise ValueError(f"max_chars must be positive or None, got {max_chars}")
         self.text_field = text_field
-        self.shard_index = shard_index
-        self.num_shards = num_shards
         self.max_chars = max_chars
         self.skips = skips if skips is not None else SkipLog()
+        self.slices: FileSlices = (1, frozenset({0}))  # of the file being read
 
-    def owns(self, key: str) -> bool:
-        return self.num_shards == 1 or shard_of(key, self.num_shards) == self.shard_index
+    def owns(self, doc_id: str) -> bool:
+        """Whether this shard reads document ``doc_id`` of the current file."""
+        k, held = self.slices
+        return k == 1 or shard_of(doc_id, k) in held
+
+    def owns_file(self) -> bool:
+        """Whether file-level problems of the current file are this shard's to record."""
+        return 0 in self.slices[1]
 
     def skip(self, source: str, item: str, reason: str) -> None:
         self.skips.add(source, item, reason)
@@ -217,7 +266,7 @@ def _read_jsonl_stream(stream: io.BufferedIOBase, source: str, ctx: _Context) ->
             if doc is not None:
                 yield doc
     except zstandard.ZstdError as err:
-        if ctx.owns(source):
+        if ctx.owns_file():
             ctx.skip(source, f"{source}:{line_no + 1}",
                      f"corrupt compressed stream after line {line_no}; rest of file skipped: {err}")
 
@@ -301,7 +350,7 @@ def _read_jsonl_zst(path: Path, source: str, ctx: _Context) -> Iterator[Document
 
 
 def _read_txt(path: Path, source: str, ctx: _Context) -> Iterator[Document]:
-    if not ctx.owns(source):
+    if not ctx.owns_file():
         return
     # UTF-8 uses at most 4 bytes a character: a larger file cannot fit within max_chars.
     if ctx.max_chars is not None and path.stat().st_size > 4 * ctx.max_chars:
@@ -321,11 +370,11 @@ def _read_parquet(path: Path, source: str, ctx: _Context) -> Iterator[Document]:
     try:
         pfile = pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises several types for a corrupt footer
-        if ctx.owns(source):
+        if ctx.owns_file():
             ctx.skip(source, source, f"unreadable parquet file: {err}")
         return
     if ctx.text_field not in pfile.schema_arrow.names:
-        if ctx.owns(source):
+        if ctx.owns_file():
             ctx.skip(source, source, f"missing text field {ctx.text_field!r}: no such column")
         return
     row = 0
@@ -341,7 +390,7 @@ def _read_parquet(path: Path, source: str, ctx: _Context) -> Iterator[Document]:
                         yield doc
             row += len(records)
     except Exception as err:
-        if ctx.owns(source):
+        if ctx.owns_file():
             ctx.skip(source, f"{source}:{row}",
                      f"corrupt parquet data from row {row}; rest skipped: {err}")
 
@@ -381,17 +430,14 @@ def read_corpus(path: str | Path, *, text_field: str = "text", shard_index: int 
     ctx = _Context(text_field, shard_index, num_shards, max_chars, skips)
     if not path.exists():
         raise FileNotFoundError(f"corpus path does not exist: {path}")
-    if path.is_file():
-        suffix = corpus_suffix(path)
-        if suffix is None:
-            raise ValueError(f"unsupported corpus file {path}; expected one of {SUFFIXES}")
-        yield from _READERS[suffix](path, path.name, ctx)
-        return
-    for file in _files(path):
-        source = file.relative_to(path).as_posix()
+    if path.is_file() and corpus_suffix(path) is None:
+        raise ValueError(f"unsupported corpus file {path}; expected one of {SUFFIXES}")
+    plan = shard_plan(corpus_files(path), num_shards)[shard_index]
+    for source, ctx.slices in plan.items():
+        file = path if path.is_file() else path / source
         suffix = corpus_suffix(file)
         if suffix is None:
-            if ctx.owns(source):
+            if ctx.owns_file():
                 ctx.skip(source, source, "unsupported file type")
             continue
         yield from _READERS[suffix](file, source, ctx)

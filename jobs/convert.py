@@ -15,7 +15,8 @@ With `ray job submit`, give `--corpus` and `--out` as absolute paths on storage 
 sees: the job runs inside an unpacked copy of the working dir.
 
 Work split (this is what makes the job resumable and idempotent): corpus shard i
-(`read_corpus(shard_index=i, num_shards=--num-parts)`) becomes store part i. A worker is a
+(`read_corpus(shard_index=i, num_shards=--num-parts)`: whole files, or slices of big ones, so
+a part never reads the whole corpus) becomes store part i. A worker is a
 pair of long-lived actors: a render actor (CPU) and an encoder actor holding the frozen
 codec (CPU or GPU). For a part, the encoder actor pulls page images from its render actor's
 streaming generator through Ray's object store (rendering runs ahead of encoding, with
@@ -44,7 +45,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: corpus shards are files or slices of files (data.corpus.shard_plan)
 STATE_DIR = "_convert"  # the job's own bookkeeping, beside the store's files
 SKIPS_FILE = "skips.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -437,8 +438,18 @@ def _check_resources(cfg: ConvertConfig) -> bool:
 
 
 def _plan(cfg: ConvertConfig, meta: Optional[dict]) -> dict:
-    """What fixes the output bytes; a resumed run must agree with the stored plan."""
-    return {"version": PLAN_VERSION, "corpus": cfg.corpus, "num_parts": cfg.num_parts,
+    """What fixes the output bytes; a resumed run must agree with the stored plan.
+
+    The corpus's file names and sizes are part of it: they decide which part reads which
+    documents, so a resumed run on a corpus that changed in between is refused.
+    """
+    import hashlib
+
+    from data.corpus import corpus_files
+
+    listing = json.dumps(corpus_files(cfg.corpus)).encode("utf-8")
+    return {"version": PLAN_VERSION, "corpus": cfg.corpus,
+            "corpus_files": hashlib.sha256(listing).hexdigest(), "num_parts": cfg.num_parts,
             "text_field": cfg.text_field, "max_chars": cfg.max_chars,
             "batch_size": cfg.batch_size, "store": meta}
 

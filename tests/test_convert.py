@@ -160,6 +160,16 @@ def test_changed_settings_are_refused(reference, corpus, tmp_path):
     shutil.copytree(reference[0], out)
     with pytest.raises(RuntimeError, match="other settings"):
         run_conversion(corpus, out, codec=SPEC, **{**RUN, "batch_size": 3})
+    # The corpus changed since: its documents would go to other parts.
+    grown = tmp_path / "grown"
+    grown.mkdir()
+    shutil.copy(corpus, grown / corpus.name)
+    with (grown / corpus.name).open("a") as fh:
+        fh.write(json.dumps({"text": "one more document"}) + "\n")
+    (out / "_convert" / "plan.json").write_text(
+        (out / "_convert" / "plan.json").read_text().replace(str(corpus), str(grown / corpus.name)))
+    with pytest.raises(RuntimeError, match="corpus_files"):
+        run_conversion(grown / corpus.name, out, codec=SPEC, **RUN)
 
 
 def test_kill_and_resume(ray_session, reference, corpus, tmp_path):
@@ -333,6 +343,9 @@ def test_shards_cover_the_corpus(corpus):
                                                                num_shards=N_PARTS)]
     assert sorted(ids) == sorted(source_docs(corpus))
     assert len({zlib.crc32(i.encode()) % N_PARTS for i in ids}) > 1  # really split
+    assert all(zlib.crc32(d.id.encode()) % N_PARTS == p  # one file: a slice of it per part
+               for p in range(N_PARTS) for d in read_corpus(corpus, shard_index=p,
+                                                            num_shards=N_PARTS))
 
 
 def test_one_job_per_store(corpus, tmp_path):

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data.corpus import (Document, SkipLog, build_demo_corpus, clean_text, heldout_texts,
-                         read_corpus)
+                         read_corpus, shard_plan)
 from data.demo import DEMO_FILE_NAME, PILE_SET_NAME, split_text
 
 
@@ -205,13 +205,17 @@ def test_usage_errors(tmp_path: Path) -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(n_docs=st.integers(0, 60), num_shards=st.integers(1, 7))
-def test_sharding_is_a_partition(tmp_path_factory: pytest.TempPathFactory, n_docs: int,
-                                 num_shards: int) -> None:
+@given(docs_per_file=st.lists(st.integers(0, 40), min_size=1, max_size=5),
+       num_shards=st.integers(1, 7))
+def test_sharding_is_a_partition(tmp_path_factory: pytest.TempPathFactory,
+                                 docs_per_file: list[int], num_shards: int) -> None:
     root = tmp_path_factory.mktemp("shards")
-    payload = b"".join(pile_line(f"doc {i}") if i % 9 else b"not json\n" for i in range(n_docs))
-    write_zst(root / "s.jsonl.zst", payload)
+    for f, n_docs in enumerate(docs_per_file):  # files of different sizes, some bad lines
+        payload = b"".join(pile_line(f"doc {f}.{i}") if i % 9 else b"not json\n"
+                           for i in range(n_docs))
+        write_zst(root / f"s{f}.jsonl.zst", payload)
     (root / "t.txt").write_text("a text file")
+    (root / "notes.csv").write_text("unsupported")
     full_skips = SkipLog()
     everything = [d.id for d in read_corpus(root, skips=full_skips)]
     shards, shard_skips = [], []
@@ -226,6 +230,51 @@ def test_sharding_is_a_partition(tmp_path_factory: pytest.TempPathFactory, n_doc
     assert sorted(shard_skips) == sorted(e.item for e in full_skips)
     again = [d.id for d in read_corpus(root, shard_index=0, num_shards=num_shards)]
     assert again == shards[0]
+
+
+def test_shard_plan_gives_shards_files_not_the_whole_corpus() -> None:
+    def held(plan):  # every (file, slice) -> the shards that read it
+        out: dict = {}
+        for shard, files in enumerate(plan):
+            for source, (k, slices) in files.items():
+                for j in slices:
+                    out.setdefault((source, j, k), []).append(shard)
+        return out
+
+    # Many similar files: whole files, spread evenly, each read by one shard.
+    files = [(f"{i:02d}.jsonl.zst", 1000 + i, True) for i in range(10)]
+    plan = shard_plan(files, 4)
+    assert all(k == 1 for p in plan for k, _ in p.values())
+    assert sorted(len(p) for p in plan) == [2, 2, 3, 3]
+    assert all(len(shards) == 1 for shards in held(plan).values())
+    # One big file: a slice of it for every shard (the old line-hash sharding).
+    plan = shard_plan([("pile.jsonl.zst", 10**9, True)], 5)
+    assert [p["pile.jsonl.zst"] for p in plan] == [(5, frozenset({j})) for j in range(5)]
+    # Fewer files than shards: the big file is cut into more slices; text files never are.
+    plan = shard_plan([("big.jsonl", 900, True), ("small.jsonl", 100, True),
+                       ("one.txt", 500, False)], 6)
+    slices = held(plan)
+    assert {s[2] for s in slices if s[0] == "big.jsonl"} == {4}  # ceil(6 * 900 / 1500)
+    assert {(s[1], s[2]) for s in slices if s[0] == "one.txt"} == {(0, 1)}
+    assert all(len(shards) == 1 for shards in slices.values())
+    assert all(plan), "every shard gets some work"
+    with pytest.raises(ValueError):
+        shard_plan(files, 0)
+
+
+def test_a_shard_opens_only_its_own_files(tmp_path: Path, monkeypatch) -> None:
+    import data.corpus as corpus
+
+    for f in range(6):
+        write_zst(tmp_path / f"{f}.jsonl.zst", b"".join(pile_line(f"d{f}.{i}") for i in range(5)))
+    opened: list[str] = []
+    real = corpus._READERS[".jsonl.zst"]
+    monkeypatch.setitem(corpus._READERS, ".jsonl.zst",
+                        lambda path, source, ctx: (opened.append(source), (yield from real(
+                            path, source, ctx)))[1])
+    docs = list(read_corpus(tmp_path, shard_index=1, num_shards=3))
+    assert len(opened) == 2  # 6 files, 3 shards: two whole files each
+    assert {d.id.split(":")[0] for d in docs} == set(opened) and len(docs) == 10
 
 
 def test_clean_text_keeps_layout_characters() -> None:
