@@ -1,11 +1,12 @@
 """Conversion throughput with 1 and 2 workers, and the store's reader vs a VST debug step.
 
-    . .venv/bin/activate && python benchmarks/convert_bench.py              # about 4 min
+    . .venv/bin/activate && python benchmarks/convert_bench.py              # about 6 min
     python benchmarks/convert_bench.py --workers 1,2,4 --docs 64 --codec mini
 
-A "worker" is one encoder actor plus its render actor, pinned with the whole local Ray to
-that many CPU cores (sched_setaffinity), so 1 -> 2 workers doubles the hardware and the
-ratio measures the job's scaling, not the OS's time-slicing. Every run is a fresh process
+A "worker" is one encoder actor plus its render actor (with `--render-in-encoder`: the
+encoder actor alone, rendering its own parts), pinned with the whole local Ray to that many
+CPU cores (sched_setaffinity), so 1 -> 2 workers doubles the hardware and the ratio measures
+the job's scaling, not the OS's time-slicing. Every run is a fresh process
 with its own local Ray. pages/s is the job's own rate (from the first part scheduled to the
 last part written; Ray start and codec load are in `wall`). Peak memory is the max RSS of
 an encoder actor and of a render actor
@@ -55,11 +56,13 @@ def _worker_run(args: argparse.Namespace) -> None:
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) >= w:
         os.sched_setaffinity(0, set(cores[:w]))  # Ray's processes inherit the mask
+    fused = args.render_in_encoder  # then the encoder actor has the worker's core to itself
     summary = run_conversion(
         args.corpus, args.store, codec=args.codec,
         codec_options=tuple(tuple(kv) for kv in json.loads(args.codec_options)),
-        num_parts=args.parts, num_actors=w, cpus_per_actor=0.5, render_cpus=0.5, num_cpus=w,
-        batch_size=args.batch_size, progress_every=10.0, overwrite=True)
+        num_parts=args.parts, num_actors=w, cpus_per_actor=1.0 if fused else 0.5,
+        render_cpus=0.5, render_in_encoder=fused, num_cpus=w, batch_size=args.batch_size,
+        progress_every=10.0, overwrite=True)
     summary["cores"] = sorted(os.sched_getaffinity(0))
     print("BENCH_SUMMARY " + json.dumps(summary), flush=True)
 
@@ -125,7 +128,8 @@ def convert_once(args: argparse.Namespace, corpus: Path, work: Path, w: int) -> 
     store = work / f"store-w{w}"
     cmd = [sys.executable, __file__, "--run-workers", str(w), "--corpus", str(corpus),
            "--store", str(store), "--codec", codec, "--codec-options", json.dumps(options),
-           "--parts", str(args.parts), "--batch-size", str(args.batch_size)]
+           "--parts", str(args.parts), "--batch-size", str(args.batch_size)] + (
+               ["--render-in-encoder"] if args.render_in_encoder else [])
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)  # always a private local Ray
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -268,6 +272,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--codec", default="mini")
     p.add_argument("--codec-path", default=None, help="codec weights directory")
+    p.add_argument("--render-in-encoder", action="store_true",
+                   help="workers without render actors (the job's --render-in-encoder)")
     p.add_argument("--pages-per-window", type=int, default=4)
     p.add_argument("--vst-steps", type=int, default=30)
     p.add_argument("--vst-batch", type=int, default=8)
@@ -327,7 +333,9 @@ def main() -> None:
 def report(args, rows, reader, vst, load, ideal: dict[int, float]) -> None:
     _, _, label = _codec_choice(args.codec, args.codec_path)
     base = rows[0]["pages_per_s"] / rows[0]["workers"]["num_actors"]
-    print(f"\nconvert_bench | codec {label} | {rows[0]['pages']} pages "
+    mode = ("encoder actors render (--render-in-encoder)" if args.render_in_encoder
+            else "render actor + encoder actor per worker")
+    print(f"\nconvert_bench | codec {label} | {mode} | {rows[0]['pages']} pages "
           f"({rows[0]['docs']} docs, {args.parts} parts, batch {args.batch_size}) | "
           f"load average {load[0]:.1f} on {os.cpu_count()} cores\n")
     print("| workers | cores | job pages/s, best (all runs) | scaling vs linear "
@@ -345,7 +353,9 @@ def report(args, rows, reader, vst, load, ideal: dict[int, float]) -> None:
     w0, w1 = args.workers[0], args.workers[-1]
     print(f"\nthe machine itself: plain loops scale {w0}->{w1} processes by "
           f"{ideal[w1] / ideal[w0]:.2f}x ({ideal[w1] / ideal[w0] / (w1 / w0):.2f}x of linear); "
-          f"the job scales by {rows[-1]['pages_per_s'] / rows[0]['pages_per_s']:.2f}x")
+          f"the job scales by {rows[-1]['pages_per_s'] / rows[0]['pages_per_s']:.2f}x "
+          f"({rows[-1]['pages_per_s'] / rows[0]['pages_per_s'] / (ideal[w1] / ideal[w0]):.2f} "
+          "of the plain loops' scaling)")
     for r in rows:  # where the best run's encoder time went (summed over its workers)
         if "part_seconds" in r:
             print(f"{r['workers']['num_actors']} worker(s), encoder actors: "

@@ -20,7 +20,9 @@ a part never reads the whole corpus) becomes store part i. A worker is a
 pair of long-lived actors: a render actor (CPU) and an encoder actor holding the frozen
 codec (CPU or GPU). For a part, the encoder actor pulls page images from its render actor's
 streaming generator through Ray's object store (rendering runs ahead of encoding, with
-bounded read-ahead), encodes fixed batches counted from the start of the part, and writes
+bounded read-ahead). With `--render-in-encoder` (a CPU codec) the encoder actor renders
+its parts itself: one process a worker and no hand-off, ~30% more pages/s per core on the
+mini codec. Either way it encodes fixed batches counted from the start of the part, and writes
 the part with `data.store.StoreWriter`, which renames it into place only when complete. A
 part is done when its store part verifies and the job's record `_convert/part-NNNNN.json`
 exists (written last). A re-run skips done parts and redoes the others from scratch, so an
@@ -72,6 +74,7 @@ class ConvertConfig:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     render_cpus: float = 1.0
+    render_in_encoder: bool = False  # no render actors: each encoder actor renders its parts
     batch_size: int = 16
     layout: str = "zarr"  # "zarr" or "npy" (a numpy memmap)
     dtype: str = "float16"  # "float16" or "bfloat16"
@@ -81,6 +84,10 @@ class ConvertConfig:
     progress_every: float = 5.0
     overwrite: bool = False
     num_cpus: Optional[int] = None  # logical CPUs of a local Ray; ignored on a cluster
+
+    @property
+    def render_actor_cpus(self) -> float:
+        return 0.0 if self.render_in_encoder else self.render_cpus
 
     def codec_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = dict(self.codec_options)
@@ -233,6 +240,14 @@ def render_part_stream(corpus: str, part: int, num_parts: int, read_kwargs: dict
            time.process_time() - cpu0)
 
 
+def warm_rendering() -> None:
+    """Load what rendering a part needs (fonts, cl100k) before the job's clock starts."""
+    from codec.base import cl100k
+    from render import paginate  # noqa: F401
+
+    cl100k()
+
+
 class RenderWorker:
     """A long-lived CPU process that renders parts (a Ray actor made by the driver).
 
@@ -241,10 +256,7 @@ class RenderWorker:
     """
 
     def ready(self) -> bool:
-        from codec.base import cl100k
-        from render import paginate  # noqa: F401 - warm the imports before the clock starts
-
-        cl100k()
+        warm_rendering()
         return True
 
     def render_part(self, *args: Any) -> Iterator[tuple]:
@@ -257,11 +269,14 @@ class RenderWorker:
 class CodecWorker:
     """Holds one frozen codec and converts whole parts. Made a Ray actor by the driver."""
 
-    def __init__(self, codec_spec: str, codec_kwargs: dict, torch_threads: int) -> None:
+    def __init__(self, codec_spec: str, codec_kwargs: dict, torch_threads: int,
+                 renders: bool = False) -> None:
         import torch
 
         torch.set_num_threads(max(1, torch_threads))
         self.codec = build_codec(codec_spec, **codec_kwargs)
+        if renders:  # --render-in-encoder: this actor renders its own parts
+            warm_rendering()
 
     def info(self) -> dict:
         c = self.codec
@@ -272,7 +287,10 @@ class CodecWorker:
 
     def convert_part(self, cfg: ConvertConfig, part: int, render_config: Any, meta: dict,
                      renderer: Any) -> Iterator[tuple]:
-        """Yields ("progress", pages, docs) now and then, then ("result", PartResult)."""
+        """Yields ("progress", pages, docs) now and then, then ("result", PartResult).
+
+        `renderer`: the worker's render actor, or None to render here (--render-in-encoder).
+        """
         import numpy as np
         import ray
 
@@ -283,10 +301,11 @@ class CodecWorker:
         out = Path(cfg.out)
         store_meta = StoreMeta.from_json(meta)
         part_record_path(out, part).unlink(missing_ok=True)
-        stream = renderer.render_part.options(
+        render_args = (cfg.corpus, part, cfg.num_parts, cfg.read_kwargs(), render_config,
+                       cfg.batch_size)
+        stream = None if renderer is None else renderer.render_part.options(
             num_returns="streaming", _generator_backpressure_num_objects=READ_AHEAD_CHUNKS,
-        ).remote(cfg.corpus, part, cfg.num_parts, cfg.read_kwargs(), render_config,
-                 cfg.batch_size)
+        ).remote(*render_args)
         result = PartResult(part=part)
         bad_pages: list[dict] = []  # documents the codec could not encode (skips)
         dropped: set[str] = set()
@@ -341,13 +360,14 @@ class CodecWorker:
                 flush_complete()
 
             def messages() -> Iterator[tuple]:
-                refs = iter(stream)
+                # Rendered here, the wait is the rendering itself.
+                items = render_part_stream(*render_args) if stream is None else iter(stream)
                 while True:
                     t = time.perf_counter()
-                    ref = next(refs, None)
-                    if ref is None:
+                    item = next(items, None)
+                    if item is None:
                         return
-                    msg = ray.get(ref)
+                    msg = item if stream is None else ray.get(item)
                     result.wait_seconds += time.perf_counter() - t
                     yield msg
 
@@ -410,7 +430,7 @@ def _connect_ray(cfg: ConvertConfig) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Logical CPUs: room for every encoder plus its renderer, else the stage that gets no
     # CPU waits forever. The OS shares the physical cores between them.
-    need = cfg.num_actors * (cfg.cpus_per_actor + cfg.render_cpus)
+    need = cfg.num_actors * (cfg.cpus_per_actor + cfg.render_actor_cpus)
     num_cpus = cfg.num_cpus or max(os.cpu_count() or 1, int(-(-need // 1)))
     # address="local": a private instance, never a cluster someone else started on this host.
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
@@ -424,7 +444,7 @@ def _check_resources(cfg: ConvertConfig) -> bool:
 
     res = ray.cluster_resources()
     cpus, gpus = res.get("CPU", 0.0), res.get("GPU", 0.0)
-    need = cfg.cpus_per_actor + cfg.render_cpus
+    need = cfg.cpus_per_actor + cfg.render_actor_cpus
     if cpus + 1e-9 < need or gpus + 1e-9 < cfg.gpus_per_actor:
         raise RuntimeError(
             f"the cluster has {cpus:g} CPU / {gpus:g} GPU, but one encoder actor and its render "
@@ -613,22 +633,27 @@ def _drive(cfg: ConvertConfig, out: Path, t_start: float) -> dict:
     fits_all = _check_resources(cfg)
     codec_cls = ray.remote(CodecWorker).options(
         num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor, max_concurrency=1)
-    render_cls = ray.remote(RenderWorker).options(num_cpus=cfg.render_cpus, max_concurrency=1)
+    render_cls = ray.remote(RenderWorker).options(num_cpus=cfg.render_actor_cpus,
+                                                  max_concurrency=1)
     threads = max(1, int(cfg.cpus_per_actor))  # torch threads follow the CPUs asked for
     started: list = []  # every actor, replacements too, to kill at the end
 
     def new_codec() -> Any:
-        started.append(codec_cls.remote(cfg.codec, cfg.codec_kwargs(), threads))
+        started.append(codec_cls.remote(cfg.codec, cfg.codec_kwargs(), threads,
+                                        cfg.render_in_encoder))
         return started[-1]
 
     def new_renderer() -> Any:
+        if cfg.render_in_encoder:
+            return None
         started.append(render_cls.remote())
         return started[-1]
 
-    # Worker i = (encoder actor, its render actor).
+    # Worker i = (encoder actor, its render actor or None).
     workers = [(new_codec(), new_renderer()) for _ in range(cfg.num_actors)]
     # Readiness of each worker: the codec is loaded and the renderer's imports are warm.
-    starting = {w: [w[0].info.remote(), w[1].ready.remote()] for w in workers}
+    starting = {w: [w[0].info.remote()] + ([w[1].ready.remote()] if w[1] else [])
+                for w in workers}
     try:
         # Wait for every worker when all fit (start-up then stays out of pages/s), else for
         # the first; the others are put to work as they come up.
@@ -735,7 +760,7 @@ def _schedule(cfg: ConvertConfig, todo: list[int], workers: list, starting: dict
                 # Either actor may be dead, or stuck in the abandoned stream (and a dead
                 # renderer surfaces as an error of the encoder): replace both, freeing their
                 # resources first.
-                for actor in worker:
+                for actor in filter(None, worker):
                     ray.kill(actor)
                 idle.append((new_codec(), new_renderer()))
                 attempts[part] += 1
@@ -816,7 +841,8 @@ def _summary(cfg: ConvertConfig, plan: dict, info: dict, results: list[PartResul
             "store_bytes_per_text_byte": _ratio(store_bytes, tot["text_bytes"]),
         },
         "workers": {"num_actors": cfg.num_actors, "cpus_per_actor": cfg.cpus_per_actor,
-                    "gpus_per_actor": cfg.gpus_per_actor, "render_cpus": cfg.render_cpus,
+                    "gpus_per_actor": cfg.gpus_per_actor, "render_cpus": cfg.render_actor_cpus,
+                    "render_in_encoder": cfg.render_in_encoder,
                     "batch_size": cfg.batch_size},
         "peak_rss_mb": {"encoder_actor": max((r.peak_rss_mb for r in ran), default=None),
                         "render_actor": max((r.render_peak_rss_mb for r in ran), default=None)},
@@ -864,6 +890,11 @@ def convert(
     cpus_per_actor: float = typer.Option(1.0, help="CPUs per encoder actor (= its torch threads)."),
     gpus_per_actor: float = typer.Option(0.0, help="GPUs per encoder actor."),
     render_cpus: float = typer.Option(1.0, help="CPUs per render actor (one per encoder)."),
+    render_in_encoder: bool = typer.Option(
+        False, "--render-in-encoder",
+        help="No render actors: each encoder actor renders its own parts. Faster when the "
+        "codec runs on CPU (no second process, no object-store hand-off); with a GPU, "
+        "separate render actors keep it fed."),
     batch_size: int = typer.Option(16, help="Pages per encode call."),
     layout: str = typer.Option("zarr", help="Store layout: zarr or npy (numpy memmap)."),
     dtype: str = typer.Option("float16", help="Stored token dtype: float16 or bfloat16."),
@@ -882,6 +913,7 @@ def convert(
                    codec_options=parse_codec_options(codec_option), render_preset=render_preset,
                    num_parts=num_parts, num_actors=num_actors, cpus_per_actor=cpus_per_actor,
                    gpus_per_actor=gpus_per_actor, render_cpus=render_cpus,
+                   render_in_encoder=render_in_encoder,
                    batch_size=batch_size, layout=layout, dtype=dtype, text_field=text_field,
                    max_chars=max_chars, max_retries=max_retries, progress_every=progress_every,
                    overwrite=overwrite, num_cpus=num_cpus)

@@ -153,6 +153,20 @@ def test_crashed_worker_is_replaced_and_its_part_redone(reference, corpus, tmp_p
     assert manifest_parts(out) == manifest_parts(reference[0])
 
 
+def test_render_in_encoder_gives_the_same_store(reference, corpus, tmp_path):
+    """One process a worker (--render-in-encoder): the same bytes; a crash is survived too."""
+    from jobs.convert import run_conversion
+
+    marker = tmp_path / "crashed"
+    out = tmp_path / "store"
+    summary = run_conversion(corpus, out, codec=SPEC, **RUN, render_in_encoder=True,
+                             codec_options=(("crash_marker", str(marker)),))
+    assert marker.exists()
+    assert summary["workers"]["render_in_encoder"] and summary["workers"]["render_cpus"] == 0
+    assert summary["parts_done"] == N_PARTS and not summary["parts_failed"]
+    assert manifest_parts(out) == manifest_parts(reference[0])
+
+
 def test_changed_settings_are_refused(reference, corpus, tmp_path):
     from jobs.convert import run_conversion
 
