@@ -394,8 +394,10 @@ class CodecWorker:
                     queue = [(r, im) for r, im in queue if r["doc_id"] != msg[1]]
                     flush_complete()
                 elif msg[0] == "done":
-                    _, result.docs_read, result.skips, result.render_peak_rss_mb, \
-                        result.render_cpu_seconds = msg
+                    _, result.docs_read, result.skips, render_rss, render_cpu = msg
+                    if stream is not None:  # else it is this process, counted already
+                        result.render_peak_rss_mb, result.render_cpu_seconds = render_rss, \
+                            render_cpu
                 if time.perf_counter() - last_yield >= 1.0:
                     last_yield = time.perf_counter()
                     yield ("progress", result.pages, result.docs)
@@ -845,7 +847,8 @@ def _summary(cfg: ConvertConfig, plan: dict, info: dict, results: list[PartResul
                     "render_in_encoder": cfg.render_in_encoder,
                     "batch_size": cfg.batch_size},
         "peak_rss_mb": {"encoder_actor": max((r.peak_rss_mb for r in ran), default=None),
-                        "render_actor": max((r.render_peak_rss_mb for r in ran), default=None)},
+                        "render_actor": None if cfg.render_in_encoder else
+                        max((r.render_peak_rss_mb for r in ran), default=None)},
         "encode_seconds": round(sum(r.encode_seconds for r in ran), 3),
         "encoder_wait_seconds": round(sum(r.wait_seconds for r in ran), 3),
         "write_seconds": round(sum(r.write_seconds for r in ran), 3),
@@ -853,7 +856,8 @@ def _summary(cfg: ConvertConfig, plan: dict, info: dict, results: list[PartResul
         "tail_idle_worker_seconds": round(progress.tail_idle, 3),
         # CPU time against part_seconds: a worker short of CPU shows CPU << wall
         "encoder_cpu_seconds": round(sum(r.cpu_seconds for r in ran), 3),
-        "render_cpu_seconds": round(sum(r.render_cpu_seconds for r in ran), 3),
+        "render_cpu_seconds": None if cfg.render_in_encoder else
+        round(sum(r.render_cpu_seconds for r in ran), 3),
         "manifest_totals": manifest.get("totals"),
     }
 

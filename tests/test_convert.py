@@ -163,6 +163,7 @@ def test_render_in_encoder_gives_the_same_store(reference, corpus, tmp_path):
                              codec_options=(("crash_marker", str(marker)),))
     assert marker.exists()
     assert summary["workers"]["render_in_encoder"] and summary["workers"]["render_cpus"] == 0
+    assert summary["render_cpu_seconds"] is None and summary["encoder_cpu_seconds"] > 0
     assert summary["parts_done"] == N_PARTS and not summary["parts_failed"]
     assert manifest_parts(out) == manifest_parts(reference[0])
 
