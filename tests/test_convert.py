@@ -416,6 +416,8 @@ def test_ray_job_submit(corpus, tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
+    # As in an activated venv: the job's `python` entrypoint is this interpreter, not /usr/bin's.
+    env["PATH"] = os.pathsep.join([str(ray_bin.parent), env.get("PATH", "")])
     head = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
