@@ -36,6 +36,7 @@ shard, and a file-level skip is recorded by the shard that holds the file's slic
 
 from __future__ import annotations
 
+import heapq
 import io
 import json
 import re
@@ -137,15 +138,16 @@ def shard_plan(files: list[tuple[str, int, bool]], num_shards: int) -> list[dict
         k = min(num_shards, max(1, -(-num_shards * size // total))) if splittable else 1
         units.extend((size / k, source, j, k) for j in range(k))
     units.sort(key=lambda u: (-u[0], u[1], u[2]))  # largest first; ties in a fixed order
-    loads = [0.0] * num_shards
+    loads = [(0.0, i) for i in range(num_shards)]  # a heap: the least-loaded shard first
     held: list[dict[str, set]] = [{} for _ in range(num_shards)]
     counts: dict[str, int] = {}
     for weight, source, j, k in units:
-        shard = min(range(num_shards), key=lambda i: (loads[i], i))
-        loads[shard] += weight
+        load, shard = heapq.heappop(loads)
+        heapq.heappush(loads, (load + weight, shard))
         held[shard].setdefault(source, set()).add(j)
         counts[source] = k
-    return [{src: (counts[src], frozenset(h[src])) for src, _, _ in files if src in h}
+    order = {src: i for i, (src, _, _) in enumerate(files)}
+    return [{src: (counts[src], frozenset(h[src])) for src in sorted(h, key=order.__getitem__)}
             for h in held]
 
 
