@@ -633,6 +633,9 @@ def _drive(cfg: ConvertConfig, out: Path, t_start: float) -> dict:
                             remove_incomplete)
 
     fits_all = _check_resources(cfg)
+    if cfg.render_in_encoder and cfg.gpus_per_actor > 0:
+        print("[convert] note: --render-in-encoder with GPUs leaves each GPU idle while its "
+              "actor renders; separate render actors keep it fed", flush=True)
     codec_cls = ray.remote(CodecWorker).options(
         num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor, max_concurrency=1)
     render_cls = ray.remote(RenderWorker).options(num_cpus=cfg.render_actor_cpus,

@@ -389,7 +389,7 @@ def test_cli_mounts_and_lists_the_flags():
     assert result.exit_code == 0, result.output
     for flag in ("--corpus", "--out", "--codec", "--codec-path", "--codec-mode",
                  "--trust-remote-code", "--render-preset", "--num-actors", "--cpus-per-actor",
-                 "--gpus-per-actor", "--batch-size", "--num-parts"):
+                 "--gpus-per-actor", "--batch-size", "--num-parts", "--render-in-encoder"):
         assert flag in result.output
 
 
