@@ -361,13 +361,12 @@ class CodecWorker:
 
             def messages() -> Iterator[tuple]:
                 # Rendered here, the wait is the rendering itself.
-                items = render_part_stream(*render_args) if stream is None else iter(stream)
+                msgs = render_part_stream(*render_args) if stream is None else map(ray.get, stream)
                 while True:
                     t = time.perf_counter()
-                    item = next(items, None)
-                    if item is None:
+                    msg = next(msgs, None)
+                    if msg is None:
                         return
-                    msg = item if stream is None else ray.get(item)
                     result.wait_seconds += time.perf_counter() - t
                     yield msg
 
