@@ -130,6 +130,38 @@ def test_global_order_matches_model(codec, batch, tokens2):
     torch.testing.assert_close(tokens[:, -1], sep.expand(2, -1))  # separator last
 
 
+def test_global_view_pixels_are_the_processors(codec, batch):
+    """Pages at the view's size skip the CPU processor; their pixels must be its, bit for bit."""
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 256, size=(1, 1024, 1024, 3), dtype=np.uint8)  # every level, per channel
+    images = list(np.concatenate([batch, noise]))
+    ip = codec.processor.image_processor
+    expected = ip(images, crop_to_patches=False, tile_size=1024, return_tensors="pt")
+    got = codec._global_view(images)
+    assert got is not None and got.dtype == codec.dtype
+    assert torch.equal(got, expected["pixel_values"].to(codec.dtype))
+    # a page of another size needs resizing and padding: the processor does it
+    assert codec._global_view([pages(1, size=(700, 600))[0]]) is None
+
+
+def test_global_view_falls_back_when_processor_is_not_per_value(codec, batch, tokens2,
+                                                               monkeypatch, caplog):
+    real = codec._processor_features
+
+    def shifted(images):  # a processor whose output depends on a pixel's neighbour
+        features = real(images)
+        features["pixel_values"] = features["pixel_values"].roll(1, dims=-1)
+        return features
+
+    monkeypatch.setattr(codec, "_table", None)
+    monkeypatch.setattr(codec, "_processor_features", shifted)
+    with caplog.at_level("WARNING"):
+        assert codec._global_view(list(batch)) is None
+    assert "not per-value" in caplog.text
+    monkeypatch.setattr(codec, "_processor_features", real)
+    torch.testing.assert_close(codec.encode(batch), tokens2)  # the processor's path, same tokens
+
+
 def test_crops_count_and_order(codec, crops, batch, tokens2, crops_batch, crops_out):
     page = batch[:1]
     tokens, mask = crops.encode_with_mask(page)
