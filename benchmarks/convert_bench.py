@@ -72,9 +72,10 @@ def _calibrate(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from jobs.convert import build_codec
+    from jobs.convert import build_codec, keep_freed_memory
     from render import paginate, rasterize
 
+    keep_freed_memory()  # as the job's actors do
     os.sched_setaffinity(0, {args.calibrate_core})
     torch.set_num_threads(1)
     codec = build_codec(args.codec, **dict(json.loads(args.codec_options)))

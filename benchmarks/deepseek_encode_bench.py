@@ -16,9 +16,7 @@ Pages are rendered `ds-base` (1024²) text pages. Global mode yields 257 tokens 
 On a CPU the real-size model is refused (its vision tower alone takes ~80 s a page on a
 2-core CPU) unless --allow-cpu; the tiny config runs anywhere.
 
-NOT RUN ON A GPU YET: no GPU was available in the session that wrote this script; only
-the CPU/tiny path has been exercised. Run it where a GPU is lent and record the numbers
-in docs/deepseek.md.
+Measured on one H100 (docs/deepseek.md has the table): 76 pages/s at batch 64, 59 at 8.
 """
 
 from __future__ import annotations

@@ -455,3 +455,43 @@ def test_ray_job_submit(corpus, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+_ENCODE_FAULTS = """
+import resource, sys, threading
+import numpy as np, torch
+from jobs.convert import build_codec, keep_freed_memory
+from render import paginate, rasterize
+kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+torch.set_num_threads(1)
+codec = build_codec("mini", random_init=True)
+cfg = codec.render_config
+pages = np.stack([rasterize(p, cfg) for p in list(paginate("Pages of text. " * 2000, cfg))[:8]])
+result = {}
+def encode():  # on a thread other than the main one, as in a Ray actor
+    codec.encode(pages)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        codec.encode(pages)
+    result["faults"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 80
+thread = threading.Thread(target=encode)
+thread.start(); thread.join()
+print(kept, result["faults"])
+"""
+
+
+def test_workers_keep_freed_memory():
+    """An encoder batch after batch should not page-fault its buffers in again each time."""
+    def faults_a_page(mode: str) -> tuple[str, float]:
+        out = subprocess.run([sys.executable, "-c", _ENCODE_FAULTS, mode], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300, check=True)
+        kept, faults = out.stdout.split()[-2:]
+        return kept, float(faults)
+
+    kept, kept_faults = faults_a_page("keep")
+    if kept == "False":
+        pytest.skip("no glibc mallopt here")
+    _, default_faults = faults_a_page("default")
+    if default_faults < 50:
+        pytest.skip(f"this libc does not fault freed buffers in again ({default_faults:.0f}/page)")
+    assert kept == "True" and kept_faults < default_faults / 3, (kept_faults, default_faults)
