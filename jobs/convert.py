@@ -21,7 +21,7 @@ pair of long-lived actors: a render actor (CPU) and an encoder actor holding the
 codec (CPU or GPU). For a part, the encoder actor pulls page images from its render actor's
 streaming generator through Ray's object store (rendering runs ahead of encoding, with
 bounded read-ahead). With `--render-in-encoder` (a CPU codec) the encoder actor renders
-its parts itself: one process a worker and no hand-off, ~30% more pages/s per core on the
+its parts itself: one process a worker and no hand-off, ~25% more pages/s per core on the
 mini codec. Either way it encodes fixed batches counted from the start of the part, and writes
 the part with `data.store.StoreWriter`, which renames it into place only when complete. A
 part is done when its store part verifies and the job's record `_convert/part-NNNNN.json`
