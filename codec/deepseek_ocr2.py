@@ -288,16 +288,15 @@ class DeepseekOcr2Codec(Codec):
         model dtype, or None if its output is not a function of the value alone."""
         if self._table is None:
             side = self.global_size
-            # Noise holding every level in every channel: a processor that mixes neighbouring
-            # pixels (or channels) cannot give one value per level on it.
-            ramp = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-            ramp[0, :256] = np.arange(256, dtype=np.uint8)[:, None]
-            out = self._processor_features([ramp])["pixel_values"][0]  # [3, side, side] float32
-            table = torch.empty(3, 256, dtype=out.dtype)
-            for c in range(3):
-                table[c, torch.from_numpy(ramp[..., c].astype(np.int64)).flatten()] = out[c].flatten()
-            rebuilt = table[torch.arange(3)[:, None, None], torch.from_numpy(ramp).long().permute(2, 0, 1)]
-            if torch.equal(rebuilt, out):
+            # Noise after a first row that starts with every level in every channel: a
+            # processor that mixes neighbouring pixels (or channels) cannot be rebuilt from
+            # the levels' first values.
+            page = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+            page[0, :256] = np.arange(256, dtype=np.uint8)[:, None]
+            out = self._processor_features([page])["pixel_values"][0]  # [3, side, side] float32
+            table = out[:, 0, :256]  # [3, 256]: channel c's value for level v
+            levels = torch.from_numpy(page).long().permute(2, 0, 1)
+            if torch.equal(table.gather(1, levels.flatten(1)).view_as(out), out):
                 self._table = table.flatten().to(self._device, self.dtype)
             else:
                 log.warning("deepseek-ocr2: the image processor is not per-value; pages go "
