@@ -2,15 +2,15 @@
 
     . .venv/bin/activate && python benchmarks/convert_bench.py              # about 6 min
     python benchmarks/convert_bench.py --workers 1,2,4 --docs 64 --codec mini
+    python benchmarks/convert_bench.py --render actors    # a render actor beside each encoder
 
-A "worker" is one encoder actor plus its render actor (with `--render-in-encoder`: the
-encoder actor alone, rendering its own parts), pinned with the whole local Ray to that many
-CPU cores (sched_setaffinity), so 1 -> 2 workers doubles the hardware and the ratio measures
-the job's scaling, not the OS's time-slicing. Every run is a fresh process
-with its own local Ray. pages/s is the job's own rate (from the first part scheduled to the
-last part written; Ray start and codec load are in `wall`). Peak memory is the max RSS of
-an encoder actor and of a render actor
-(one worker = both).
+A "worker" is what the job runs by default for a CPU codec, an encoder actor that renders
+its own parts (`--render actors`: an encoder actor plus a render actor), pinned with the
+whole local Ray to that many CPU cores (sched_setaffinity), so 1 -> 2 workers doubles the
+hardware and the ratio measures the job's scaling, not the OS's time-slicing. Every run is
+a fresh process with its own local Ray. pages/s is the job's own rate (from the first part
+scheduled to the last part written; Ray start and codec load are in `wall`). Peak memory
+is the max RSS of an encoder actor and of a render actor, if any.
 
 Reference: the same render + encode work in a plain loop (no Ray), one process per pinned
 core. On a shared machine this shows how much 1 -> 2 cores can give at all; "job / plain
@@ -56,13 +56,13 @@ def _worker_run(args: argparse.Namespace) -> None:
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) >= w:
         os.sched_setaffinity(0, set(cores[:w]))  # Ray's processes inherit the mask
-    fused = args.render_in_encoder  # then the encoder actor has the worker's core to itself
+    fused = args.render != "actors"  # the job's default on CPU: the encoder actor renders
     summary = run_conversion(
         args.corpus, args.store, codec=args.codec,
         codec_options=tuple(tuple(kv) for kv in json.loads(args.codec_options)),
-        num_parts=args.parts, num_actors=w, cpus_per_actor=1.0 if fused else 0.5,
-        render_cpus=0.5, render_in_encoder=fused, num_cpus=w, batch_size=args.batch_size,
-        progress_every=10.0, overwrite=True)
+        num_parts=args.parts, num_actors=w, render_in_encoder=fused,
+        cpus_per_actor=1.0 if fused else 0.5, render_cpus=0.5,  # one CPU a worker either way
+        num_cpus=w, batch_size=args.batch_size, progress_every=10.0, overwrite=True)
     summary["cores"] = sorted(os.sched_getaffinity(0))
     print("BENCH_SUMMARY " + json.dumps(summary), flush=True)
 
@@ -129,8 +129,8 @@ def convert_once(args: argparse.Namespace, corpus: Path, work: Path, w: int) -> 
     store = work / f"store-w{w}"
     cmd = [sys.executable, __file__, "--run-workers", str(w), "--corpus", str(corpus),
            "--store", str(store), "--codec", codec, "--codec-options", json.dumps(options),
-           "--parts", str(args.parts), "--batch-size", str(args.batch_size)] + (
-               ["--render-in-encoder"] if args.render_in_encoder else [])
+           "--parts", str(args.parts), "--batch-size", str(args.batch_size),
+           "--render", args.render]
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)  # always a private local Ray
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -273,8 +273,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--codec", default="mini")
     p.add_argument("--codec-path", default=None, help="codec weights directory")
-    p.add_argument("--render-in-encoder", action="store_true",
-                   help="workers without render actors (the job's --render-in-encoder)")
+    p.add_argument("--render", choices=["auto", "actors"], default="auto",
+                   help="auto: the job's default on CPU (encoder actors render their parts); "
+                   "actors: a render actor beside each encoder actor (the job's --render-actors)")
     p.add_argument("--pages-per-window", type=int, default=4)
     p.add_argument("--vst-steps", type=int, default=30)
     p.add_argument("--vst-batch", type=int, default=8)
@@ -342,8 +343,8 @@ def _secs(x: float | None) -> str:
 def report(args, rows, reader, vst, load, ideal: dict[int, float]) -> None:
     _, _, label = _codec_choice(args.codec, args.codec_path)
     base = rows[0]["pages_per_s"] / rows[0]["workers"]["num_actors"]
-    mode = ("encoder actors render (--render-in-encoder)" if args.render_in_encoder
-            else "render actor + encoder actor per worker")
+    mode = ("render actor + encoder actor per worker (--render-actors)"
+            if args.render == "actors" else "encoder actors render their parts (the default)")
     print(f"\nconvert_bench | codec {label} | {mode} | {rows[0]['pages']} pages "
           f"({rows[0]['docs']} docs, {args.parts} parts, batch {args.batch_size}) | "
           f"load average {load[0]:.1f} on {os.cpu_count()} cores\n")

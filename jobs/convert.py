@@ -16,13 +16,14 @@ sees: the job runs inside an unpacked copy of the working dir.
 
 Work split (this is what makes the job resumable and idempotent): corpus shard i
 (`read_corpus(shard_index=i, num_shards=--num-parts)`: whole files, or slices of big ones, so
-a part never reads the whole corpus) becomes store part i. A worker is a
-pair of long-lived actors: a render actor (CPU) and an encoder actor holding the frozen
-codec (CPU or GPU). For a part, the encoder actor pulls page images from its render actor's
-streaming generator through Ray's object store (rendering runs ahead of encoding, with
-bounded read-ahead). With `--render-in-encoder` (a CPU codec) the encoder actor renders
-its parts itself: one process a worker and no hand-off, ~25% more pages/s per core on the
-mini codec. Either way it encodes fixed batches counted from the start of the part, and writes
+a part never reads the whole corpus) becomes store part i. A worker is an encoder actor
+holding the frozen codec (CPU or GPU) and, when the encoder has a GPU (or with
+`--render-actors`), a render actor beside it: the encoder actor then pulls page images from
+its render actor's streaming generator through Ray's object store (rendering runs ahead of
+encoding, with bounded read-ahead), so the GPU does not wait for pages. A CPU encoder renders
+its parts itself by default (`--render-in-encoder`): on the worker's core the two would only
+take turns, and one process without the hand-off gives ~25% more pages/s with the mini codec
+and scales better. Either way it encodes fixed batches counted from the start of the part, and writes
 the part with `data.store.StoreWriter`, which renames it into place only when complete. A
 part is done when its store part verifies and the job's record `_convert/part-NNNNN.json`
 exists (written last). A re-run skips done parts and redoes the others from scratch, so an
@@ -74,7 +75,9 @@ class ConvertConfig:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     render_cpus: float = 1.0
-    render_in_encoder: bool = False  # no render actors: each encoder actor renders its parts
+    # No render actors: each encoder actor renders its own parts. None: so when the encoder
+    # actors have no GPU (one process a worker, no hand-off); a GPU wants render actors.
+    render_in_encoder: Optional[bool] = None
     batch_size: int = 16
     layout: str = "zarr"  # "zarr" or "npy" (a numpy memmap)
     dtype: str = "float16"  # "float16" or "bfloat16"
@@ -84,6 +87,10 @@ class ConvertConfig:
     progress_every: float = 5.0
     overwrite: bool = False
     num_cpus: Optional[int] = None  # logical CPUs of a local Ray; ignored on a cluster
+
+    def __post_init__(self) -> None:
+        if self.render_in_encoder is None:
+            object.__setattr__(self, "render_in_encoder", self.gpus_per_actor == 0)
 
     @property
     def render_actor_cpus(self) -> float:
@@ -920,11 +927,12 @@ def convert(
     cpus_per_actor: float = typer.Option(1.0, help="CPUs per encoder actor (= its torch threads)."),
     gpus_per_actor: float = typer.Option(0.0, help="GPUs per encoder actor."),
     render_cpus: float = typer.Option(1.0, help="CPUs per render actor (one per encoder)."),
-    render_in_encoder: bool = typer.Option(
-        False, "--render-in-encoder",
-        help="No render actors: each encoder actor renders its own parts. Faster when the "
-        "codec runs on CPU (no second process, no object-store hand-off); with a GPU, "
-        "separate render actors keep it fed."),
+    render_in_encoder: Optional[bool] = typer.Option(
+        None, "--render-in-encoder/--render-actors",
+        help="Who renders: each encoder actor its own parts, or a render actor beside each "
+        "encoder actor. Default: the encoder when it has no GPU (one process a worker, no "
+        "object-store hand-off: faster on CPU), render actors when it has one (they keep "
+        "the GPU fed)."),
     batch_size: int = typer.Option(16, help="Pages per encode call."),
     layout: str = typer.Option("zarr", help="Store layout: zarr or npy (numpy memmap)."),
     dtype: str = typer.Option("float16", help="Stored token dtype: float16 or bfloat16."),

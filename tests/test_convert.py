@@ -28,7 +28,10 @@ except ImportError:  # pytest --import-mode=importlib
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 N_PARTS = 4
-RUN = dict(num_parts=N_PARTS, batch_size=4, num_actors=1, progress_every=1.0)
+# The reference run has a render actor beside the encoder actor (the GPU layout);
+# test_render_in_encoder_gives_the_same_store checks the CPU default against it.
+RUN = dict(num_parts=N_PARTS, batch_size=4, num_actors=1, progress_every=1.0,
+           render_in_encoder=False)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +162,7 @@ def test_render_in_encoder_gives_the_same_store(reference, corpus, tmp_path):
 
     marker = tmp_path / "crashed"
     out = tmp_path / "store"
-    summary = run_conversion(corpus, out, codec=SPEC, **RUN, render_in_encoder=True,
+    summary = run_conversion(corpus, out, codec=SPEC, **{**RUN, "render_in_encoder": None},
                              codec_options=(("crash_marker", str(marker)),))
     assert marker.exists()
     assert summary["workers"]["render_in_encoder"] and summary["workers"]["render_cpus"] == 0
@@ -341,6 +344,17 @@ def test_render_failure_drops_the_whole_document(monkeypatch, tmp_path):
     assert "MemoryError" in done[2][0]["reason"]
 
 
+def test_render_mode_follows_the_encoders_device():
+    from jobs.convert import ConvertConfig
+
+    assert ConvertConfig("c", "o").render_in_encoder  # CPU encoders render their own parts
+    assert ConvertConfig("c", "o").render_actor_cpus == 0
+    assert not ConvertConfig("c", "o", gpus_per_actor=0.5).render_in_encoder
+    assert ConvertConfig("c", "o", gpus_per_actor=0.5).render_actor_cpus == 1.0
+    assert not ConvertConfig("c", "o", render_in_encoder=False).render_in_encoder
+    assert ConvertConfig("c", "o", gpus_per_actor=1, render_in_encoder=True).render_in_encoder
+
+
 def test_codec_options_parse():
     from jobs.convert import parse_codec_options
 
@@ -389,7 +403,8 @@ def test_cli_mounts_and_lists_the_flags():
     assert result.exit_code == 0, result.output
     for flag in ("--corpus", "--out", "--codec", "--codec-path", "--codec-mode",
                  "--trust-remote-code", "--render-preset", "--num-actors", "--cpus-per-actor",
-                 "--gpus-per-actor", "--batch-size", "--num-parts", "--render-in-encoder"):
+                 "--gpus-per-actor", "--batch-size", "--num-parts", "--render-in-encoder",
+                 "--render-actors"):
         assert flag in result.output
 
 
