@@ -332,12 +332,9 @@ def main() -> None:
         work_ctx.cleanup()
 
 
-def _mb(x: float | None) -> str:
-    return "- (in the encoder)" if x is None else f"{x:.0f}"
-
-
-def _secs(x: float | None) -> str:
-    return "- (in the encoder)" if x is None else f"{x:.1f}s"
+def _render_actor(x: float | None, template: str) -> str:
+    """A render actor's number, or a dash when the encoder actors render (no render actor)."""
+    return "- (in the encoder)" if x is None else template.format(x)
 
 
 def report(args, rows, reader, vst, load, ideal: dict[int, float]) -> None:
@@ -359,7 +356,7 @@ def report(args, rows, reader, vst, load, ideal: dict[int, float]) -> None:
               f"{r['pages_per_s'] / (base * w):.2f}x | {ideal[w]:.2f} | "
               f"{r['pages_per_s'] / ideal[w]:.2f} | {r['wall_time_s']:.1f} | "
               f"{r['peak_rss_mb']['encoder_actor']:.0f} | "
-              f"{_mb(r['peak_rss_mb']['render_actor'])} |")
+              f"{_render_actor(r['peak_rss_mb']['render_actor'], '{:.0f}')} |")
     w0, w1 = args.workers[0], args.workers[-1]
     print(f"\nthe machine itself: plain loops scale {w0}->{w1} processes by "
           f"{ideal[w1] / ideal[w0]:.2f}x ({ideal[w1] / ideal[w0] / (w1 / w0):.2f}x of linear); "
@@ -374,7 +371,7 @@ def report(args, rows, reader, vst, load, ideal: dict[int, float]) -> None:
                   f"writing/verifying parts "
                   f"{r['write_seconds']:.1f}s + other; CPU time: encoder actors "
                   f"{r['encoder_cpu_seconds']:.1f}s, render actors "
-                  f"{_secs(r['render_cpu_seconds'])}; "
+                  f"{_render_actor(r['render_cpu_seconds'], '{:.1f}s')}; "
                   f"workers idle at the end for want of a part: "
                   f"{r['tail_idle_worker_seconds']:.1f} worker-s")
     c = rows[-1]["compression"]

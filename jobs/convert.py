@@ -426,8 +426,8 @@ class CodecWorker:
                 elif msg[0] == "done":
                     _, result.docs_read, result.skips, render_rss, render_cpu = msg
                     if stream is not None:  # else it is this process, counted already
-                        result.render_peak_rss_mb, result.render_cpu_seconds = render_rss, \
-                            render_cpu
+                        result.render_peak_rss_mb = render_rss
+                        result.render_cpu_seconds = render_cpu
                 if time.perf_counter() - last_yield >= 1.0:
                     last_yield = time.perf_counter()
                     yield ("progress", result.pages, result.docs)
