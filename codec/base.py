@@ -63,6 +63,45 @@ class Codec(abc.ABC):
         Differentiable w.r.t. `tokens`; no codec parameter receives a gradient.
         """
 
+    #: lines a page's likelihood splits into (`line_nll`); 1: the page is one unit
+    n_lines: int = 1
+
+    def line_nll(
+        self, tokens: torch.Tensor, texts: Sequence[str], which: torch.Tensor | None = None
+    ) -> TextNLL:
+        """Per-line NLL [B, k] and UTF-8 bytes [B, k] of the lines `which` [B, k] of each
+        page (None: all `n_lines`), differentiable w.r.t. `tokens`.
+
+        A page's lines are scored independently given its tokens, so their NLLs add up
+        to `text_nll`. Backends whose likelihood does not split into lines have one line
+        per page (this default).
+        """
+        out = self.text_nll(tokens, texts)
+        return TextNLL(nll=out.nll[:, None], n_bytes=out.n_bytes[:, None])
+
+    def sample_lines(self, pages: int, k: int, generator: torch.Generator | None = None
+                     ) -> torch.Tensor | None:
+        """k line indices per page, uniformly without replacement ([pages, k]); None when
+        k covers every line."""
+        if k <= 0 or k >= self.n_lines:
+            return None
+        return torch.rand(pages, self.n_lines, generator=generator).argsort(1)[:, :k]
+
+    def text_nll_sample(
+        self, tokens: torch.Tensor, texts: Sequence[str], lines: int,
+        generator: torch.Generator | None = None,
+    ) -> TextNLL:
+        """A cheaper, unbiased training estimate of `text_nll`: the NLL of a random sample
+        of `lines` lines of each page, scaled up to the whole page, and the page's bytes;
+        differentiable w.r.t. `tokens`. Exact (`text_nll`) without per-line structure.
+        """
+        which = self.sample_lines(len(texts), lines, generator)
+        if which is None:
+            return self.text_nll(tokens, texts)
+        out = self.line_nll(tokens, texts, which)
+        n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], dtype=torch.long)
+        return TextNLL(nll=out.nll.sum(1) * (self.n_lines / which.shape[1]), n_bytes=n_bytes)
+
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")

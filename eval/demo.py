@@ -174,43 +174,49 @@ def stage_convert(s: DemoSettings, state: dict) -> Section:
 
 
 def stage_train(s: DemoSettings, state: dict) -> Section:
-    from vst.train import train
+    from eval.compare import plot_bpb_vs_flops
+    from vst.train import TrainConfig, train
 
     pages_per_window, text_window = 4, 512
     vector_positions = pages_per_window * int(state["visual_tokens_per_page"])
-    # Equal training FLOPs: same shape, same batch, so the baseline gets as many steps as
-    # it takes to process as many positions as the VST does.
-    text_steps = max(1, round(s.train_steps * vector_positions / text_window))
     common = dict(data=str(state["store"]), flavour="debug", batch_size=8, seed=s.seed,
-                  progress=True, tensorboard=False, pages_per_window=pages_per_window)
-    # L_reg plus the seed's decoder-CE through the frozen codec: regression alone drifts
-    # off the tokens' manifold, which the decoder then reads worse than null tokens.
-    vst = train({**common, "out": str(s.out / "train" / "vst"), "steps": s.train_steps,
-                 "dec": s.dec_weight, "eval_every": s.train_steps,
-                 "save_every": s.train_steps})
-    text = train({**common, "out": str(s.out / "train" / "text"), "modality": "text",
-                  "tokenizer": "bytes", "text_seq_len": text_window, "steps": text_steps,
-                  "eval_every": text_steps, "save_every": text_steps})
+                  progress=True, tensorboard=False, pages_per_window=pages_per_window,
+                  codec_mode=s.codec_mode, eval_points=3, eval_batches=1, eval_every=0,
+                  eval_pages=-1)
+    # the `learn` recipe (vst/recipes.py, docs/experiments.md) at debug size: decoder-CE
+    # on every page, a sample of lines each, from a head that starts at the prior
+    vst = train(TrainConfig.from_recipe(
+        "learn", **common, out=str(s.out / "train" / "vst"), steps=s.train_steps,
+        dec=s.dec_weight, save_every=s.train_steps))
+    # the same-shape byte-level baseline at the VST's training FLOPs, decoder-CE counted
+    text = train(TrainConfig.from_recipe(
+        "text-bytes", **common, out=str(s.out / "train" / "text"), text_seq_len=text_window,
+        steps=1_000_000, max_flops=vst["train_flops"], save_every=0))
     state["vst_checkpoint"] = vst["checkpoint"]
     state["text_checkpoint"] = text["checkpoint"]
+    plot = plot_bpb_vs_flops(vst["evals"], {"text (bytes)": text["evals"]},
+                             s.out / "train" / "bpb_vs_flops.png")
     ev, tev = vst["eval"], text["eval"]
     metrics = {
-        "vst_steps": s.train_steps, "text_steps": text_steps, "vst_dec_weight": s.dec_weight,
+        "vst_steps": vst["steps"], "text_steps": text["steps"], "vst_dec_weight": s.dec_weight,
+        "vst_train_flops": vst["train_flops"], "text_train_flops": text["train_flops"],
         "positions_per_step_vst": 8 * vector_positions, "positions_per_step_text": 8 * text_window,
         "vst_val_cos": ev.get("val_cos"), "vst_val_mse": ev.get("val_mse"),
         "bpb_given_vst_tokens": ev.get("bpb_pred"), "bpb_given_true_tokens": ev.get("bpb_true"),
         "bpb_given_null_tokens": ev.get("bpb_null"), "text_baseline_bpb": tev.get("bpb_text"),
         "vst_tokens_per_s": vst.get("tokens_per_s"), "text_tokens_per_s": text.get("tokens_per_s"),
     }
-    return Section("Train (debug VST vs same-shape byte-level text baseline, equal FLOPs)",
+    return Section("Train (debug VST, `learn` recipe, vs the same-shape byte-level text "
+                   "baseline at equal training FLOPs)",
                    metrics,
-                   "<p>Bits per byte of the true next page under the frozen codec decoder, given "
+                   "<p>Bits per byte of the true pages under the frozen codec decoder, given "
                    "the VST's predicted tokens, the true tokens (floor) and null tokens (the "
                    "decoder's prior), next to the text baseline's own bits per byte on the same "
-                   "held-out documents. Both models have the same shape and process the same "
-                   "number of positions; a VST position carries a whole block of a page, a "
-                   "text position one byte. Debug size and a minute of CPU: a smoke test of the "
-                   "method, not a result.</p>", links=["train/vst", "train/text"])
+                   "held-out documents. The baseline trains for the VST's FLOPs, the frozen "
+                   "decoder's forward and backward included. Debug size and a minute of CPU: a "
+                   "smoke test of the method, not a result (docs/experiments.md has those).</p>"
+                   f'<img src="train/{plot.name}" width="560">',
+                   links=["train/vst", "train/text"])
 
 
 def stage_evaluate(s: DemoSettings, state: dict) -> Section:

@@ -36,6 +36,14 @@ class ModelConfig:
     head: Literal["regression", "energy"] = "regression"
     norm_proj: Literal["none", "sphere", "layernorm"] = "none"  # hard projection of x_hat
     alpha: float = 1.0  # target norm of x_hat (penalty or projection)
+    head_init: Literal["normal", "zero"] = "normal"  # zero: x_hat starts at the null token
+    # a second linear head that takes the MSE/cosine terms, so the trunk gets a dense
+    # regression signal while the main head is shaped by decoder-CE alone
+    aux_head: bool = False
+    # a per-token gate pi: the decoder reads each line as the mixture
+    # pi * p(line | x_hat) + (1 - pi) * p(line | null token), a proper likelihood that
+    # falls back to the decoder's prior where the prediction is unsure (vst/losses.py)
+    gate: bool = False
     energy_noise_dim: int = 64
     energy_blocks: int = 2
     energy_samples: int = 8  # samples per position for the energy score

@@ -15,10 +15,29 @@ import torch
 import torch.nn.functional as F
 
 from vst.data import Batch, Loader, WindowSource
-from vst.losses import decoder_nll, gather_pages, scored_pages, window_mean
+from vst.losses import decoder_nll, gather_pages, page_nll, scored_pages, window_mean
 from vst.model import VST
 
 LN2 = math.log(2)
+
+
+class Spread:
+    """`count` windows spaced evenly over a source (the first windows of a store all come
+    from its first few documents), with the source's own attributes."""
+
+    def __init__(self, source: WindowSource, count: int) -> None:
+        self.source = source
+        n = len(source)
+        self.index = [i * n // count for i in range(count)] if 0 < count < n else list(range(n))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def window(self, i: int):
+        return self.source.window(self.index[i])
+
+    def __getattr__(self, name: str):
+        return getattr(self.source, name)
 
 
 @torch.no_grad()
@@ -53,8 +72,8 @@ def _evaluate(
 ) -> dict[str, float]:
     was_training = model.training
     model.eval()
-    loader = Loader(source, batch_size, shuffle=False)
     n_batches = min(batches, max(1, len(source) // batch_size))
+    loader = Loader(Spread(source, n_batches * batch_size), batch_size, shuffle=False)
     sums: dict[str, float] = {}
 
     def add(key: str, value: float) -> None:
@@ -95,6 +114,13 @@ def _evaluate(
                     nll, nbytes = decoder_nll(codec, toks, texts)
                     add(f"nll_{name}", nll.sum())
                 add("bytes", nbytes.sum())
+                if model.cfg.gate:  # the model's own likelihood is the gated mixture
+                    sums["nll_pred_tokens"] = sums.get("nll_pred_tokens", 0.0)
+                    gates = gather_pages(model.gate(h), batch, k)[0][..., 0]
+                    mix, _ = page_nll(codec, pred, texts, gates)
+                    plain, _ = decoder_nll(codec, pred, texts)
+                    add("nll_pred_tokens", plain.sum())
+                    add("nll_pred", mix.sum() - plain.sum())
     model.train(was_training)
     out: dict[str, float] = {}
     if model.cfg.modality == "text":
@@ -105,6 +131,7 @@ def _evaluate(
     for key in ("val_mse", "val_cos", "val_norm"):
         out[key] = sums[key] / n_batches
     if "bytes" in sums:
-        for name in ("pred", "true", "null"):
-            out[f"bpb_{name}"] = sums[f"nll_{name}"] / (LN2 * max(sums["bytes"], 1))
+        for name in ("pred", "true", "null", "pred_tokens"):
+            if f"nll_{name}" in sums:  # pred_tokens: a gated model's tokens, read alone
+                out[f"bpb_{name}"] = sums[f"nll_{name}"] / (LN2 * max(sums["bytes"], 1))
     return out

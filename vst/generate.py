@@ -138,3 +138,50 @@ def continue_document(
     return Continuation(
         doc_texts[:prompt_pages], text, doc_texts[prompt_pages : prompt_pages + pages], new
     )
+
+
+@torch.no_grad()
+def sample_text(
+    model: VST,
+    tokenizer: str,
+    prompt_text: str,
+    n_new: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> str:
+    """A text-modality model's free-running continuation of `prompt_text`: n_new tokens
+    sampled at `temperature` (0: greedy) with the KV cache; the prompt is cut from the
+    left to fit the model's max_seq_len."""
+    from vst.data import text_codec
+
+    if model.cfg.modality != "text":
+        raise ValueError("sample_text is for a text-modality model")
+    encode, _, _ = text_codec(tokenizer)
+    dev = model.doc_start.device
+    ids = encode(prompt_text)
+    room = model.cfg.max_seq_len - n_new - 1
+    fits = len(ids) <= room
+    ids = ids[-room:] if room > 0 else []
+    inputs = torch.tensor([[0, *ids]] if fits else [ids or [0]], device=dev)
+    bos = torch.zeros_like(inputs, dtype=torch.bool)
+    bos[0, 0] = fits  # a prompt that fits opens its document, as in training
+    cache = model.new_cache(1, inputs.size(1) + n_new)
+    h = model(inputs, bos, torch.arange(inputs.size(1), device=dev)[None], cache=cache)
+    out: list[int] = []
+    for step in range(n_new):
+        logits = model.lm_head(h[:, -1]).float()[0]
+        if temperature > 0:
+            probs = torch.softmax(logits / temperature, -1).cpu()
+            nxt = int(torch.multinomial(probs, 1, generator=generator))
+        else:
+            nxt = int(logits.argmax())
+        out.append(nxt)
+        if step + 1 < n_new:
+            pos = torch.tensor([[inputs.size(1) + step]], device=dev)
+            h = model(torch.tensor([[nxt]], device=dev), torch.zeros(1, 1, dtype=torch.bool,
+                                                                     device=dev), pos, cache=cache)
+    if tokenizer == "bytes":
+        return bytes(out).decode("utf-8", errors="replace")
+    from codec.base import cl100k
+
+    return cl100k().decode(out)

@@ -26,7 +26,8 @@ class LossConfig:
     norm: float = 0.0  # lambda3: (||x_hat|| - alpha)^2 (choose ~1/alpha^2 for an O(1) term)
     energy: float = 1.0  # energy score (only with the energy head)
     energy_beta: float = 1.0
-    dec_pages: int = 1  # k: decoder-CE on the last k complete pages of each window
+    dec_pages: int = 1  # k: decoder-CE on the last k complete pages of each window; -1: all
+    dec_lines: int = 0  # lines of each scored page read by the decoder (a sample); 0: all
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,8 +40,11 @@ def window_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def scored_pages(pages: Sequence[tuple[int, int, str]], first_valid: bool, k: int) -> list[int]:
-    """The last k pages of a window whose every token was predicted from real context."""
+    """The last k pages of a window whose every token was predicted from real context
+    (k < 0: all of them)."""
     whole = [i for i, (t0, _, _) in enumerate(pages) if t0 > 0 or first_valid]
+    if k < 0:
+        return whole
     return whole[-k:] if k > 0 else []
 
 
@@ -57,15 +61,57 @@ def gather_pages(x: torch.Tensor, batch: Batch, k: int) -> tuple[torch.Tensor, l
     return torch.stack(rows), texts
 
 
-def decoder_nll(codec, tokens: torch.Tensor, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nll nats [M], bytes [M]) of texts given tokens, through the frozen codec decoder.
+def decoder_nll(
+    codec, tokens: torch.Tensor, texts: list[str], lines: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(nll nats [M], bytes [M]) of texts given tokens, through the frozen codec decoder;
+    with `lines` > 0, of a random sample of that many lines per page (a cheaper estimate).
 
     The codec may live on another device (the mini codec is CPU-only): tokens go there
     and the NLL comes back, with the gradient path intact.
     """
     dev = getattr(codec, "device", tokens.device)
-    out = codec.text_nll(tokens.float().to(dev), texts)
+    if lines > 0:
+        out = codec.text_nll_sample(tokens.float().to(dev), texts, lines)
+    else:
+        out = codec.text_nll(tokens.float().to(dev), texts)
     return out.nll.to(tokens.device), out.n_bytes.to(tokens.device).float()
+
+
+def gate_per_line(gates: torch.Tensor, n_lines: int) -> torch.Tensor:
+    """Gate logits per token [M, n] -> per line of the page [M, n_lines]: line i takes the
+    gate of the token that holds it (row-major tokens over the page's lines); a codec
+    without lines (n_lines 1) takes the mean."""
+    if n_lines == 1:
+        return gates.mean(1, keepdim=True)
+    idx = torch.arange(n_lines, device=gates.device) * gates.size(1) // n_lines
+    return gates[:, idx]
+
+
+def page_nll(codec, pred: torch.Tensor, texts: list[str], gates: torch.Tensor | None = None,
+             lines: int = 0, generator: torch.Generator | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(nll nats [M], bytes [M]) of the pages' texts under the VST's prediction.
+
+    Without gates: the frozen decoder given the predicted tokens (`decoder_nll`). With
+    gate logits [M, n]: every line is read as the mixture pi * p(line | pred) +
+    (1 - pi) * p(line | null), a proper likelihood (the null branch is constant and
+    carries no gradient). `lines` > 0 scores a random sample of lines, scaled to the page.
+    """
+    if gates is None:
+        return decoder_nll(codec, pred, texts, lines)
+    dev = getattr(codec, "device", pred.device)
+    which = codec.sample_lines(len(texts), lines, generator) if lines > 0 else None
+    out = codec.line_nll(pred.float().to(dev), texts, which)
+    with torch.no_grad():
+        prior = codec.line_nll(codec.null_tokens(len(texts)).to(dev), texts, which).nll
+    g = gate_per_line(gates.float(), codec.n_lines).to(dev)
+    if which is not None:
+        g = g.gather(1, which.to(dev))
+    mix = -torch.logaddexp(F.logsigmoid(g) - out.nll, F.logsigmoid(-g) - prior)
+    scale = 1.0 if which is None else codec.n_lines / which.shape[1]
+    n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], dtype=torch.float32)
+    return (mix.sum(1) * scale).to(pred.device), n_bytes.to(pred.device)
 
 
 def vector_losses(
@@ -82,8 +128,9 @@ def vector_losses(
         x_hat = samples[0]  # one sample stands in for "the prediction" below
     else:
         x_hat = model.head(h).float()
-    terms["mse"] = window_mean((x_hat - x).square().mean(-1), valid)
-    terms["cos"] = window_mean(1 - F.cosine_similarity(x_hat, x, dim=-1, eps=1e-6), valid)
+    reg = model.aux(h).float() if mcfg.aux_head else x_hat  # L_reg's prediction
+    terms["mse"] = window_mean((reg - x).square().mean(-1), valid)
+    terms["cos"] = window_mean(1 - F.cosine_similarity(reg, x, dim=-1, eps=1e-6), valid)
     terms["norm"] = window_mean((x_hat.norm(dim=-1) - mcfg.alpha).square(), valid)
     total = total + cfg.mse * terms["mse"] + cfg.cos * terms["cos"] + cfg.norm * terms["norm"]
     if cfg.dec > 0:
@@ -91,9 +138,12 @@ def vector_losses(
             raise ValueError("the decoder-CE loss needs a codec")
         pred, texts = gather_pages(x_hat, batch, cfg.dec_pages)
         if texts:
-            nll, nbytes = decoder_nll(codec, pred, texts)
+            gates = gather_pages(model.gate(h), batch, cfg.dec_pages)[0][..., 0] \
+                if mcfg.gate else None
+            nll, nbytes = page_nll(codec, pred, texts, gates, cfg.dec_lines)
             terms["dec"] = (nll / nbytes.clamp(min=1)).mean()  # nats per byte, mean over pages
             terms["dec_bpb"] = (nll.sum() / (math.log(2) * nbytes.sum().clamp(min=1))).detach()
+            terms["dec_n"] = h.new_tensor(float(len(texts)))  # pages read (FLOPs accounting)
             total = total + cfg.dec * terms["dec"]
     terms["loss"] = total
     return total, {k: v.detach() for k, v in terms.items()}

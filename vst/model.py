@@ -108,6 +108,9 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+GATE_INIT_LOGIT = -2.0  # pi starts at 0.12: mostly the decoder's prior
+
+
 class VST(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -116,6 +119,10 @@ class VST(nn.Module):
         if cfg.modality == "vector":
             self.inp = nn.Linear(cfg.D, d)
             self.head = EnergyHead(cfg) if cfg.head == "energy" else RegressionHead(cfg)
+            if cfg.aux_head:
+                self.aux = nn.Linear(d, cfg.D)
+            if cfg.gate:
+                self.gate = nn.Linear(d, 1)
         else:
             self.embed = nn.Embedding(cfg.vocab_size, d)
             self.lm_head = nn.Linear(d, cfg.vocab_size, bias=False)
@@ -141,9 +148,17 @@ class VST(nn.Module):
             if p.dim() == 1 and name.endswith("bias"):
                 p.zero_()
         nn.init.normal_(self.doc_start, std=1.0)
+        if self.cfg.modality == "vector" and self.cfg.head_init == "zero":
+            # predictions start at the null token, so decoder-CE starts from the decoder's
+            # prior instead of from random prompts (which decode worse than the prior)
+            last = self.head.proj if hasattr(self.head, "proj") else self.head.out
+            last.weight.zero_()
+        if self.cfg.modality == "vector" and self.cfg.gate:
+            self.gate.weight.zero_()
+            self.gate.bias.fill_(GATE_INIT_LOGIT)
 
     def num_params(self, trunk_only: bool = False) -> int:
-        skip = ("inp.", "embed.", "lm_head.", "head.") if trunk_only else ()
+        skip = ("inp.", "embed.", "lm_head.", "head.", "aux.", "gate.") if trunk_only else ()
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith(skip))
 
     def flops_per_token(self, seq_len: int) -> float:
@@ -151,7 +166,16 @@ class VST(nn.Module):
         c = self.cfg
         attn = 12 * c.depth * c.n_heads * c.head_dim * seq_len / 2  # causal: half the scores
         table = self.embed.weight.numel() if c.modality == "text" else 0  # a lookup, no matmul
-        return 6 * (self.num_params() - table) + attn
+        extra = 0
+        if c.modality == "vector" and c.head == "energy":
+            # training runs the energy head's sample path once per sample (cond once), so
+            # its weights count energy_samples times; 6N alone undercounted a `tiny` energy
+            # VST by 2.1x (checked with FlopCounterMode in tests/test_flops.py)
+            per_sample = sum(
+                p.numel() for n, p in self.head.named_parameters() if not n.startswith("cond.")
+            )
+            extra = (c.energy_samples - 1) * per_sample
+        return 6 * (self.num_params() - table + extra) + attn
 
     def embed_inputs(self, inputs: torch.Tensor, bos: torch.Tensor) -> torch.Tensor:
         x = self.inp(inputs) if self.cfg.modality == "vector" else self.embed(inputs)

@@ -48,6 +48,7 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10
 @dataclass
 class TrainConfig:
     out: str = "runs/vst"
+    recipe: Optional[str] = None  # the named recipe this config came from (from_recipe)
     # model
     flavour: str = "debug"
     depth: Optional[int] = None  # overrides the flavour's depth (the size dial)
@@ -78,11 +79,18 @@ class TrainConfig:
     dec: float = 0.0
     norm: float = 0.0
     energy: float = 1.0
-    dec_pages: int = 1
+    dec_pages: int = 1  # decoder-CE on the last k whole pages of a window; -1: every page
+    dec_lines: int = 0  # decoder-CE reads a random sample of this many lines a page; 0: all
+    eval_pages: Optional[int] = None  # bpb on the last k whole pages; -1: all; None: dec_pages
+    head_init: str = "normal"  # normal | zero (predictions start at null tokens: the prior)
+    aux_head: bool = False  # MSE/cosine on a second head; the main head gets decoder-CE only
+    gate: bool = False  # decoder reads pi * p(line | x_hat) + (1 - pi) * p(line | null)
     # optimisation
     batch_size: int = 8  # global, split over DDP ranks
     grad_accum: int = 1  # micro-batches per rank and step (same gradient, less memory)
-    steps: int = 200
+    steps: int = 200  # optimizer steps (with a time or FLOPs cap: the most steps)
+    max_seconds: Optional[float] = None  # training wall-clock budget (eval excluded)
+    max_flops: Optional[float] = None  # training FLOPs budget (decoder-CE included)
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup: int = 20
@@ -98,6 +106,7 @@ class TrainConfig:
     compile: bool = False
     threads: Optional[int] = None  # CPU threads (torch.set_num_threads); None = torch's default
     eval_every: int = 100
+    eval_points: int = 0  # also evaluate each time another 1/eval_points of the budget is spent
     eval_batches: int = 8
     save_every: int = 100
     keep: int = 2
@@ -107,6 +116,13 @@ class TrainConfig:
     wandb: Optional[str] = None  # project name; used only if wandb is installed
     progress: bool = True
     halt_at: Optional[int] = field(default=None, repr=False)  # tests: stop dead after this step
+
+    @classmethod
+    def from_recipe(cls, name: str, **overrides: Any) -> "TrainConfig":
+        """A named recipe (vst/recipes.py); `overrides` win over the recipe's values."""
+        from vst.recipes import recipe_overrides
+
+        return cls(**{**recipe_overrides(name), **overrides, "recipe": name})
 
     def __post_init__(self) -> None:
         choices = {
@@ -118,6 +134,7 @@ class TrainConfig:
             "norm_proj": ("none", "sphere", "layernorm"),
             "schedule": ("cosine", "linear", "constant", "wsd"),
             "dtype": ("auto", "fp32", "bf16"),
+            "head_init": ("normal", "zero"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -136,6 +153,7 @@ class TrainConfig:
             norm=self.norm,
             energy=self.energy,
             dec_pages=self.dec_pages,
+            dec_lines=self.dec_lines,
         )
 
     @classmethod
@@ -259,6 +277,9 @@ def build_model_config(cfg: TrainConfig, source: WindowSource) -> ModelConfig:
         head=cfg.head,
         norm_proj=cfg.norm_proj,
         energy_samples=cfg.energy_samples,
+        head_init=cfg.head_init,
+        aux_head=cfg.aux_head,
+        gate=cfg.gate,
         D=source.D,
         grid=tuple(source.grid),
     )
@@ -291,10 +312,25 @@ def make_optimizer(model: VST, cfg: TrainConfig, fused: bool) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def budget_used(step: int, cfg: TrainConfig, seconds: float = 0.0, flops: float = 0.0) -> float:
+    """Share of the training budget spent: steps, and wall-clock or FLOPs when capped
+    (whichever runs out first), so a run sized by time or compute still anneals."""
+    used = step / max(1, cfg.steps)
+    if cfg.max_seconds:
+        used = max(used, seconds / cfg.max_seconds)
+    if cfg.max_flops:
+        used = max(used, flops / cfg.max_flops)
+    return used
+
+
+def lr_at(step: int, cfg: TrainConfig, used: float | None = None) -> float:
+    """Learning rate after linear warmup (in steps), by the share of the budget used."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    if used is None:
+        used = step / max(1, cfg.steps)
+    w = cfg.warmup / max(1, cfg.steps)
+    t = min(1.0, max(0.0, (used - w) / max(1e-9, 1 - w)))
     lo = cfg.min_lr_ratio
     if cfg.schedule == "constant":
         f = 1.0
@@ -467,7 +503,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
                 val_src,
                 collate,
                 codec=codec,
-                k=cfg.dec_pages,
+                k=cfg.dec_pages if cfg.eval_pages is None else cfg.eval_pages,
                 batches=cfg.eval_batches,
                 batch_size=min(cfg.batch_size, max(1, len(val_src))),
                 device=device,
@@ -481,6 +517,16 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
             dist.barrier()
         return metrics
 
+    # decoder-CE's FLOPs per page read (forward + backward to the tokens), counted once
+    # on real pages of the first batch: with the mini codec it is ~27x the `tiny` trunk's
+    # cost per page, so a comparison at equal FLOPs must include it (vst/flops.py)
+    dec_page_flops = 0.0
+    if mcfg.modality == "vector" and cfg.dec > 0 and codec is not None:
+        from vst.flops import per_page_flops
+
+        sample = [p[2] for w in loader.windows(step)[:4] for p in w.pages][:8]
+        dec_page_flops = per_page_flops(codec, sample, lines=cfg.dec_lines or None)
+    train_flops = resumed_flops(ckpt) if ckpt is not None else 0.0
     history: list[dict[str, float]] = []
     evals: list[dict[str, float]] = []
     bar = _progress(cfg, rank, step)
@@ -492,13 +538,15 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     # while this one computes; the order (and resume) is unaffected
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vst-data")
     pending = reader.submit(loader.windows, step)
-    while step < cfg.steps:
-        lr = lr_at(step, cfg)
+    train_seconds = resumed_seconds(ckpt) if ckpt is not None else 0.0
+    evals_done = int(budget_used(step, cfg, train_seconds, train_flops) * cfg.eval_points)
+    t_step = time.perf_counter()
+    while step < cfg.steps and budget_used(step, cfg, train_seconds, train_flops) < 1:
+        lr = lr_at(step, cfg, budget_used(step, cfg, train_seconds, train_flops))
         for g in opt.param_groups:
             g["lr"] = lr
         windows = pending.result()
-        if step + 1 < cfg.steps:
-            pending = reader.submit(loader.windows, step + 1)
+        pending = reader.submit(loader.windows, step + 1)
         terms, n_tok = _accumulate(
             windows,
             cfg.grad_accum,
@@ -519,7 +567,14 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
+        positions = float(terms.pop("positions"))
         terms = _reduce_terms(terms, world)
+        step_flops = positions * flops_tok
+        if "dec_n" in terms:  # pages read by decoder-CE over all ranks and micro-batches
+            step_flops += terms["dec_n"] * cfg.grad_accum * world * dec_page_flops
+        train_flops += step_flops
+        train_seconds += time.perf_counter() - t_step
+        terms["train_flops"], terms["train_seconds"] = train_flops, train_seconds
         tokens_seen += n_tok
         tok_window += n_tok
         record = {"step": step, "lr": lr, "grad_norm": float(gnorm), **terms}
@@ -538,14 +593,20 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
             bar.update(1)
             bar.set_postfix(loss=f"{terms['loss']:.4f}", tok_s=last_rate)
         paused = False
-        if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < cfg.steps:
-            evals.append({"step": step, **run_eval()})
+        used = budget_used(step, cfg, train_seconds, train_flops)
+        due = cfg.eval_every > 0 and step % cfg.eval_every == 0
+        if cfg.eval_points > 0 and int(used * cfg.eval_points) > evals_done:
+            evals_done, due = int(used * cfg.eval_points), True  # a share of the budget passed
+        if due and step < cfg.steps and used < 1:
+            evals.append({"step": step, "train_flops": train_flops,
+                          "train_seconds": train_seconds, **run_eval()})
             paused = True
         if cfg.save_every > 0 and step % cfg.save_every == 0 and step < cfg.steps:
             save_checkpoint(out, step, model, opt, ckpt_state(), rank, world, cfg.keep)
             paused = True
         if paused:  # throughput counts training only
             t_window, tok_window = time.perf_counter(), 0
+        t_step = time.perf_counter()  # the budget's clock counts training only
         if cfg.halt_at is not None and step >= cfg.halt_at:
             if bar is not None:
                 bar.close()
@@ -555,7 +616,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     reader.shutdown()
     if bar is not None:
         bar.close()
-    final_eval = {"step": step, **run_eval()}
+    final_eval = {"step": step, "train_flops": train_flops, "train_seconds": train_seconds,
+                  **run_eval()}
     evals.append(final_eval)
     path = save_checkpoint(out, step, model, opt, ckpt_state(), rank, world, cfg.keep)
     logger.close()
@@ -570,12 +632,33 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         "model_config": mcfg.to_dict(),
         "params": model.num_params(),
         "flops_per_token": flops_tok,
+        "decoder_flops_per_page": dec_page_flops,
+        "train_flops": train_flops,
+        "train_seconds": train_seconds,  # optimizer steps only (no eval or checkpoints)
+        "wall_clock_s": elapsed,
     }
     if rank == 0:
         (out / "result.json").write_text(
             json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1)
         )
     return result
+
+
+def _resumed(ckpt: Path, key: str) -> float:
+    from vst.checkpoint import read_state
+
+    tail = read_state(ckpt).get("history_tail") or [{}]
+    return float(tail[-1].get(key, 0.0))
+
+
+def resumed_flops(ckpt: Path) -> float:
+    """Training FLOPs up to a checkpoint (its last history record carries the count)."""
+    return _resumed(ckpt, "train_flops")
+
+
+def resumed_seconds(ckpt: Path) -> float:
+    """Training seconds up to a checkpoint."""
+    return _resumed(ckpt, "train_seconds")
 
 
 def _accumulate(windows, accum, collate, device, model, trunk, lcfg, codec, autocast, world):
@@ -590,7 +673,7 @@ def _accumulate(windows, accum, collate, device, model, trunk, lcfg, codec, auto
     size = len(windows) // accum
     ddp = trunk if world > 1 else None
     sums: dict[str, torch.Tensor] = {}
-    tokens = 0
+    tokens = positions = 0
     for i in range(accum):
         batch = collate(windows[i * size : (i + 1) * size]).to(device)
         sync = ddp is None or i == accum - 1
@@ -603,6 +686,8 @@ def _accumulate(windows, accum, collate, device, model, trunk, lcfg, codec, auto
         for k, v in terms.items():
             sums[k] = sums.get(k, 0) + v / accum
         tokens += batch.num_tokens
+        positions += batch.valid.numel()  # the trunk computes padding too
+    sums["positions"] = torch.tensor(float(positions * world))
     return sums, tokens * world
 
 
@@ -640,9 +725,15 @@ Opt = typer.Option
 
 
 def cli(
+    ctx: typer.Context,
     out: Annotated[
         str, Opt(help="run directory: checkpoints, metrics.jsonl, tb/, result.json")
     ] = "runs/vst",
+    recipe: Annotated[
+        Optional[str],
+        Opt(help="named recipe (learn | text-bytes | text-cl100k, see vst/recipes.py): sets "
+            "every flag you do not give"),
+    ] = None,
     flavour: Annotated[
         str, Opt(help="model size: debug | tiny | small | base | large | 1b")
     ] = "debug",
@@ -689,13 +780,35 @@ def cli(
     norm: Annotated[float, Opt(help="weight of the norm penalty (|x_hat| - alpha)^2")] = 0.0,
     energy: Annotated[float, Opt(help="weight of the energy score (energy head)")] = 1.0,
     dec_pages: Annotated[
-        int, Opt(help="decoder-CE and bpb on the last k complete pages of a window")
+        int, Opt(help="decoder-CE on the last k complete pages of a window; -1 = every page")
     ] = 1,
+    dec_lines: Annotated[
+        int, Opt(help="decoder-CE reads a random sample of k lines of each page; 0 = all")
+    ] = 0,
+    eval_pages: Annotated[
+        Optional[int], Opt(help="bpb on the last k whole pages; -1 = all (default: --dec-pages)")
+    ] = None,
+    head_init: Annotated[
+        str, Opt(help="normal | zero (the head starts at null tokens, the decoder's prior)")
+    ] = "normal",
+    aux_head: Annotated[
+        bool, Opt(help="put --mse/--cos on a second head (a dense signal for the trunk)")
+    ] = False,
+    gate: Annotated[
+        bool, Opt(help="a per-token gate: each line is read as a mixture of the prediction "
+                  "and the decoder's prior (null token)")
+    ] = False,
     batch_size: Annotated[int, Opt(help="global batch in windows (split over DDP ranks)")] = 8,
     grad_accum: Annotated[
         int, Opt(help="micro-batches per rank and step (same gradient, less memory)")
     ] = 1,
-    steps: Annotated[int, Opt(help="optimizer steps")] = 200,
+    steps: Annotated[int, Opt(help="optimizer steps (with a time or FLOPs cap: the most)")] = 200,
+    max_seconds: Annotated[
+        Optional[float], Opt(help="stop after this much training wall-clock (lr anneals to it)")
+    ] = None,
+    max_flops: Annotated[
+        Optional[float], Opt(help="stop after this many training FLOPs, decoder-CE included")
+    ] = None,
     lr: Annotated[float, Opt(help="peak learning rate (AdamW)")] = 3e-3,
     min_lr_ratio: Annotated[float, Opt(help="final lr / peak lr")] = 0.1,
     warmup: Annotated[int, Opt(help="linear warmup steps")] = 20,
@@ -710,6 +823,9 @@ def cli(
     compile: Annotated[bool, Opt(help="torch.compile the model")] = False,
     threads: Annotated[Optional[int], Opt(help="CPU threads")] = None,
     eval_every: Annotated[int, Opt(help="steps between evaluations; 0 = only at the end")] = 100,
+    eval_points: Annotated[
+        int, Opt(help="also evaluate after each 1/N of the budget (steps, time or FLOPs)")
+    ] = 0,
     eval_batches: Annotated[int, Opt(help="validation batches per evaluation")] = 8,
     save_every: Annotated[int, Opt(help="steps between checkpoints; 0 = only at the end")] = 100,
     keep: Annotated[int, Opt(help="checkpoints kept")] = 2,
@@ -726,8 +842,15 @@ def cli(
     See the module docstring for single-device and torchrun commands.
     """
     args = dict(locals())
+    args.pop("ctx")
     args["codec_option"] = list(codec_option or [])
-    result = train(TrainConfig(**args))
+    if recipe:  # the recipe fills what the command line left unsaid
+        given = {k: v for k, v in args.items() if k != "recipe"
+                 and getattr(ctx.get_parameter_source(k), "name", "DEFAULT") != "DEFAULT"}
+        config = TrainConfig.from_recipe(recipe, **given)
+    else:
+        config = TrainConfig(**args)
+    result = train(config)
     if dist_env()[0] == 0:
         print(json.dumps(result["eval"], indent=1))
         print(f"checkpoint: {result['checkpoint']}")

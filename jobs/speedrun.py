@@ -1,0 +1,238 @@
+r"""The speedrun: corpus -> conversion -> VST -> text baselines -> the honest comparison.
+
+    vst speedrun --out runs/speedrun                    # ~60 minutes on a 2-core CPU
+    vst speedrun --out runs/speedrun --gpu              # the same script on one GPU
+    vst speedrun --out runs/speedrun --minutes 10       # a shorter twin (smoke test)
+
+Stages, each skipped when its output exists (re-run to resume after a kill):
+
+1. corpus   `vst corpus build` from the Debian documentation packages and pydoc
+2. convert  the training file and the held-out source through the Ray conversion job
+3. train    the VST (`--recipe learn`) and the byte-level text model side by side, one
+            CPU core each for the same wall-clock (equal wall-clock)
+4. train    the byte-level and cl100k text models at the VST's training FLOPs, decoder-CE
+            counted (equal FLOPs), side by side
+5. compare  `eval.compare` on the held-out documents and the held-out source, free-running
+            continuations judged by the longest-trained text model
+
+It writes OUT/summary.json (the headline numbers), OUT/compare/compare.md and
+OUT/report.md with a plot of held-out bits per byte against training FLOPs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class SpeedrunConfig:
+    """Corpus -> conversion -> VST -> text baselines -> comparison, in one command."""
+
+    out: str = _opt("runs/speedrun", "run directory (re-run to resume)")
+    minutes: float = _opt(60.0, "budget of the whole run; each training phase gets "
+                                "train_share of it")
+    gpu: bool = _opt(False, "train on the GPU (cuda) instead of one CPU core per run")
+    train_share: float = _opt(0.28, "share of the budget for each of the two training phases")
+    convert_actors: int = _opt(2, "encoder actors of the conversion job")
+    corpus_max_chars_per_source: Optional[int] = _opt(None, "cap each corpus source")
+    compare_windows: int = _opt(32, "held-out windows scored per split")
+    generations: int = _opt(6, "held-out documents continued freely")
+    seed: int = _opt(0, "seed of every training run")
+
+
+def _log(msg: str) -> None:
+    print(f"[speedrun {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def stage_corpus(cfg: SpeedrunConfig, out: Path) -> dict:
+    from data.corpus_build import build_corpus
+
+    manifest = out / "corpus" / "manifest.json"
+    if manifest.exists():
+        return json.loads(manifest.read_text())
+    return build_corpus(out / "corpus", max_chars_per_source=cfg.corpus_max_chars_per_source,
+                        log=_log)
+
+
+def stage_convert(cfg: SpeedrunConfig, out: Path) -> dict:
+    from jobs.convert import run_conversion
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    res = {}
+    for name, corpus in (("store", "train.jsonl.zst"), ("heldout_store", "heldout_source.jsonl.zst")):
+        summary = out / name / "summary.json"
+        if not summary.exists():
+            run_conversion(out / "corpus" / corpus, out / name, num_actors=cfg.convert_actors,
+                           num_parts=16 if name == "store" else 2,
+                           gpus_per_actor=0.0)
+        res[name] = json.loads(summary.read_text())
+    return res
+
+
+def _train_cmd(out: Path, run: str, recipe: str, cfg: SpeedrunConfig, **budget: Any) -> list[str]:
+    cmd = [sys.executable, "-m", "vst.train", "--recipe", recipe, "--data", str(out / "store"),
+           "--out", str(out / run), "--steps", "1000000", "--eval-points", "4",
+           "--eval-batches", "2", "--save-every", "0", "--eval-every", "0",
+           "--no-tensorboard", "--no-progress", "--seed", str(cfg.seed)]
+    if cfg.gpu:
+        cmd += ["--device", "cuda"]
+    else:
+        cmd += ["--threads", "1", "--device", "cpu"]
+    for key, value in budget.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    return cmd
+
+
+def train_side_by_side(out: Path, runs: dict[str, list[str]]) -> dict[str, dict]:
+    """Start every run at once (one core each on CPU) and wait; skip runs already done."""
+    procs = {}
+    for name, cmd in runs.items():
+        if (out / name / "result.json").exists():
+            continue
+        log = open(out / f"{name}.log", "w")
+        _log(f"train {name}: {' '.join(cmd[2:])}")
+        procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "OMP_NUM_THREADS": "1"}), log)
+    for name, (proc, log) in procs.items():
+        if proc.wait() != 0:
+            raise RuntimeError(f"training {name} failed; see {out / (name + '.log')}")
+        log.close()
+    return {name: json.loads((out / name / "result.json").read_text()) for name in runs}
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def speedrun(cfg: SpeedrunConfig) -> dict:
+    from eval.compare import CompareConfig, compare
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    _log("corpus")
+    manifest = stage_corpus(cfg, out)
+    _log("convert")
+    conversion = stage_convert(cfg, out)
+    # training gets a fixed share of the budget per phase; the rest is for the stages
+    train_s = cfg.minutes * 60 * cfg.train_share
+    _log(f"train phase 1 (equal wall-clock, {train_s / 60:.1f} min each)")
+    phase1 = train_side_by_side(out, {
+        "vst": _train_cmd(out, "vst", "learn", cfg, max_seconds=train_s),
+        "text_bytes_wallclock": _train_cmd(out, "text_bytes_wallclock", "text-bytes", cfg,
+                                           max_seconds=train_s),
+    })
+    flops = phase1["vst"]["train_flops"]
+    _log(f"train phase 2 (equal FLOPs: {flops:.3g})")
+    phase2 = train_side_by_side(out, {
+        "text_bytes_flops": _train_cmd(out, "text_bytes_flops", "text-bytes", cfg,
+                                       max_flops=flops, max_seconds=2 * train_s),
+        "text_cl100k_flops": _train_cmd(out, "text_cl100k_flops", "text-cl100k", cfg,
+                                        max_flops=flops, max_seconds=2 * train_s),
+    })
+    texts = ["text_bytes_wallclock", "text_bytes_flops", "text_cl100k_flops"]
+    results = {**phase1, **phase2}
+    bytes_runs = ["text_bytes_wallclock", "text_bytes_flops"]
+    judge = max(bytes_runs, key=lambda r: results[r].get("train_seconds", 0))
+    _log(f"compare (judge: {judge})")
+    cmp = compare(CompareConfig(
+        store=str(out / "store"), heldout_store=str(out / "heldout_store"),
+        vst=str(out / "vst"), text=[str(out / t) for t in texts], judge=str(out / judge),
+        truncation=str(out / "text_bytes_flops"),
+        out=str(out / "compare"), windows=cfg.compare_windows, generations=cfg.generations,
+        seed=cfg.seed))
+    summary = headline(cmp, results, manifest, conversion, time.perf_counter() - t0)
+    summary["config"] = asdict(cfg)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    write_report(out, summary, results)
+    _log(f"done in {summary['wall_clock_s'] / 60:.1f} min: {out / 'summary.json'}")
+    return summary
+
+
+def headline(cmp: dict, results: dict, manifest: dict, conversion: dict, wall: float) -> dict:
+    docs, src = cmp["splits"]["heldout_docs"], cmp["splits"].get("heldout_source", {})
+    key = lambda run, split: next(v for k, v in split.items()  # noqa: E731
+                                  if k.startswith("bpb_text_") and k.endswith(":" + run))
+    trunc = next(v for k, v in docs.items()
+                 if k.startswith("bpb_text_bytes") and "_truncated_" in k
+                 and "text_bytes_flops" in k)
+    gen = cmp.get("generation", {}).get("scores", {})
+    gen_text = next((v for k, v in gen.items() if k.endswith(":text_bytes_flops")), {})
+    return {
+        "bpb_pred": docs["bpb_pred"], "bpb_true": docs["bpb_true"], "bpb_null": docs["bpb_null"],
+        "bpb_pred_heldout_source": src.get("bpb_pred"),
+        "bpb_null_heldout_source": src.get("bpb_null"),
+        "bpb_true_heldout_source": src.get("bpb_true"),
+        "bpb_text_equal_flops": key("text_bytes_flops", docs),
+        "bpb_text_cl100k_equal_flops": key("text_cl100k_flops", docs),
+        "bpb_text_equal_wallclock": key("text_bytes_wallclock", docs),
+        "bpb_text_equal_flops_heldout_source": key("text_bytes_flops", src) if src else None,
+        "bpb_truncation": trunc,
+        "vst_train_flops": results["vst"]["train_flops"],
+        "vst_train_seconds": results["vst"]["train_seconds"],
+        "text_train_flops": {k: v["train_flops"] for k, v in results.items() if k != "vst"},
+        "text_train_seconds": {k: v["train_seconds"] for k, v in results.items() if k != "vst"},
+        "positions_per_document": docs["positions"],
+        "kv_bytes_per_position": docs["kv_bytes_per_position"],
+        "wall_clock_s": wall,
+        "corpus_chars": manifest["totals"]["characters"],
+        "pages_converted": conversion["store"].get("pages"),
+        "convert_seconds": conversion["store"].get("wall_time_s"),
+        "convert_pages_per_s": conversion["store"].get("pages_per_s"),
+        "corpus_seconds": manifest.get("wall_s"),
+        "commit": commit(),
+        "gen_vocab_share_vst": gen.get("vst", {}).get("vocab_share"),
+        "gen_vocab_share_text": gen_text.get("vocab_share"),
+        "gen_judge_bpb_vst": gen.get("vst", {}).get("bpb"),
+        "gen_judge_bpb_text": gen_text.get("bpb"),
+        "gen_judge_bpb_true": gen.get("true", {}).get("bpb"),
+        "gen_vocab_share_true": gen.get("true", {}).get("vocab_share"),
+    }
+
+
+def write_report(out: Path, summary: dict, results: dict) -> None:
+    """report.md: the headline table and held-out bpb against training FLOPs (PNG)."""
+    from eval.compare import plot_bpb_vs_flops
+
+    plot_bpb_vs_flops(results["vst"]["evals"],
+                      {k: v["evals"] for k, v in results.items() if k != "vst"},
+                      out / "bpb_vs_flops.png")
+    rows = [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+            for k, v in summary.items() if not isinstance(v, dict)]
+    (out / "report.md").write_text(
+        "# Speedrun\n\n| key | value |\n|---|---|\n" + "\n".join(rows)
+        + "\n\n![held-out bpb against training FLOPs](bpb_vs_flops.png)\n\n"
+        + (out / "compare" / "compare.md").read_text())
+
+
+def _run(cfg: SpeedrunConfig) -> None:
+    summary = speedrun(cfg)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)},
+                          indent=1, default=float))
+
+
+def speedrun_command():
+    from jobs.config_cli import config_command
+
+    return config_command(SpeedrunConfig, _run)
+
+
+if __name__ == "__main__":
+    typer.run(speedrun_command())
