@@ -56,6 +56,12 @@ class Codec(abc.ABC):
     def decode(self, tokens: torch.Tensor, max_new_tokens: int | None = None) -> list[str]:
         """Greedy read-out: tokens [B, n, D] -> one string per page."""
 
+    def sample(self, tokens: torch.Tensor, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> list[str]:
+        """One string per page sampled from the decoder's own distribution given the
+        tokens (at `temperature`); backends that only decode greedily raise."""
+        raise NotImplementedError(f"the {self.name} codec decodes greedily only")
+
     @abc.abstractmethod
     def text_nll(self, tokens: torch.Tensor, texts: Sequence[str]) -> TextNLL:
         """Teacher-forced NLL of `texts` given `tokens` [B, n, D].

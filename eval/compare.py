@@ -160,8 +160,12 @@ def generations(vst: VST, codec, texts: dict[str, tuple[VST, dict]], source, cfg
         prompt_text = "".join(page_texts[: cfg.prompt_pages])
         truth = page_texts[cfg.prompt_pages]
         prompt = torch.from_numpy(tokens[: cfg.prompt_pages]).reshape(-1, tokens.shape[-1])
-        new = continue_tokens(vst, prompt, n, generator=gen).view(1, n, -1)
-        made = {"vst": codec.decode(new.float().cpu())[0], "true": truth}
+        new = continue_tokens(vst, prompt, n, generator=gen).view(1, n, -1).float().cpu()
+        try:  # the decoder samples at the text models' temperature, where it can
+            vst_text = codec.sample(new, cfg.temperature, gen)[0]
+        except NotImplementedError:
+            vst_text = codec.decode(new)[0]
+        made = {"vst": vst_text, "true": truth}
         for label, (model, tcfg) in texts.items():
             encode, _, _ = text_codec(tcfg["tokenizer"])
             n_new = max(1, len(encode(truth)))

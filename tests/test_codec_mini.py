@@ -294,3 +294,21 @@ def test_structured_pages_have_tables_columns_and_quotes():
     assert any("     " in ln.strip() for ln in lines)  # a run of blanks inside a line
     assert any('"' in ln for ln in lines)
     assert text == structured_text(random.Random(0), ["alpha", "beta", "gamma"], n_lines=60)
+
+
+def test_sampling_at_a_low_temperature_is_the_greedy_read_and_differs_when_hot():
+    import numpy as np
+
+    from codec import load_codec
+    from render import render_text
+
+    codec = load_codec("mini")
+    text = "Sampling reads the page from the decoder's own distribution.\n" * 6
+    _, images = zip(*render_text(text, codec.render_config))
+    tokens = codec.encode(np.stack(images[:1]))
+    greedy = codec.decode(tokens)
+    cold = codec.sample(tokens, 1e-4, torch.Generator().manual_seed(0))
+    assert cold == greedy
+    blind = codec.null_tokens(1)
+    hot = [codec.sample(blind, 1.0, torch.Generator().manual_seed(s))[0] for s in (1, 2)]
+    assert hot[0] != hot[1]  # the prior, sampled: different seeds, different pages

@@ -91,6 +91,21 @@ class MiniCodec(Codec):
             texts += decode_pages(self.net, tokens[i:i + self.batch_size], self._typesetter)
         return texts if max_new_tokens is None else [t[:max_new_tokens] for t in texts]
 
+    def sample(self, tokens: torch.Tensor, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> list[str]:
+        """Every line sampled from the causal reader at `temperature`, joined in reading
+        order (line ends settled as in `decode`)."""
+        self._check(tokens)
+        if self.net.reader is None:
+            raise NotImplementedError("this mini checkpoint has no causal reader to sample")
+        texts = []
+        with torch.no_grad():
+            for i in range(0, len(tokens), self.batch_size):
+                for lines in self.net.read_lines(tokens[i:i + self.batch_size], temperature,
+                                                 generator):
+                    texts.append("".join(settle_line_ends(lines, self._typesetter)))
+        return texts
+
     # -- likelihood ---------------------------------------------------------------------------
     def text_nll(self, tokens: torch.Tensor, texts: Sequence[str]) -> TextNLL:
         """NLL (nats) of each text given its page's tokens; gradients reach `tokens` only.

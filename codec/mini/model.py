@@ -287,11 +287,14 @@ class MiniNet(nn.Module):
         return self.compressor(self.encoder(ink))
 
     @torch.no_grad()
-    def read_lines(self, tokens: torch.Tensor) -> list[list[str]]:
-        """Greedy text of every line of every page with the causal reader: [B][n_lines]."""
+    def read_lines(self, tokens: torch.Tensor, temperature: float = 0.0,
+                   generator: torch.Generator | None = None) -> list[list[str]]:
+        """Text of every line of every page with the causal reader: [B][n_lines]; greedy,
+        or sampled at a temperature > 0."""
         assert self.reader is not None, "this checkpoint has no causal reader"
         cells = self.line_cells(tokens.float())
-        ids = self.reader.greedy(cells, max_len=cells.shape[1] + 4)
+        ids = self.reader.greedy(cells, max_len=cells.shape[1] + 4, temperature=temperature,
+                                 generator=generator)
         lines = [decode_ids(s) for s in ids]
         L = self.cfg.geometry.n_lines
         return [lines[i:i + L] for i in range(0, len(lines), L)]

@@ -97,8 +97,11 @@ class CausalReader(nn.Module):
         return self.head(self.norm(x[:, P:]))
 
     @torch.no_grad()
-    def greedy(self, cells: torch.Tensor, max_len: int) -> list[list[int]]:
-        """Greedy decoding of every line at once with a KV cache; ids up to EOS (excluded)."""
+    def greedy(self, cells: torch.Tensor, max_len: int, temperature: float = 0.0,
+               generator: torch.Generator | None = None) -> list[list[int]]:
+        """Greedy decoding of every line at once with a KV cache; ids up to EOS (excluded).
+        With a temperature > 0 each character is sampled instead (the reader's own
+        distribution given the cells)."""
         N, P = cells.shape[:2]
         x = self.prefix(cells)
         pos = torch.arange(P, device=x.device)
@@ -121,7 +124,12 @@ class CausalReader(nn.Module):
                 kv[0, :, :, end - 1:end], kv[1, :, :, end - 1:end] = k, v
                 h = block.finish(h, F.scaled_dot_product_attention(q, kv[0, :, :, :end],
                                                                     kv[1, :, :, :end]))
-            token = self.head(self.norm(h)).argmax(-1)  # [A, 1]
+            logits = self.head(self.norm(h))  # [A, 1, V]
+            if temperature > 0:
+                probs = torch.softmax(logits[:, 0].float() / temperature, -1).cpu()
+                token = torch.multinomial(probs, 1, generator=generator).to(logits.device)
+            else:
+                token = logits.argmax(-1)  # [A, 1]
             ids = token[:, 0].tolist()
             going = [i for i, t_id in enumerate(ids) if t_id != EOS]
             for i in going:
