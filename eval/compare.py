@@ -197,7 +197,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     summary["training"]["vst"] = _training(vres)
     for label, (_, _, tres) in texts.items():
         summary["training"][label] = _training(tres)
-    for split, source in split_sources(cfg, T).items():
+    sources = split_sources(cfg, T)
+    for split, source in sources.items():
         k = min(cfg.windows, len(source))
         row: dict[str, Any] = {"windows": k}
         row.update(evaluate(vst, source, lambda ws: collate_vector(ws, vst.cfg.grid,
@@ -222,7 +223,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         row["kv_bytes_per_position"] = {"vst": kv_bytes_per_position(vst), **{
             label: kv_bytes_per_position(m) for label, (m, _, _) in texts.items()}}
         summary["splits"][split] = row
-    heldout = split_sources(cfg, T)["heldout_docs"]
+    heldout = sources["heldout_docs"]
     if cfg.generations and texts:
         records = generations(vst, codec, {lb: (m, c) for lb, (m, c, _) in texts.items()},
                               heldout, cfg)

@@ -110,17 +110,16 @@ def _evaluate(
             if texts:
                 true, _ = gather_pages(x, batch, k)
                 null = codec.null_tokens(len(texts)).to(pred.device, pred.dtype)
-                for name, toks in (("pred", pred), ("true", true), ("null", null)):
-                    nll, nbytes = decoder_nll(codec, toks, texts)
+                nlls = {name: decoder_nll(codec, toks, texts)
+                        for name, toks in (("pred", pred), ("true", true), ("null", null))}
+                for name, (nll, _) in nlls.items():
                     add(f"nll_{name}", nll.sum())
-                add("bytes", nbytes.sum())
+                add("bytes", nlls["true"][1].sum())
                 if model.cfg.gate:  # the model's own likelihood is the gated mixture
-                    sums["nll_pred_tokens"] = sums.get("nll_pred_tokens", 0.0)
                     gates = gather_pages(model.gate(h), batch, k)[0][..., 0]
                     mix, _ = page_nll(codec, pred, texts, gates)
-                    plain, _ = decoder_nll(codec, pred, texts)
-                    add("nll_pred_tokens", plain.sum())
-                    add("nll_pred", mix.sum() - plain.sum())
+                    add("nll_pred_tokens", nlls["pred"][0].sum())
+                    add("nll_pred", mix.sum() - nlls["pred"][0].sum())
     model.train(was_training)
     out: dict[str, float] = {}
     if model.cfg.modality == "text":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +40,7 @@ from vst.data import Loader, WindowSource, collate_text, collate_vector, text_co
 from vst.evaluate import evaluate
 from vst.losses import LossConfig, compute_losses
 from vst.model import VST
+from vst.schedule import budget_used, lr_at, resumed_flops, resumed_seconds
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
@@ -312,39 +312,6 @@ def make_optimizer(model: VST, cfg: TrainConfig, fused: bool) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
 
 
-def budget_used(step: int, cfg: TrainConfig, seconds: float = 0.0, flops: float = 0.0) -> float:
-    """Share of the training budget spent: steps, and wall-clock or FLOPs when capped
-    (whichever runs out first), so a run sized by time or compute still anneals."""
-    used = step / max(1, cfg.steps)
-    if cfg.max_seconds:
-        used = max(used, seconds / cfg.max_seconds)
-    if cfg.max_flops:
-        used = max(used, flops / cfg.max_flops)
-    return used
-
-
-def lr_at(step: int, cfg: TrainConfig, used: float | None = None) -> float:
-    """Learning rate after linear warmup (in steps), by the share of the budget used."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    if used is None:
-        used = step / max(1, cfg.steps)
-    w = cfg.warmup / max(1, cfg.steps)
-    t = min(1.0, max(0.0, (used - w) / max(1e-9, 1 - w)))
-    lo = cfg.min_lr_ratio
-    if cfg.schedule == "constant":
-        f = 1.0
-    elif cfg.schedule == "linear":
-        f = 1 - (1 - lo) * t
-    elif cfg.schedule == "wsd":  # warmup-stable-decay: flat, then linear decay over the last 20%
-        f = 1.0 if t < 0.8 else 1 - (1 - lo) * (t - 0.8) / 0.2
-    elif cfg.schedule == "cosine":
-        f = lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * t))
-    else:
-        raise ValueError(f"unknown schedule {cfg.schedule!r}")
-    return cfg.lr * f
-
-
 class Logger:
     """TensorBoard (+ wandb when installed and asked for) and a metrics.jsonl, rank 0 only."""
 
@@ -568,12 +535,15 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         opt.zero_grad(set_to_none=True)
         step += 1
         positions = float(terms.pop("positions"))
+        # the step's time is averaged over ranks with the other terms, so every rank sees
+        # the same budget and stops at the same step
+        terms["step_seconds"] = torch.tensor(time.perf_counter() - t_step, device=device)
         terms = _reduce_terms(terms, world)
         step_flops = positions * flops_tok
         if "dec_n" in terms:  # pages read by decoder-CE over all ranks and micro-batches
             step_flops += terms["dec_n"] * cfg.grad_accum * world * dec_page_flops
         train_flops += step_flops
-        train_seconds += time.perf_counter() - t_step
+        train_seconds += terms.pop("step_seconds")
         terms["train_flops"], terms["train_seconds"] = train_flops, train_seconds
         tokens_seen += n_tok
         tok_window += n_tok
@@ -642,23 +612,6 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
             json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1)
         )
     return result
-
-
-def _resumed(ckpt: Path, key: str) -> float:
-    from vst.checkpoint import read_state
-
-    tail = read_state(ckpt).get("history_tail") or [{}]
-    return float(tail[-1].get(key, 0.0))
-
-
-def resumed_flops(ckpt: Path) -> float:
-    """Training FLOPs up to a checkpoint (its last history record carries the count)."""
-    return _resumed(ckpt, "train_flops")
-
-
-def resumed_seconds(ckpt: Path) -> float:
-    """Training seconds up to a checkpoint."""
-    return _resumed(ckpt, "train_seconds")
 
 
 def _accumulate(windows, accum, collate, device, model, trunk, lcfg, codec, autocast, world):
