@@ -105,8 +105,8 @@ class Codec(abc.ABC):
         if which is None:
             return self.text_nll(tokens, texts)
         out = self.line_nll(tokens, texts, which)
-        n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], dtype=torch.long)
-        return TextNLL(nll=out.nll.sum(1) * (self.n_lines / which.shape[1]), n_bytes=n_bytes)
+        return TextNLL(nll=out.nll.sum(1) * (self.n_lines / which.shape[1]),
+                       n_bytes=utf8_bytes(texts))
 
     @property
     def device(self) -> torch.device:
@@ -137,6 +137,11 @@ class Codec(abc.ABC):
 
     def count_text_tokens(self, text: str) -> int:
         return len(self.text_tokenizer.encode(text, disallowed_special=()))
+
+
+def utf8_bytes(texts: Sequence[str]) -> torch.Tensor:
+    """UTF-8 bytes of each text, [len(texts)] long: the denominator of bits per byte."""
+    return torch.tensor([len(t.encode("utf-8")) for t in texts], dtype=torch.long)
 
 
 def cl100k():

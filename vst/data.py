@@ -167,6 +167,15 @@ def text_codec(name: str) -> tuple[Callable[[str], list[int]], Callable[[int], i
     raise ValueError(f"unknown text tokenizer {name!r} (bytes, cl100k)")
 
 
+def text_decode(name: str, ids: Sequence[int]) -> str:
+    """Token ids of `bytes` or `cl100k` back to text (invalid UTF-8 replaced)."""
+    if name == "bytes":
+        return bytes(ids).decode("utf-8", errors="replace")
+    from codec.base import cl100k
+
+    return cl100k().decode(list(ids))
+
+
 class Loader:
     """Deterministic batches by global step: step s, rank r -> windows of a seeded shuffle
     (the source's own `epoch_order(seed, epoch)` when it has one, else a permutation).

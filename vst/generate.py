@@ -152,7 +152,7 @@ def sample_text(
     """A text-modality model's free-running continuation of `prompt_text`: n_new tokens
     sampled at `temperature` (0: greedy) with the KV cache; the prompt is cut from the
     left to fit the model's max_seq_len."""
-    from vst.data import text_codec
+    from vst.data import text_codec, text_decode
 
     if model.cfg.modality != "text":
         raise ValueError("sample_text is for a text-modality model")
@@ -180,8 +180,4 @@ def sample_text(
             pos = torch.tensor([[inputs.size(1) + step]], device=dev)
             h = model(torch.tensor([[nxt]], device=dev), torch.zeros(1, 1, dtype=torch.bool,
                                                                      device=dev), pos, cache=cache)
-    if tokenizer == "bytes":
-        return bytes(out).decode("utf-8", errors="replace")
-    from codec.base import cl100k
-
-    return cl100k().decode(out)
+    return text_decode(tokenizer, out)

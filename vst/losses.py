@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from codec.base import utf8_bytes
 from vst.data import Batch
 from vst.heads import energy_score
 from vst.model import VST
@@ -110,8 +111,7 @@ def page_nll(codec, pred: torch.Tensor, texts: list[str], gates: torch.Tensor | 
         g = g.gather(1, which.to(dev))
     mix = -torch.logaddexp(F.logsigmoid(g) - out.nll, F.logsigmoid(-g) - prior)
     scale = 1.0 if which is None else codec.n_lines / which.shape[1]
-    n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], dtype=torch.float32)
-    return (mix.sum(1) * scale).to(pred.device), n_bytes.to(pred.device)
+    return (mix.sum(1) * scale).to(pred.device), utf8_bytes(texts).to(pred.device).float()
 
 
 def vector_losses(

@@ -508,8 +508,11 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     train_seconds = resumed_seconds(ckpt) if ckpt is not None else 0.0
     evals_done = int(budget_used(step, cfg, train_seconds, train_flops) * cfg.eval_points)
     t_step = time.perf_counter()
-    while step < cfg.steps and budget_used(step, cfg, train_seconds, train_flops) < 1:
-        lr = lr_at(step, cfg, budget_used(step, cfg, train_seconds, train_flops))
+    while step < cfg.steps:
+        used = budget_used(step, cfg, train_seconds, train_flops)
+        if used >= 1:
+            break
+        lr = lr_at(step, cfg, used)
         for g in opt.param_groups:
             g["lr"] = lr
         windows = pending.result()

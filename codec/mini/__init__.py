@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.base import Codec, PageImages, TextNLL, register_codec
+from codec.base import Codec, PageImages, TextNLL, register_codec, utf8_bytes
 from codec.mini.ctc import band_nll, best_path
 from codec.mini.layout import settle_line_ends, text_bands
 from codec.mini.model import Geometry, MiniConfig, MiniNet, to_ink
@@ -129,8 +129,7 @@ class MiniCodec(Codec):
             targets = [band for text in texts
                        for band in text_bands(text, self.render_config, c.rows, c.lines_per_band)]
             nll = band_nll(logits.flatten(0, 1), targets).view(len(texts), c.rows).sum(1)
-        n_bytes = torch.tensor([len(t.encode("utf-8")) for t in texts], dtype=torch.long)
-        return TextNLL(nll=nll, n_bytes=n_bytes)
+        return TextNLL(nll=nll, n_bytes=utf8_bytes(texts))
 
     @property
     def n_lines(self) -> int:
@@ -156,8 +155,7 @@ class MiniCodec(Codec):
         cells = self.net.line_cells(tokens.float())[rows.to(tokens.device)]
         chosen = [bands[int(r) // L][int(r) % L] for r in rows]
         nll = line_nll(self.net.reader, cells, chosen).view(len(texts), k)
-        n_bytes = torch.tensor([len(t.encode("utf-8")) for t in chosen]).view(len(texts), k)
-        return TextNLL(nll=nll, n_bytes=n_bytes)
+        return TextNLL(nll=nll, n_bytes=utf8_bytes(chosen).view(len(texts), k))
 
     @cached_property
     def _typesetter(self):

@@ -212,11 +212,9 @@ class VSTTextRunner(Runner):
         }
 
     def decode(self, ids: Sequence[int]) -> str:
-        if self.tokenizer_name == "bytes":
-            return bytes(ids).decode("utf-8", errors="replace")
-        from codec.base import cl100k
+        from vst.data import text_decode
 
-        return cl100k().decode(list(ids))
+        return text_decode(self.tokenizer_name, ids)
 
     def budget(self, max_new_tokens: int) -> int:
         return self.max_length or max(1, self.model.cfg.max_seq_len - max_new_tokens - 1)
