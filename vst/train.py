@@ -671,7 +671,11 @@ def _progress(cfg: TrainConfig, rank: int, step: int):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=cfg.steps, initial=step, desc="vst-train", dynamic_ncols=True)
+    # a run capped by wall-clock or FLOPs ends before `steps` (often a large cap): a bar
+    # over steps would show a bogus total and ETA, so it counts steps without a total
+    capped = cfg.max_seconds is not None or cfg.max_flops is not None
+    return tqdm(total=None if capped else cfg.steps, initial=step, desc="vst-train",
+                dynamic_ncols=True)
 
 
 # -- command line -----------------------------------------------------------------------
