@@ -213,8 +213,10 @@ def stage_train(s: DemoSettings, state: dict) -> Section:
                    "the VST's predicted tokens, the true tokens (floor) and null tokens (the "
                    "decoder's prior), next to the text baseline's own bits per byte on the same "
                    "held-out documents. The baseline trains for the VST's FLOPs, the frozen "
-                   "decoder's forward and backward included. Debug size and a minute of CPU: a "
-                   "smoke test of the method, not a result (docs/experiments.md has those).</p>"
+                   "decoder's forward and backward included: on the demo's few documents that "
+                   "is ~1,500 steps, and the baseline overfits (its held-out bpb rises along the "
+                   "plot). Debug size and a few minutes of CPU: a smoke test of the method, not a "
+                   "result (docs/experiments.md has those).</p>"
                    f'<img src="train/{plot.name}" width="560">',
                    links=["train/vst", "train/text"])
 
