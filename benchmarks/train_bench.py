@@ -38,7 +38,7 @@ from vst.train import PEAK_FLOPS  # noqa: E402
 
 def load_bench_codec(name: str):
     if name == "toy":
-        from vst.synthetic import ToyCodec
+        from codec.toy import ToyCodec
 
         return ToyCodec(), "toy"
     from codec import load_codec

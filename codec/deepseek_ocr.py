@@ -33,7 +33,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from codec.base import Codec, PageImages, TextNLL, register_codec
+from codec.base import Codec, PageImages, TextNLL
+from codec.registry import register_codec
 from codec.deepseek_common import (
     CheckpointError,
     as_page_list,

@@ -55,15 +55,11 @@ class DemoSettings:
     eval_chars: int = 3_000
     seed: int = 0
 
-    def codec_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        if self.codec_path is not None:
-            kwargs["path"] = str(self.codec_path)
-        if self.codec_mode is not None:
-            kwargs["mode"] = self.codec_mode
-        if self.trust_remote_code:
-            kwargs["trust_remote_code"] = True
-        return kwargs
+    def load_codec(self):
+        from codec import load_codec
+
+        return load_codec(self.codec, mode=self.codec_mode, path=self.codec_path,
+                          trust_remote_code=self.trust_remote_code)
 
 
 # ---------------------------------------------------------------- stages
@@ -72,9 +68,7 @@ class DemoSettings:
 def _codec(s: DemoSettings, state: dict):
     """The frozen codec, loaded once on first use."""
     if "codec" not in state:
-        from codec import load_codec
-
-        state["codec"] = load_codec(s.codec, **s.codec_kwargs())
+        state["codec"] = s.load_codec()
     return state["codec"]
 
 

@@ -295,11 +295,9 @@ def build_models(
 
 
 def _codec(codec: Any, random_init: bool = False) -> Any:
-    if isinstance(codec, str):
-        from eval.runners.factory import load_codec_by_name
+    from codec import load_codec
 
-        return load_codec_by_name(codec, random_init=random_init)
-    return codec
+    return load_codec(codec, random_init=random_init)
 
 
 def run_efficiency(

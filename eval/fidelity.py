@@ -34,24 +34,19 @@ FOX_ANCHORS = {
 }
 
 
-def parse_spec(spec: Any) -> tuple[str, dict]:
-    """'mini', 'mini:tiny', {'name': ..., 'mode': ..., 'path': ...} -> (label, load kwargs)."""
-    if isinstance(spec, dict):
-        kwargs = dict(spec)
-        name = kwargs.pop("name")
-        label = name + (f":{kwargs['mode']}" if kwargs.get("mode") else "")
-        return label, {"name": name, **kwargs}
-    name, _, mode = str(spec).partition(":")
-    return str(spec), {"name": name, **({"mode": mode} if mode else {})}
-
-
 def _codec(spec: Any):
+    """A codec spec (`name[:mode]`, a dict of `load_codec` arguments with `name`, or a
+    Codec) -> (label, codec)."""
     from codec import Codec, load_codec
 
     if isinstance(spec, Codec):
         return f"{spec.name}:{spec.mode}", spec
-    label, kwargs = parse_spec(spec)
-    return label, load_codec(kwargs.pop("name"), **kwargs)
+    if isinstance(spec, dict):
+        kwargs = dict(spec)
+        name = kwargs.pop("name")
+        label = name + (f":{kwargs['mode']}" if kwargs.get("mode") else "")
+        return label, load_codec(name, **kwargs)
+    return str(spec), load_codec(str(spec))
 
 
 def paginate_texts(texts: Sequence[str], render_config, max_pages: int | None):
@@ -283,7 +278,7 @@ def fidelity(
     texts, name = load_texts(source, max_docs)
     specs = codec or [f"mini:{m}" for m in MODES]
     if codec_path is not None:
-        specs = [{**parse_spec(spec)[1], "path": str(codec_path)} for spec in specs]
+        specs = [{"name": spec, "path": str(codec_path)} for spec in specs]
     summary = run_fidelity(texts, specs, out, max_pages=max_pages, samples=samples, source=name)
     console = Console()
     for label, m in summary["results"].items():

@@ -18,13 +18,11 @@ class GridByteCodec(ByteCodec):
 
 def test_efficiency_report_fields(tmp_path):
     from eval.efficiency import run_efficiency
-    from eval.runners.visual import FixedCharRenderer
 
     codec = GridByteCodec()
     res = run_efficiency(
         # long enough that the KV cache (~1 KiB per position) dwarfs malloc's background noise
         tmp_path, [4096, 8192], codec=codec, flavour="debug", decode_steps=3, repeats=1,
-        renderer=FixedCharRenderer(codec.page_chars, codec.render),
     )
     rows = res["rows"]
     assert [r["chars"] for r in rows] == [4096, 8192]

@@ -123,7 +123,7 @@ def test_adapter_with_tiny_vst_end_to_end(tmp_path):
     from eval.lm_eval_adapter import evaluate_local
     from eval.runners.vst_runner import VSTRunner
     from tests.test_runners_vst import vector_model
-    from vst.synthetic import ToyCodec
+    from codec.toy import ToyCodec
 
     codec = ToyCodec()
     runner = VSTRunner(model=vector_model(codec, max_seq_len=96), codec=codec)

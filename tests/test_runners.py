@@ -259,6 +259,18 @@ class ByteCodec:
         raw[: len(b)] = list(b)
         return raw
 
+    # the codec contract's paging: fixed blocks of characters, drawn as raw bytes
+    def paginate(self, text: str):
+        from codec.toy import char_pages
+
+        return char_pages(text, self.page_chars)
+
+    def rasterize(self, page):
+        return self.render(page.text)
+
+    def used_tokens(self, page) -> int:
+        return min(self.n, max(1, -(-len(page.text) // self.per)))
+
     def encode(self, pages):
         import numpy as np
 
@@ -301,6 +313,7 @@ def test_codec_reader_transcribes_then_answers(tmp_path):
 def test_codec_reader_direct_mode(tmp_path):
     class ReadingCodec(ByteCodec):
         name = "reader"
+        reads_prompts = True
 
         def read(self, tokens, *, before, after, max_new_tokens):
             return f"{tokens.shape[0]} pages|{after.strip()[-7:]}\nmore"

@@ -119,7 +119,7 @@ def test_vst_runner_feeds_prompt_and_reads_only_generated_slots(monkeypatch):
 def test_vst_runner_end_to_end_from_checkpoint(tmp_path):
     """Random tiny VST + the VST's toy codec, loaded as `vst eval run --runner vst` would."""
     from eval.runners.vst_runner import VSTRunner
-    from vst.synthetic import ToyCodec
+    from codec.toy import ToyCodec
 
     codec = ToyCodec()
     save_ckpt(tmp_path / "ckpt", vector_model(codec, max_seq_len=96), codec="toy")

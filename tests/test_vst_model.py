@@ -12,7 +12,8 @@ from vst.data import collate_vector
 from vst.heads import energy_score
 from vst.model import VST
 from vst.rope import apply_rope, axis_of_pair, cos_sin, default_sections, inv_freq, rope_angles
-from vst.synthetic import SyntheticSource, ToyCodec
+from codec.toy import ToyCodec
+from vst.synthetic import SyntheticSource
 
 
 

@@ -13,7 +13,8 @@ from vst.config import flavour
 from vst.data import collate_vector
 from vst.losses import LossConfig, compute_losses, scored_pages
 from vst.model import VST
-from vst.synthetic import SyntheticSource, ToyCodec
+from codec.toy import ToyCodec
+from vst.synthetic import SyntheticSource
 
 
 @pytest.fixture(scope="module")

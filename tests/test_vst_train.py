@@ -16,7 +16,8 @@ from vst.config import flavour
 from vst.data import Loader, collate_text, collate_vector, text_codec
 from vst.losses import LossConfig, compute_losses
 from vst.model import VST
-from vst.synthetic import SyntheticSource, ToyCodec
+from codec.toy import ToyCodec
+from vst.synthetic import SyntheticSource
 from vst.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,7 +228,7 @@ def test_text_baseline_reads_the_same_windows(tmp_path, toy, tokenizer):
 def test_store_windows_train_and_hold_out_documents(tmp_path):
     from data.store import StoreMeta, StoreWriter, consolidate
     from vst.store_source import store_sources
-    from vst.synthetic import paginate, synthetic_documents
+    from vst.synthetic import synthetic_documents
 
     codec = ToyCodec()
     meta = StoreMeta(
@@ -245,7 +246,7 @@ def test_store_windows_train_and_hold_out_documents(tmp_path):
     root = tmp_path / "store"
     with StoreWriter(root, 0, meta) as writer:
         for i, text in enumerate(synthetic_documents(30, 0, 30, 90)):
-            pages = paginate(text, codec.page_chars)
+            pages = [p.text for p in codec.paginate(text)]
             spans, start = [], 0
             for p in pages:
                 spans.append((start, start + len(p), p))

@@ -31,7 +31,7 @@ def generate(
     """Continue a document: predict its next page(s) of visual tokens and decode them to text."""
     from dataclasses import replace
 
-    from vst.generate import continue_document, encode_text, load_model
+    from vst.generate import continue_document, load_model
     from vst.train import TrainConfig, build_codec, build_sources
 
     model, state = load_model(checkpoint, device)
@@ -40,7 +40,7 @@ def generate(
         cfg = replace(cfg, data=data)
     codec = build_codec(cfg)
     if text is not None:
-        tokens, texts = encode_text(codec, text)
+        tokens, texts = codec.encode_text(text)
         prompt_pages = len(texts)
     else:
         _, val = build_sources(cfg, codec)

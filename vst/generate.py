@@ -105,21 +105,6 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[VST, dict]:
     return model.eval(), state
 
 
-def encode_text(codec, text: str) -> tuple[torch.Tensor, list[str]]:
-    """A text as its pages' tokens [pages, n, D] and texts, through the codec's own pages."""
-    if hasattr(codec, "encode_texts"):  # vst.synthetic.ToyCodec: pages are fixed-size blocks
-        from vst.synthetic import paginate
-
-        texts = paginate(text, codec.page_chars)
-        return codec.encode_texts(texts), texts
-    import numpy as np
-
-    from render import render_text
-
-    pages, images = zip(*render_text(text, codec.render_config))
-    return codec.encode(np.stack(images)), [p.text for p in pages]
-
-
 def continue_document(
     model: VST,
     codec,

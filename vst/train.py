@@ -180,20 +180,6 @@ def pick_device(name: str, local_rank: int) -> torch.device:
     return torch.device(name)
 
 
-def parse_options(items: list[str]) -> dict[str, Any]:
-    """["k=v", ...] -> {k: v}; a value is JSON when it parses (true, 3, "x"), else text."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--codec-option needs KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
-
-
 def resolve_codec(cfg: TrainConfig) -> TrainConfig:
     """Replace codec "auto" by the codec (and mode) that wrote the store; toy for synthetic.
 
@@ -210,18 +196,12 @@ def resolve_codec(cfg: TrainConfig) -> TrainConfig:
 
 
 def build_codec(cfg: TrainConfig):
-    cfg = resolve_codec(cfg)
-    if cfg.codec == "toy":
-        from vst.synthetic import ToyCodec
-
-        return ToyCodec()
+    """The frozen codec a run trains through and evaluates with (codec "auto" resolved)."""
     from codec import load_codec
 
-    kw = {"path": cfg.codec_path} if cfg.codec_path else {}
-    kw.update(parse_options(cfg.codec_option))
-    if cfg.codec_mode and cfg.codec_mode != "default":
-        kw["mode"] = cfg.codec_mode
-    return load_codec(cfg.codec, **kw)
+    cfg = resolve_codec(cfg)
+    return load_codec(cfg.codec, mode=cfg.codec_mode, path=cfg.codec_path,
+                      options=cfg.codec_option)
 
 
 def _check_codec_matches_store(cfg: TrainConfig, codec, rank: int) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.base import Codec, PageImages, TextNLL, register_codec, utf8_bytes
+from codec.base import Codec, PageImages, TextNLL, utf8_bytes
+from codec.registry import register_codec
 from codec.mini.ctc import band_nll, best_path
 from codec.mini.layout import settle_line_ends, text_bands
 from codec.mini.model import Geometry, MiniConfig, MiniNet, to_ink

@@ -33,7 +33,7 @@ def has_reader(codec: Any) -> bool:
 
 def reader_for(codec: Any) -> Any:
     """An object with `read(...)` (and `nll(...)`) for codecs whose decoder is a general LM."""
-    if callable(getattr(codec, "read", None)):
+    if getattr(codec, "reads_prompts", False):
         return codec
     if getattr(codec, "name", None) == "deepseek-ocr2":
         return DeepseekReader(codec)

@@ -4,28 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from codec import load_codec
 from eval.runners.common import Runner
 
 RUNNERS = ("hf", "vst-text", "codec", "vst")
-
-
-def load_codec_by_name(
-    name: str, path: str | None = None, random_init: bool = False, device: str = "cpu"
-) -> Any:
-    from codec import load_codec
-
-    kw: dict[str, Any] = {}
-    if path:
-        kw["path"] = path
-    if random_init:
-        kw["random_init"] = True
-    if name.startswith("deepseek"):
-        kw["device"] = device
-    if name == "toy":  # the VST's synthetic codec (tests, CI)
-        from vst.synthetic import ToyCodec
-
-        return ToyCodec()
-    return load_codec(name, **kw)
 
 
 def make_runner(
@@ -58,7 +40,7 @@ def make_runner(
     if runner == "codec":
         from eval.runners.codec_reader import CodecReaderRunner, has_reader
 
-        c = load_codec_by_name(codec or "mini", codec_path, device=device)
+        c = load_codec(codec or "mini", path=codec_path, device=device)
         reader = None
         if not has_reader(c):
             _need(answerer, f"codec {c.name!r} only transcribes pages; pass --answerer, a text "
@@ -70,7 +52,7 @@ def make_runner(
         from eval.runners.vst_runner import VSTRunner
 
         _need(model, "vst needs --model, a VST checkpoint directory")
-        c = load_codec_by_name(codec, codec_path, device=device) if codec else None
+        c = load_codec(codec, path=codec_path, device=device) if codec else None
         return VSTRunner(model, codec=c, device=device, max_visual_tokens=max_visual_tokens)
     raise ValueError(f"unknown runner {runner!r}; choose one of {', '.join(RUNNERS)}")
 

@@ -8,7 +8,7 @@ instead of tokens). Only the kept pages are rasterized and encoded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from eval.runners.common import middle_keep
 
@@ -20,61 +20,12 @@ class PageLike(Protocol):
 
 
 class Renderer(Protocol):
-    """Lays text out in pages and draws one page; `render.paginate`/`rasterize` by default."""
+    """Lays text out in pages and draws one page: by default the codec's own paging
+    (`Codec.paginate` / `Codec.rasterize`)."""
 
     def paginate(self, text: str) -> list[Any]: ...
 
     def rasterize(self, page: Any) -> Any: ...
-
-
-class RenderModule:
-    """The project's renderer (`render.paginate` + `render.rasterize`) for one page config."""
-
-    def __init__(self, config: Any) -> None:
-        self.config = config
-
-    def paginate(self, text: str) -> list[Any]:
-        from render import paginate
-
-        return list(paginate(text, self.config))
-
-    def rasterize(self, page: Any) -> Any:
-        from render import rasterize
-
-        return rasterize(page, self.config)
-
-
-@dataclass
-class CharPage:
-    text: str
-    start: int
-    end: int
-    index: int = 0
-
-
-class FixedCharRenderer:
-    """Fixed characters per page, drawn by a callable: for toy codecs that carry raw bytes."""
-
-    def __init__(self, page_chars: int, draw: Callable[[str], Any]) -> None:
-        self.page_chars, self.draw = page_chars, draw
-
-    def paginate(self, text: str) -> list[CharPage]:
-        step = self.page_chars
-        return [CharPage(text[i : i + step], i, min(i + step, len(text)), k)
-                for k, i in enumerate(range(0, len(text), step))]
-
-    def rasterize(self, page: CharPage) -> Any:
-        return self.draw(page.text)
-
-
-def default_renderer(codec: Any) -> Renderer:
-    """The renderer a codec expects: its own page geometry, or a toy codec's byte pages."""
-    if getattr(codec, "render_config", None) is not None:
-        return RenderModule(codec.render_config)
-    if hasattr(codec, "render") and hasattr(codec, "page_chars"):  # vst.synthetic.ToyCodec
-        return FixedCharRenderer(codec.page_chars, codec.render)
-    name = getattr(codec, "name", codec)
-    raise ValueError(f"codec {name!r} has no render_config; pass a renderer")
 
 
 @dataclass
@@ -99,7 +50,7 @@ class PageEncoder:
 
     def __init__(self, codec: Any, renderer: Renderer | None = None, batch: int = 8) -> None:
         self.codec = codec
-        self.renderer = renderer or default_renderer(codec)
+        self.renderer = renderer or codec
         self.batch = batch
 
     def pages(self, text: str) -> list[Any]:

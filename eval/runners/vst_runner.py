@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from eval.runners.common import Prompt, Runner, cut_at_stop, stop_strings
-from eval.runners.visual import FixedCharRenderer, PageEncoder, Renderer
+from eval.runners.visual import PageEncoder, Renderer
 
 CHARS_PER_TEXT_TOKEN = 4.0  # cl100k's average on English; converts max-new-tokens to chars
 
@@ -87,17 +87,7 @@ class VSTRunner(Runner):
 
     def used_tokens(self, page: Any) -> int:
         """Token slots of a page that its text occupies (whole grid rows of lines)."""
-        codec, n = self.codec, self.codec.n
-        if isinstance(self.encoder.renderer, FixedCharRenderer):
-            per = self.encoder.renderer.page_chars / n
-            return min(n, max(1, math.ceil(len(page.text) / per)))
-        cfg, grid = getattr(codec, "render_config", None), getattr(codec, "grid", None)
-        lines = getattr(page, "lines", None)
-        if cfg is None or not grid or lines is None or grid[0] * grid[1] != n:
-            return n  # no layout map: treat the page as full
-        rows, cols = grid
-        lines_per_row = cfg.lines_per_page / rows
-        return min(n, max(1, math.ceil(len(lines) / lines_per_row)) * cols)
+        return self.codec.used_tokens(page)
 
     def blank_tokens(self):
         """Tokens of an empty page: what the decoder sees in slots the VST did not write."""
