@@ -179,12 +179,12 @@ def generations(vst: VST, codec, texts: dict[str, tuple[VST, dict]], source, cfg
 
 def compare(cfg: CompareConfig) -> dict[str, Any]:
     from data.store import Store
-    from vst.train import TrainConfig, build_codec
+    from vst.train_config import TrainConfig
 
     if not cfg.store or not cfg.vst:
         raise ValueError("compare needs --store and --vst")
     vst, vcfg, vres = load_run(cfg.vst)
-    codec = build_codec(TrainConfig.from_dict(vcfg))  # the codec (and options) it trained with
+    codec = TrainConfig.from_dict(vcfg).load_codec()  # the codec (and options) it trained with
     T = vst.cfg.tokens_per_page * vcfg["pages_per_window"]
     texts = {}
     for run in cfg.text:

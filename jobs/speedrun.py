@@ -84,7 +84,7 @@ def stage_convert(cfg: SpeedrunConfig, out: Path) -> dict:
 
 
 def _train_cmd(out: Path, run: str, recipe: str, cfg: SpeedrunConfig, **budget: Any) -> list[str]:
-    cmd = [sys.executable, "-m", "vst.train", "--recipe", recipe, "--data", str(out / "store"),
+    cmd = [sys.executable, "-m", "jobs.cli", "train", "--recipe", recipe, "--data", str(out / "store"),
            "--out", str(out / run), "--steps", "1000000", "--eval-points", "4",
            "--eval-batches", "2", "--save-every", "0", "--eval-every", "0",
            "--no-tensorboard", "--no-progress", "--seed", str(cfg.seed)]
@@ -233,7 +233,3 @@ def speedrun_command():
     from jobs.config_cli import config_command
 
     return config_command(SpeedrunConfig, _run)
-
-
-if __name__ == "__main__":
-    typer.run(speedrun_command())

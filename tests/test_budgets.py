@@ -52,10 +52,11 @@ def test_a_flops_budget_stops_the_run_counts_the_decoder_and_spreads_evaluations
 
 
 def test_recipe_on_the_command_line_fills_only_what_is_not_given(tmp_path):
-    from vst.train import cli
+    from jobs.cli import TRAIN_DOC, _train
+    from jobs.config_cli import config_command
 
     app = typer.Typer()
-    app.command()(cli)
+    app.command()(config_command(TrainConfig, _train, doc=TRAIN_DOC))
     out = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "--recipe", "learn", "--data", "synthetic", "--flavour", "debug", "--steps", "1",

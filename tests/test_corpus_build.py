@@ -188,7 +188,7 @@ def test_caps_and_source_choice(built, tmp_path):
 
 
 def test_cli_prints_the_table_and_the_apt_name_of_a_missing_package(built, tmp_path):
-    from eval.cli import app
+    from jobs.cli import app
 
     _, roots, _, _, _ = built
     args = ["corpus", "build", "--out", str(tmp_path), "--sources",

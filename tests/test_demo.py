@@ -10,11 +10,11 @@ import pytest
 
 import typer
 
-from eval.demo import DemoSettings, Section, stages_to_run, write_report
+from jobs.demo import DemoSettings, Section, stages_to_run, write_report
 
 
 def _run_demo(out: Path, *args: str) -> dict:
-    cmd = [sys.executable, "-m", "eval.cli", "demo", "--out", str(out), *args]
+    cmd = [sys.executable, "-m", "jobs.cli", "demo", "--out", str(out), *args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -41,7 +41,7 @@ def test_only_pulls_in_what_a_stage_needs_and_rejects_unknown_names():
 
 
 def test_demo_help_names_the_codec_flags():
-    proc = subprocess.run([sys.executable, "-m", "eval.cli", "demo", "--help"],
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "demo", "--help"],
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "COLUMNS": "200", "TERM": "dumb"})
     assert proc.returncode == 0

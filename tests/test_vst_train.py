@@ -149,7 +149,8 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         "--nproc_per_node",
         "2",
         "-m",
-        "vst.train",
+        "jobs.cli",
+        "train",
         *args,
         "--out",
         str(tmp_path / "ddp"),
@@ -381,8 +382,10 @@ def test_cli_flags_cover_the_train_config():
     import dataclasses
     import inspect
 
-    from vst.train import cli
+    from jobs.cli import TRAIN_DOC, _train
+    from jobs.config_cli import config_command
 
+    cli = config_command(TrainConfig, _train, doc=TRAIN_DOC)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert fields - set(inspect.signature(cli).parameters) == {"halt_at"}  # test-only field
     with pytest.raises(ValueError, match="--head"):

@@ -19,7 +19,7 @@ _EXPORTS = {
     "KVCache": "vst.model",
     "LossConfig": "vst.losses",
     "compute_losses": "vst.losses",
-    "TrainConfig": "vst.train",
+    "TrainConfig": "vst.train_config",
     "train": "vst.train",
     "evaluate": "vst.evaluate",
     "continue_tokens": "vst.generate",

@@ -32,13 +32,14 @@ def generate(
     from dataclasses import replace
 
     from vst.generate import continue_document, load_model
-    from vst.train import TrainConfig, build_codec, build_sources
+    from vst.train import build_sources
+    from vst.train_config import TrainConfig
 
     model, state = load_model(checkpoint, device)
     cfg = TrainConfig.from_dict(state["train_config"])
     if data is not None:
         cfg = replace(cfg, data=data)
-    codec = build_codec(cfg)
+    codec = cfg.load_codec()
     if text is not None:
         tokens, texts = codec.encode_text(text)
         prompt_pages = len(texts)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from vst.train import TrainConfig
+    from vst.train_config import TrainConfig
 
 
 def budget_used(step: int, cfg: TrainConfig, seconds: float = 0.0, flops: float = 0.0) -> float:

@@ -1,6 +1,7 @@
-r"""vst-train: train a Visual-Symbolic Transformer (or the same-shape text baseline).
+r"""Train a Visual-Symbolic Transformer (or the same-shape text baseline).
 
-Single device (CPU, or one GPU with bf16 autocast); the codec defaults to the store's own:
+Single device (CPU, or one GPU with bf16 autocast); the codec defaults to the store's own
+(`vst train` and its alias `vst-train` take every field of `TrainConfig` as a flag):
 
     vst-train --flavour debug --data synthetic --steps 200 --out runs/vst-debug
     vst-train --flavour small --data runs/demo/store --steps 5000 --batch-size 32 \
@@ -10,9 +11,9 @@ Single device (CPU, or one GPU with bf16 autocast); the codec defaults to the st
 
 DDP across processes (gloo on CPU, NCCL on GPU); the global batch is split over ranks:
 
-    torchrun --standalone --nproc_per_node 2 -m vst.train --flavour debug --data synthetic \
+    torchrun --standalone --nproc_per_node 2 -m jobs.cli train --flavour debug --data synthetic \
         --steps 200 --batch-size 8 --out runs/vst-ddp
-    torchrun --standalone --nproc_per_node 8 -m vst.train --flavour 1b --data /data/store \
+    torchrun --standalone --nproc_per_node 8 -m jobs.cli train --flavour 1b --data /data/store \
         --batch-size 256 --grad-accum 4 --pages-per-window 16 --out runs/vst-1b
 
 Add `--resume` to continue from the newest checkpoint in `--out` exactly (weights,
@@ -27,139 +28,22 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
-import typer
 
 from vst.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vst.config import ModelConfig, flavour
 from vst.data import Loader, WindowSource, collate_text, collate_vector, text_codec
 from vst.evaluate import evaluate
-from vst.losses import LossConfig, compute_losses
+from vst.losses import compute_losses
 from vst.model import VST
 from vst.schedule import budget_used, lr_at, resumed_flops, resumed_seconds
+from vst.train_config import TrainConfig, resolve_codec
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
-
-
-@dataclass
-class TrainConfig:
-    out: str = "runs/vst"
-    recipe: Optional[str] = None  # the named recipe this config came from (from_recipe)
-    # model
-    flavour: str = "debug"
-    depth: Optional[int] = None  # overrides the flavour's depth (the size dial)
-    modality: str = "vector"  # vector | text
-    tokenizer: str = "bytes"  # text modality: bytes | cl100k
-    text_seq_len: int = 2048
-    rope: str = "3d"  # 1d | 3d (text always 1d)
-    mlp: str = "swiglu"  # swiglu | relu2
-    head: str = "regression"  # regression | energy
-    norm_proj: str = "none"  # none | sphere | layernorm
-    alpha: float = 0.0  # target norm of x_hat; 0 = mean token norm of the training data
-    energy_samples: int = 8
-    # data
-    data: str = "synthetic"  # a token-store directory, or "synthetic"
-    codec: str = (
-        "auto"  # decoder-CE/eval codec: auto (the store's own; toy for synthetic) | mini | ...
-    )
-    codec_mode: Optional[str] = None  # codec resolution mode (auto: the store's)
-    codec_path: Optional[str] = None
-    codec_option: list[str] = field(default_factory=list)  # KEY=VALUE for load_codec
-    pages_per_window: int = 4
-    window_tokens: Optional[int] = None  # T; default pages_per_window * n
-    val_fraction: float = 0.05  # documents held out for validation (by a hash of the id)
-    synthetic_docs: int = 64
-    # loss
-    mse: float = 1.0
-    cos: float = 1.0
-    dec: float = 0.0
-    norm: float = 0.0
-    energy: float = 1.0
-    dec_pages: int = 1  # decoder-CE on the last k whole pages of a window; -1: every page
-    dec_lines: int = 0  # decoder-CE reads a random sample of this many lines a page; 0: all
-    eval_pages: Optional[int] = None  # bpb on the last k whole pages; -1: all; None: dec_pages
-    head_init: str = "normal"  # normal | zero (predictions start at null tokens: the prior)
-    aux_head: bool = False  # MSE/cosine on a second head; the main head gets decoder-CE only
-    gate: bool = False  # decoder reads pi * p(line | x_hat) + (1 - pi) * p(line | null)
-    # optimisation
-    batch_size: int = 8  # global, split over DDP ranks
-    grad_accum: int = 1  # micro-batches per rank and step (same gradient, less memory)
-    steps: int = 200  # optimizer steps (with a time or FLOPs cap: the most steps)
-    max_seconds: Optional[float] = None  # training wall-clock budget (eval excluded)
-    max_flops: Optional[float] = None  # training FLOPs budget (decoder-CE included)
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup: int = 20
-    schedule: str = "cosine"  # cosine | linear | constant | wsd
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    seed: int = 0
-    # run
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bf16 autocast on GPU) | fp32 | bf16
-    compile: bool = False
-    threads: Optional[int] = None  # CPU threads (torch.set_num_threads); None = torch's default
-    eval_every: int = 100
-    eval_points: int = 0  # also evaluate each time another 1/eval_points of the budget is spent
-    eval_batches: int = 8
-    save_every: int = 100
-    keep: int = 2
-    log_every: int = 10
-    resume: bool = False
-    tensorboard: bool = True
-    wandb: Optional[str] = None  # project name; used only if wandb is installed
-    progress: bool = True
-    halt_at: Optional[int] = field(default=None, repr=False)  # tests: stop dead after this step
-
-    @classmethod
-    def from_recipe(cls, name: str, **overrides: Any) -> "TrainConfig":
-        """A named recipe (vst/recipes.py); `overrides` win over the recipe's values."""
-        from vst.recipes import recipe_overrides
-
-        return cls(**{**recipe_overrides(name), **overrides, "recipe": name})
-
-    def __post_init__(self) -> None:
-        choices = {
-            "modality": ("vector", "text"),
-            "tokenizer": ("bytes", "cl100k"),
-            "rope": ("1d", "3d"),
-            "mlp": ("swiglu", "relu2"),
-            "head": ("regression", "energy"),
-            "norm_proj": ("none", "sphere", "layernorm"),
-            "schedule": ("cosine", "linear", "constant", "wsd"),
-            "dtype": ("auto", "fp32", "bf16"),
-            "head_init": ("normal", "zero"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}; "
-                    f"got {getattr(self, name)!r}"
-                )
-        if self.head == "energy" and self.energy_samples < 2:
-            raise ValueError("the energy head needs --energy-samples >= 2")
-
-    def loss_config(self) -> LossConfig:
-        return LossConfig(
-            mse=self.mse,
-            cos=self.cos,
-            dec=self.dec,
-            norm=self.norm,
-            energy=self.energy,
-            dec_pages=self.dec_pages,
-            dec_lines=self.dec_lines,
-        )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # -- setup helpers ----------------------------------------------------------------------
@@ -178,30 +62,6 @@ def pick_device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-def resolve_codec(cfg: TrainConfig) -> TrainConfig:
-    """Replace codec "auto" by the codec (and mode) that wrote the store; toy for synthetic.
-
-    The resolved names are what checkpoints record, so a run can be reloaded without its data.
-    """
-    if cfg.codec != "auto":
-        return cfg
-    if cfg.data == "synthetic":
-        return replace(cfg, codec="toy")
-    from data.store import read_store_meta
-
-    meta = read_store_meta(cfg.data)
-    return replace(cfg, codec=meta.codec_name, codec_mode=cfg.codec_mode or meta.codec_mode)
-
-
-def build_codec(cfg: TrainConfig):
-    """The frozen codec a run trains through and evaluates with (codec "auto" resolved)."""
-    from codec import load_codec
-
-    cfg = resolve_codec(cfg)
-    return load_codec(cfg.codec, mode=cfg.codec_mode, path=cfg.codec_path,
-                      options=cfg.codec_option)
 
 
 def _check_codec_matches_store(cfg: TrainConfig, codec, rank: int) -> None:
@@ -380,7 +240,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts it)
 
     codec = (
-        build_codec(cfg)
+        cfg.load_codec()
         if (cfg.dec > 0 or cfg.modality == "vector" or cfg.data == "synthetic")
         else None
     )
@@ -656,149 +516,3 @@ def _progress(cfg: TrainConfig, rank: int, step: int):
     capped = cfg.max_seconds is not None or cfg.max_flops is not None
     return tqdm(total=None if capped else cfg.steps, initial=step, desc="vst-train",
                 dynamic_ncols=True)
-
-
-# -- command line -----------------------------------------------------------------------
-
-
-Opt = typer.Option
-
-
-def cli(
-    ctx: typer.Context,
-    out: Annotated[
-        str, Opt(help="run directory: checkpoints, metrics.jsonl, tb/, result.json")
-    ] = "runs/vst",
-    recipe: Annotated[
-        Optional[str],
-        Opt(help="named recipe (learn | text-bytes | text-cl100k, see vst/recipes.py): sets "
-            "every flag you do not give"),
-    ] = None,
-    flavour: Annotated[
-        str, Opt(help="model size: debug | tiny | small | base | large | 1b")
-    ] = "debug",
-    depth: Annotated[
-        Optional[int], Opt(help="override the flavour's depth (width follows)")
-    ] = None,
-    modality: Annotated[
-        str, Opt(help="vector (the VST) | text (the same-shape text baseline)")
-    ] = "vector",
-    tokenizer: Annotated[str, Opt(help="text modality: bytes | cl100k")] = "bytes",
-    text_seq_len: Annotated[int, Opt(help="text modality: max tokens per window")] = 2048,
-    rope: Annotated[str, Opt(help="1d (reading order) | 3d (page, row, col; interleaved)")] = "3d",
-    mlp: Annotated[str, Opt(help="swiglu | relu2")] = "swiglu",
-    head: Annotated[str, Opt(help="regression | energy (CALM-style sampler)")] = "regression",
-    norm_proj: Annotated[
-        str, Opt(help="hard norm constraint on x_hat: none | sphere | layernorm")
-    ] = "none",
-    alpha: Annotated[
-        float, Opt(help="target norm of x_hat; 0 = mean token norm of the data")
-    ] = 0.0,
-    energy_samples: Annotated[int, Opt(help="energy head: samples per position")] = 8,
-    data: Annotated[str, Opt(help="token-store directory, or 'synthetic'")] = "synthetic",
-    codec: Annotated[
-        str, Opt(help="codec for decoder-CE and eval: auto (the store's) | toy | mini | ...")
-    ] = "auto",
-    codec_mode: Annotated[Optional[str], Opt(help="codec mode (default: the store's)")] = None,
-    codec_path: Annotated[Optional[str], Opt(help="codec weights directory")] = None,
-    codec_option: Annotated[
-        Optional[list[str]], Opt(help="KEY=VALUE passed to load_codec (JSON values), repeatable")
-    ] = None,
-    pages_per_window: Annotated[int, Opt(help="window length in pages (T = pages * n)")] = 4,
-    window_tokens: Annotated[
-        Optional[int], Opt(help="window length T in tokens (overrides pages)")
-    ] = None,
-    val_fraction: Annotated[
-        float, Opt(help="fraction of store documents held out for validation")
-    ] = 0.05,
-    synthetic_docs: Annotated[int, Opt(help="synthetic data: number of documents")] = 64,
-    mse: Annotated[float, Opt(help="weight of the MSE term")] = 1.0,
-    cos: Annotated[float, Opt(help="weight of the 1 - cosine term")] = 1.0,
-    dec: Annotated[
-        float, Opt(help="weight of the decoder-CE term (nats/byte via the frozen codec)")
-    ] = 0.0,
-    norm: Annotated[float, Opt(help="weight of the norm penalty (|x_hat| - alpha)^2")] = 0.0,
-    energy: Annotated[float, Opt(help="weight of the energy score (energy head)")] = 1.0,
-    dec_pages: Annotated[
-        int, Opt(help="decoder-CE on the last k complete pages of a window; -1 = every page")
-    ] = 1,
-    dec_lines: Annotated[
-        int, Opt(help="decoder-CE reads a random sample of k lines of each page; 0 = all")
-    ] = 0,
-    eval_pages: Annotated[
-        Optional[int], Opt(help="bpb on the last k whole pages; -1 = all (default: --dec-pages)")
-    ] = None,
-    head_init: Annotated[
-        str, Opt(help="normal | zero (the head starts at null tokens, the decoder's prior)")
-    ] = "normal",
-    aux_head: Annotated[
-        bool, Opt(help="put --mse/--cos on a second head (a dense signal for the trunk)")
-    ] = False,
-    gate: Annotated[
-        bool, Opt(help="a per-token gate: each line is read as a mixture of the prediction "
-                  "and the decoder's prior (null token)")
-    ] = False,
-    batch_size: Annotated[int, Opt(help="global batch in windows (split over DDP ranks)")] = 8,
-    grad_accum: Annotated[
-        int, Opt(help="micro-batches per rank and step (same gradient, less memory)")
-    ] = 1,
-    steps: Annotated[int, Opt(help="optimizer steps (with a time or FLOPs cap: the most)")] = 200,
-    max_seconds: Annotated[
-        Optional[float], Opt(help="stop after this much training wall-clock (lr anneals to it)")
-    ] = None,
-    max_flops: Annotated[
-        Optional[float], Opt(help="stop after this many training FLOPs, decoder-CE included")
-    ] = None,
-    lr: Annotated[float, Opt(help="peak learning rate (AdamW)")] = 3e-3,
-    min_lr_ratio: Annotated[float, Opt(help="final lr / peak lr")] = 0.1,
-    warmup: Annotated[int, Opt(help="linear warmup steps")] = 20,
-    schedule: Annotated[str, Opt(help="cosine | linear | constant | wsd")] = "cosine",
-    weight_decay: Annotated[float, Opt(help="AdamW weight decay on matrices")] = 0.0,
-    beta1: float = 0.9,
-    beta2: float = 0.95,
-    grad_clip: Annotated[float, Opt(help="max gradient norm; 0 = off")] = 1.0,
-    seed: int = 0,
-    device: Annotated[str, Opt(help="auto | cpu | cuda | cuda:N")] = "auto",
-    dtype: Annotated[str, Opt(help="auto (bf16 autocast on GPU) | fp32 | bf16")] = "auto",
-    compile: Annotated[bool, Opt(help="torch.compile the model")] = False,
-    threads: Annotated[Optional[int], Opt(help="CPU threads")] = None,
-    eval_every: Annotated[int, Opt(help="steps between evaluations; 0 = only at the end")] = 100,
-    eval_points: Annotated[
-        int, Opt(help="also evaluate after each 1/N of the budget (steps, time or FLOPs)")
-    ] = 0,
-    eval_batches: Annotated[int, Opt(help="validation batches per evaluation")] = 8,
-    save_every: Annotated[int, Opt(help="steps between checkpoints; 0 = only at the end")] = 100,
-    keep: Annotated[int, Opt(help="checkpoints kept")] = 2,
-    log_every: int = 10,
-    resume: Annotated[
-        bool, Opt(help="continue exactly from the newest checkpoint in --out")
-    ] = False,
-    tensorboard: bool = True,
-    wandb: Annotated[Optional[str], Opt(help="wandb project (only if wandb is installed)")] = None,
-    progress: bool = True,
-) -> None:
-    """Train a VST (--modality vector) or the same-shape text baseline (--modality text).
-
-    See the module docstring for single-device and torchrun commands.
-    """
-    args = dict(locals())
-    args.pop("ctx")
-    args["codec_option"] = list(codec_option or [])
-    if recipe:  # the recipe fills what the command line left unsaid
-        given = {k: v for k, v in args.items() if k != "recipe"
-                 and getattr(ctx.get_parameter_source(k), "name", "DEFAULT") != "DEFAULT"}
-        config = TrainConfig.from_recipe(recipe, **given)
-    else:
-        config = TrainConfig(**args)
-    result = train(config)
-    if dist_env()[0] == 0:
-        print(json.dumps(result["eval"], indent=1))
-        print(f"checkpoint: {result['checkpoint']}")
-
-
-def main() -> None:
-    typer.run(cli)
-
-
-if __name__ == "__main__":
-    main()

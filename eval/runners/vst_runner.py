@@ -187,6 +187,6 @@ def _codec_for(state: dict[str, Any], name: str | None) -> Any:
         from codec import load_codec
 
         return load_codec(name)
-    from vst.train import TrainConfig, build_codec
+    from vst.train_config import TrainConfig
 
-    return build_codec(TrainConfig.from_dict(state.get("train_config", {})))
+    return TrainConfig.from_dict(state.get("train_config", {})).load_codec()

@@ -41,19 +41,32 @@ class Section:
 
 @dataclass
 class DemoSettings:
-    out: Path
-    codec: str = "mini"
-    codec_path: Optional[Path] = None
-    codec_mode: Optional[str] = None
-    trust_remote_code: bool = False
-    n_docs: int = 24
-    max_chars_per_doc: int = 8_000
-    fidelity_pages: int = 24
-    train_steps: int = 120
+    """Run the pipeline end to end on the demo corpus and write OUT/report.html."""
+
+    out: Path = Path("runs/demo")  # output folder for every stage and report.html
+    codec: str = "mini"  # codec backend: mini (shipped, CPU), deepseek-ocr2 or deepseek-ocr
+    codec_path: Optional[Path] = None  # local checkpoint directory for a DeepSeek-OCR backend
+    codec_mode: Optional[str] = None  # codec mode (tokens per page), used by every stage;
+        # default: the backend's
+    trust_remote_code: bool = False  # allow DeepSeek-OCR v1's remote code from --codec-path
+    n_docs: int = 24  # demo corpus documents
+    max_chars_per_doc: int = 8_000  # characters kept of each demo document
+    fidelity_pages: int = 24  # held-out pages per codec mode in the fidelity stage
+    train_steps: int = 120  # VST training steps (the text baseline gets equal FLOPs)
     dec_weight: float = 1.0  # weight of the decoder-CE loss (nats per byte)
-    eval_samples: int = 4
-    eval_chars: int = 3_000
-    seed: int = 0
+    eval_samples: int = 4  # samples per synthetic task in the evaluate stage
+    eval_chars: int = 3_000  # context length of the synthetic tasks, in characters
+    seed: int = 0  # seed of the corpus sample, training and tasks
+    only: list[str] = field(default_factory=list)  # run only these stages (repeatable):
+        # corpus, render, fidelity, convert, train, evaluate; what they need runs too
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        for name in ("n_docs", "train_steps", "fidelity_pages", "eval_samples"):
+            if getattr(self, name) < (2 if name == "n_docs" else 1):
+                raise typer.BadParameter(f"must be at least {2 if name == 'n_docs' else 1}",
+                                         param_hint=f"--{name.replace('_', '-')}")
+        stages_to_run(self.only)  # unknown stage names fail before any work
 
     def load_codec(self):
         from codec import load_codec
@@ -62,17 +75,31 @@ class DemoSettings:
                           trust_remote_code=self.trust_remote_code)
 
 
+@dataclass
+class DemoState:
+    """What the stages hand on to later stages."""
+
+    settings: DemoSettings
+    corpus: Optional[Path] = None  # the demo corpus file
+    docs: list[Any] = field(default_factory=list)  # its documents (data.corpus.Document)
+    store: Optional[Path] = None  # the visual-token store
+    visual_tokens_per_page: int = 0
+    vst_checkpoint: Optional[Path] = None
+    text_checkpoint: Optional[Path] = None
+    _codec: Any = None
+
+    @property
+    def codec(self):
+        """The frozen codec (the demo's backend, mode and weights), loaded once on first use."""
+        if self._codec is None:
+            self._codec = self.settings.load_codec()
+        return self._codec
+
+
 # ---------------------------------------------------------------- stages
 
 
-def _codec(s: DemoSettings, state: dict):
-    """The frozen codec, loaded once on first use."""
-    if "codec" not in state:
-        state["codec"] = s.load_codec()
-    return state["codec"]
-
-
-def stage_corpus(s: DemoSettings, state: dict) -> Section:
+def stage_corpus(s: DemoSettings, state: DemoState) -> Section:
     from data.demo import build_demo_corpus
 
     corpus = build_demo_corpus(s.out / "corpus", n_docs=s.n_docs,
@@ -80,22 +107,22 @@ def stage_corpus(s: DemoSettings, state: dict) -> Section:
     from data.corpus import read_corpus
 
     docs = list(read_corpus(corpus))
-    state["corpus"] = corpus
-    state["docs"] = docs
+    state.corpus = corpus
+    state.docs = docs
     chars = sum(len(d.text) for d in docs)
     return Section("Corpus", {"path": str(corpus), "documents": len(docs), "characters": chars},
                    f"<p>{len(docs)} documents, {chars:,} characters of the Python standard "
                    f"library's own documentation, in The Pile's format.</p>")
 
 
-def stage_render(s: DemoSettings, state: dict) -> Section:
+def stage_render(s: DemoSettings, state: DemoState) -> Section:
     from render import paginate, rasterize, save_png
 
-    cfg = _codec(s, state).render_config
+    cfg = state.codec.render_config
     img_dir = s.out / "render"
     img_dir.mkdir(parents=True, exist_ok=True)
     pages, images, t0 = 0, [], time.perf_counter()
-    for doc in state["docs"]:
+    for doc in state.docs:
         for page in paginate(doc.text, cfg):
             image = rasterize(page, cfg)
             pages += 1
@@ -113,7 +140,7 @@ def stage_render(s: DemoSettings, state: dict) -> Section:
                    f"(layout + raster, one process, PNG not included).</p><p>{figs}</p>")
 
 
-def stage_fidelity(s: DemoSettings, state: dict) -> Section:
+def stage_fidelity(s: DemoSettings, state: DemoState) -> Section:
     from data.demo import heldout_texts
     from eval.fidelity import run_fidelity
 
@@ -123,7 +150,7 @@ def stage_fidelity(s: DemoSettings, state: dict) -> Section:
 
         specs: list = [f"mini:{mode}" for mode in MODES]
     else:
-        specs = [_codec(s, state)]
+        specs = [state.codec]
     texts = heldout_texts(n=s.fidelity_pages, seed=s.seed)
     summary = run_fidelity(texts, specs, s.out / "fidelity", max_pages=s.fidelity_pages,
                            source="pydoc_data language-reference topics (held out)")
@@ -147,16 +174,16 @@ def stage_fidelity(s: DemoSettings, state: dict) -> Section:
                    links=["fidelity/report.html", "fidelity/metrics.json"])
 
 
-def stage_convert(s: DemoSettings, state: dict) -> Section:
+def stage_convert(s: DemoSettings, state: DemoState) -> Section:
     from jobs.convert import run_conversion
 
     store = s.out / "store"
-    summary = run_conversion(state["corpus"], store, codec=s.codec,
+    summary = run_conversion(state.corpus, store, codec=s.codec,
                              codec_path=str(s.codec_path) if s.codec_path else None,
                              codec_mode=s.codec_mode, trust_remote_code=s.trust_remote_code,
                              num_parts=2, num_actors=1)
-    state["store"] = store
-    state["visual_tokens_per_page"] = summary["compression"]["visual_tokens_per_page"]
+    state.store = store
+    state.visual_tokens_per_page = summary["compression"]["visual_tokens_per_page"]
     metrics = {key: summary[key] for key in ("docs", "pages", "tokens", "skips", "pages_per_s",
                                               "wall_time_s")}
     metrics["text_tokens_per_visual_token"] = summary["compression"]["text_to_visual_tokens"]
@@ -167,15 +194,16 @@ def stage_convert(s: DemoSettings, state: dict) -> Section:
                    links=["store/summary.json", "store/manifest.json"])
 
 
-def stage_train(s: DemoSettings, state: dict) -> Section:
+def stage_train(s: DemoSettings, state: DemoState) -> Section:
     from eval.compare import plot_bpb_vs_flops
     from vst.train import TrainConfig, train
 
     pages_per_window, text_window = 4, 512
-    vector_positions = pages_per_window * int(state["visual_tokens_per_page"])
-    common = dict(data=str(state["store"]), flavour="debug", batch_size=8, seed=s.seed,
+    vector_positions = pages_per_window * int(state.visual_tokens_per_page)
+    common = dict(data=str(state.store), flavour="debug", batch_size=8, seed=s.seed,
                   progress=True, tensorboard=False, pages_per_window=pages_per_window,
-                  codec_mode=s.codec_mode, eval_points=3, eval_batches=1, eval_every=0,
+                  codec_mode=s.codec_mode, codec_path=str(s.codec_path) if s.codec_path else None,
+                  eval_points=3, eval_batches=1, eval_every=0,
                   eval_pages=-1)
     # the `learn` recipe (vst/recipes.py, docs/experiments.md) at debug size: decoder-CE
     # on every page, a sample of lines each, from a head that starts at the prior
@@ -186,8 +214,8 @@ def stage_train(s: DemoSettings, state: dict) -> Section:
     text = train(TrainConfig.from_recipe(
         "text-bytes", **common, out=str(s.out / "train" / "text"), text_seq_len=text_window,
         steps=1_000_000, max_flops=vst["train_flops"], save_every=0))
-    state["vst_checkpoint"] = vst["checkpoint"]
-    state["text_checkpoint"] = text["checkpoint"]
+    state.vst_checkpoint = vst["checkpoint"]
+    state.text_checkpoint = text["checkpoint"]
     plot = plot_bpb_vs_flops(vst["evals"], {"text (bytes)": text["evals"]},
                              s.out / "train" / "bpb_vs_flops.png")
     ev, tev = vst["eval"], text["eval"]
@@ -215,29 +243,29 @@ def stage_train(s: DemoSettings, state: dict) -> Section:
                    links=["train/vst", "train/text"])
 
 
-def stage_evaluate(s: DemoSettings, state: dict) -> Section:
+def stage_evaluate(s: DemoSettings, state: DemoState) -> Section:
     from eval import ruler
     from eval.efficiency import run_efficiency
     from eval.runners.factory import make_runner
     from eval.runners.common import run_tasks
 
     tasks_dir = s.out / "eval" / "tasks"
-    haystack = [d.text for d in state["docs"]]
+    haystack = [d.text for d in state.docs]
     for task in ("niah_single_1", "vt"):
         records = ruler.generate(task, s.eval_chars, s.eval_samples, unit="chars", seed=s.seed,
                                  haystack=haystack)
         ruler.write_jsonl(records, tasks_dir / f"{task}_{s.eval_chars}.jsonl")
     scores = {}
-    for kind, model in (("vst", state["vst_checkpoint"]), ("vst-text", state["text_checkpoint"])):
+    for kind, model in (("vst", state.vst_checkpoint), ("vst-text", state.text_checkpoint)):
         pred_dir = s.out / "eval" / kind
-        runner = make_runner(kind, str(model), codec=s.codec,
-                             codec_path=str(s.codec_path) if s.codec_path else None)
+        # the demo's own codec object: the backend, mode and weights every stage used
+        runner = make_runner(kind, str(model), codec=state.codec)
         run_tasks(runner, [tasks_dir], pred_dir, progress=True)
         for dataset, result in ruler.score_directory(pred_dir).items():
             scores[f"{kind}:{dataset}"] = result
     # the codec the demo already loaded: right checkpoint and options, no second load
     run_efficiency(s.out / "eval" / "efficiency", lengths=(2048, 4096, 8192),
-                   codec=_codec(s, state), flavour="debug", threads=1)
+                   codec=state.codec, flavour="debug", threads=1)
     metrics = {name: v.get("score") if isinstance(v, dict) else v for name, v in scores.items()}
     table = (s.out / "eval" / "efficiency" / "efficiency.md")
     eff_html = f"<pre>{html.escape(table.read_text())}</pre>" if table.exists() else ""
@@ -254,7 +282,7 @@ def stage_evaluate(s: DemoSettings, state: dict) -> Section:
 PREREQUISITES = {"convert": ["corpus"], "render": ["corpus"], "train": ["convert"],
                  "evaluate": ["train"]}
 
-STAGES: list[tuple[str, Callable[[DemoSettings, dict], Section]]] = [
+STAGES: list[tuple[str, Callable[[DemoSettings, DemoState], Section]]] = [
     ("corpus", stage_corpus),
     ("render", stage_render),
     ("fidelity", stage_fidelity),
@@ -268,7 +296,8 @@ STAGES: list[tuple[str, Callable[[DemoSettings, dict], Section]]] = [
 
 
 def write_report(s: DemoSettings, sections: list[Section], total: float) -> Path:
-    summary = {"settings": {k: str(v) for k, v in vars(s).items()}, "total_seconds": total,
+    summary = {"settings": {k: v if isinstance(v, list) else str(v) for k, v in vars(s).items()},
+               "total_seconds": total,
                "stages": {sec.title: {"seconds": round(sec.seconds, 2), **sec.metrics}
                           for sec in sections}}
     (s.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -318,7 +347,7 @@ def run_demo(settings: DemoSettings, only: Optional[list[str]] = None) -> dict:
     console = Console()
     run = stages_to_run(only)
     settings.out.mkdir(parents=True, exist_ok=True)
-    state: dict[str, Any] = {}
+    state = DemoState(settings)
     sections, t_start = [], time.perf_counter()
     try:
         for name, stage in STAGES:
@@ -339,31 +368,8 @@ def run_demo(settings: DemoSettings, only: Optional[list[str]] = None) -> dict:
     return json.loads((settings.out / "summary.json").read_text())
 
 
-def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for every stage and "
-                                      "report.html.")] = Path("runs/demo"),
-    codec: Annotated[str, typer.Option(help="Codec backend: mini (shipped, CPU), deepseek-ocr2, "
-                                       "or deepseek-ocr.")] = "mini",
-    codec_path: Annotated[Optional[Path], typer.Option(help="Local checkpoint directory for a "
-                                                       "DeepSeek-OCR backend.")] = None,
-    codec_mode: Annotated[Optional[str], typer.Option(help="Codec mode (tokens per page); "
-                                                      "default: the backend's.")] = None,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code",
-                                                    help="Allow DeepSeek-OCR v1's remote code "
-                                                    "from --codec-path.")] = False,
-    n_docs: Annotated[int, typer.Option(min=2, help="Demo corpus documents.")] = 24,
-    train_steps: Annotated[int, typer.Option(min=1, help="VST training steps (the text "
-                                             "baseline gets equal FLOPs).")] = 120,
-    fidelity_pages: Annotated[int, typer.Option(min=1, help="Held-out pages per codec mode in "
-                                                "the fidelity stage.")] = 24,
-    eval_samples: Annotated[int, typer.Option(min=1, help="Samples per synthetic task in the "
-                                              "evaluate stage.")] = 4,
-    only: Annotated[Optional[list[str]], typer.Option(help="Run only these stages (repeatable): "
-                                                      "corpus, render, fidelity, convert, train, "
-                                                      "evaluate; what they need runs too.")] = None,
-) -> None:
-    """Run the pipeline end to end on the demo corpus and write OUT/report.html."""
-    run_demo(DemoSettings(out=out, codec=codec, codec_path=codec_path, codec_mode=codec_mode,
-                          trust_remote_code=trust_remote_code, n_docs=n_docs,
-                          train_steps=train_steps, fidelity_pages=fidelity_pages,
-                          eval_samples=eval_samples), only=only)
+def demo_command():
+    """`vst demo`: the command line is `DemoSettings`."""
+    from jobs.config_cli import config_command
+
+    return config_command(DemoSettings, lambda s: run_demo(s, only=s.only or None))

@@ -1,0 +1,111 @@
+"""The `vst` command: one tree, a subcommand per pipeline stage (`python -m jobs.cli` too).
+
+    vst demo --out runs/demo          # the main job, end to end on the embedded default
+    vst speedrun --out DIR            # corpus -> store -> VST + text baselines -> comparison
+    vst corpus build --out DIR        # local corpus from Debian doc packages (Pile format)
+    vst corpus demo --out DIR         # the small demo corpus (Python's own docs)
+    vst render FILE --out DIR         # text -> page images + pages.jsonl
+    vst codec train|train-reader|card # the shipped `mini` codec: training and model card
+    vst fidelity FILE --out DIR       # text -> render -> encode -> decode -> text report
+    vst convert --corpus C --out S    # corpus -> visual-token store (Ray)
+    vst store info|verify|...  ROOT   # inspect and check a token store
+    vst train --recipe learn ...      # train the VST or a text baseline (alias: vst-train)
+    vst generate CKPT ...             # continue a document with a trained VST
+    vst eval run|lm-eval|compare|...  # benchmarks, runners, efficiency, comparisons
+
+jobs/ sits on top of the data flow (corpus -> render -> codec -> store -> vst -> eval), so
+this is the only module that imports every stage. Each command's flags come from its
+config dataclass (`jobs.config_cli.config_command`) or its package's own command function,
+with heavy imports inside, so `vst --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from jobs.config_cli import config_command
+
+app = typer.Typer(
+    name="vst",
+    help="Visual-Symbolic Transformer: render long text as pages, encode them with a frozen "
+    "optical codec, model the visual tokens, and evaluate against text baselines.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _train(cfg) -> None:
+    from vst.train import dist_env, train
+
+    result = train(cfg)
+    if dist_env()[0] == 0:
+        print(json.dumps(result["eval"], indent=1))
+        print(f"checkpoint: {result['checkpoint']}")
+
+
+def _compare(cfg) -> dict:
+    from eval.compare import compare
+
+    summary = compare(cfg)
+    typer.echo((Path(cfg.out) / "compare.md").read_text())
+    return summary
+
+
+def _mount() -> None:
+    from data.corpus_build import corpus_build_command
+    from data.demo import demo_corpus_command
+    from eval.compare import CompareConfig
+    from eval.efficiency import efficiency
+    from eval.eval_cli import app as eval_app
+    from eval.fidelity import fidelity
+    from eval.runners.cli import lm_eval_cmd, run
+    from jobs.convert import convert
+    from jobs.demo import demo_command
+    from jobs.speedrun import speedrun_command
+    from render.cli import render
+    from vst.cli import generate
+    from vst.train_config import TrainConfig
+
+    app.command("demo")(demo_command())
+    app.command("speedrun")(speedrun_command())
+    corpus_app = typer.Typer(no_args_is_help=True, help="Build corpora in The Pile's format.")
+    corpus_app.command("build")(corpus_build_command)
+    corpus_app.command("demo")(demo_corpus_command)
+    app.add_typer(corpus_app, name="corpus", help="Build corpora in The Pile's format.")
+    app.command("render")(render)
+    app.command("fidelity")(fidelity)
+    app.command("convert")(convert)
+    app.command("train")(config_command(TrainConfig, _train, doc=TRAIN_DOC))
+    app.command("generate")(generate)
+    eval_app.command("run")(run)
+    eval_app.command("lm-eval")(lm_eval_cmd)
+    eval_app.command("efficiency")(efficiency)
+    eval_app.command("compare")(config_command(CompareConfig, _compare))
+    app.add_typer(eval_app, name="eval", help="Long-context benchmarks, runners, efficiency and "
+                  "the comparison with text baselines.")
+
+
+TRAIN_DOC = """Train a VST (--modality vector) or the same-shape text baseline (--modality text).
+
+--recipe learn | text-bytes | text-cl100k fills every flag you do not give. DDP:
+torchrun --standalone --nproc_per_node N -m jobs.cli train ... (see vst/train.py)."""
+
+_mount()
+
+
+def main() -> None:
+    app()
+
+
+def train_main() -> None:
+    """`vst-train`: an alias of `vst train`."""
+    from vst.train_config import TrainConfig
+
+    typer.run(config_command(TrainConfig, _train, doc=TRAIN_DOC))
+
+
+if __name__ == "__main__":
+    main()
