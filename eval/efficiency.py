@@ -17,7 +17,8 @@ Rendering and codec encoding/decoding are timed separately (`encode_s`, `codec_d
 and never folded into the model numbers silently. The public anchor is Glyph
 (arXiv 2510.17800): up to 4.8x prefill, 4.4x decode and 67% less KV memory at 128K tokens.
 
-Run it as `vst eval efficiency --out DIR` or call `run_efficiency(out_dir, ...)`.
+Run it as `vst eval efficiency --out DIR` or call
+`run_efficiency(EfficiencyConfig(out=..., lengths=[...]))`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import json
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 DEFAULT_LENGTHS = (4096, 8192, 16384, 32768)
 GLYPH_ANCHOR = {
@@ -294,90 +295,77 @@ def build_models(
     return VST(vcfg).to(device).eval(), VST(tcfg).to(device).eval()
 
 
-def _codec(codec: Any, random_init: bool = False) -> Any:
-    from codec import load_codec
+@dataclass
+class EfficiencyConfig:
+    """VST vs the same-shape text model at equal text lengths: prefill, decode, KV, memory."""
 
-    return load_codec(codec, random_init=random_init)
+    out: Path = Path("runs/efficiency")  # report folder: efficiency.{json,md} and plots
+    lengths: list[int] = field(default_factory=lambda: list(DEFAULT_LENGTHS))  # document
+        # lengths in characters (repeat the flag: --lengths 4096 --lengths 131072)
+    codec: str = "mini"  # codec spec for load_codec (name, name:mode or module:factory)
+    flavour: str = "tiny"  # model size of both models
+    text_tokens: str = "cl100k"  # what the text model reads: cl100k (vocab 100277) | byte
+    decode_steps: int = 16  # decode steps timed per length
+    repeats: int = 2  # timing repeats (the median is kept)
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    encode: bool = True  # also time render + codec encode of the real pages (the VST is
+        # then fed those tokens) and codec decode of one page
+    random_codec: bool = False  # untrained codec weights of the same page geometry
+        # (positions and timings are unchanged; only decoded text is noise)
+    threads: int = 0  # torch intra-op threads (0: leave as is; 1 is steadier on a shared CPU)
+    plots: bool = True  # write the PNG plots
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.lengths = [int(n) for n in self.lengths]
+        if self.text_tokens not in ("cl100k", "byte"):
+            raise ValueError("text_tokens must be 'cl100k' or 'byte'")
 
 
-def run_efficiency(
-    out_dir: str | Path,
-    lengths: Sequence[int] = DEFAULT_LENGTHS,
-    *,
-    codec: Any = "mini",
-    flavour: str = "tiny",
-    text_tokens: str = "cl100k",
-    decode_steps: int = 16,
-    repeats: int = 2,
-    device: str = "cpu",
-    dtype: str = "float32",
-    encode: bool = True,
-    random_codec: bool = False,
-    threads: int = 0,
-    renderer: Any = None,
-    models: tuple[Any, Any] | None = None,
-    plots: bool = True,
-) -> dict[str, Any]:
+def run_efficiency(cfg: EfficiencyConfig, *, codec: Any = None, renderer: Any = None,
+                   models: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Measure both models at each length; write efficiency.{json,md} and plots; return the JSON.
 
-    text_tokens: "cl100k" (the text model sees cl100k tokens, vocab 100277) or "byte"
-    (UTF-8 bytes, vocab 256). encode: also time render + codec encode of the real pages
-    (the VST is then fed those tokens) and codec decode of one page. threads: torch
-    intra-op threads for the run (0: leave as is; 1 is steadier on a shared CPU).
+    `codec` (a built codec) replaces `cfg.codec`; `renderer` replaces the codec's own paging;
+    `models` (vst, text) replace the random-weight models of `cfg.flavour`.
     """
     import torch
 
     previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     try:
-        return _run_efficiency(
-            out_dir, lengths, codec=codec, flavour=flavour, text_tokens=text_tokens,
-            decode_steps=decode_steps, repeats=repeats, device=device, dtype=dtype, encode=encode,
-            random_codec=random_codec, renderer=renderer, models=models, plots=plots,
-        )
+        return _run_efficiency(cfg, codec, renderer, models)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _run_efficiency(
-    out_dir: str | Path,
-    lengths: Sequence[int],
-    *,
-    codec: Any,
-    flavour: str,
-    text_tokens: str,
-    decode_steps: int,
-    repeats: int,
-    device: str,
-    dtype: str,
-    encode: bool,
-    random_codec: bool,
-    renderer: Any,
-    models: tuple[Any, Any] | None,
-    plots: bool,
-) -> dict[str, Any]:
+def _run_efficiency(cfg: EfficiencyConfig, codec: Any, renderer: Any,
+                    models: tuple[Any, Any] | None) -> dict[str, Any]:
     import torch
 
     from eval.runners.visual import PageEncoder
 
-    if text_tokens not in ("cl100k", "byte"):
-        raise ValueError("text_tokens must be 'cl100k' or 'byte'")
-    out = Path(out_dir)
+    from codec import load_codec
+
+    flavour, text_tokens, device, dtype = cfg.flavour, cfg.text_tokens, cfg.device, cfg.dtype
+    decode_steps, repeats, random_codec = cfg.decode_steps, cfg.repeats, cfg.random_codec
+    out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
-    codec = _codec(codec, random_codec)
+    codec = load_codec(codec if codec is not None else cfg.codec, random_init=random_codec)
     encoder = PageEncoder(codec, renderer)
     vst, text = models or build_models(
         codec, flavour=flavour, text_vocab=100277 if text_tokens == "cl100k" else 256, device=device
     )
     rows: list[dict[str, Any]] = []
-    for n_chars in lengths:
+    for n_chars in cfg.lengths:
         doc = sample_text(int(n_chars))
         pos = count_positions(doc, encoder)
         row: dict[str, Any] = {"chars": n_chars, **asdict(pos)}
         row["compression_vs_cl100k"] = pos.compression
         tokens = None
-        if encode:
+        if cfg.encode:
             pages = encoder.pages(doc)
             t0 = time.perf_counter()
             tokens = encoder.encode_pages(pages)
@@ -414,7 +402,7 @@ def _run_efficiency(
     }
     (out / "efficiency.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out / "efficiency.md").write_text(markdown_table(result), encoding="utf-8")
-    if plots:
+    if cfg.plots:
         result["plots"] = [str(p) for p in plot(result, out)]
     return result
 
@@ -517,33 +505,9 @@ def plot(result: dict[str, Any], out: Path) -> list[Path]:
 # ---------------------------------------------------------------------------- CLI
 
 
-def efficiency(
-    out: Path = Path("runs/efficiency"),
-    lengths: str = ",".join(map(str, DEFAULT_LENGTHS)),
-    codec: str = "mini",
-    flavour: str = "tiny",
-    text_tokens: str = "cl100k",
-    decode_steps: int = 16,
-    repeats: int = 2,
-    device: str = "cpu",
-    dtype: str = "float32",
-    encode: bool = True,
-    random_codec: bool = False,
-    threads: int = 0,
-) -> None:
-    """VST vs the same-shape text model at equal text lengths: prefill, decode, KV, memory.
-
-    LENGTHS are characters, comma separated (e.g. 4096,8192,...,131072 on a GPU).
-    --random-codec uses untrained codec weights of the same page geometry (positions
-    and model timings are unchanged; only the decoded text is noise). --threads 1 gives
-    steadier numbers on a shared CPU.
-    """
-    import typer
-
-    result = run_efficiency(
-        out, [int(s) for s in lengths.split(",") if s.strip()], codec=codec, flavour=flavour,
-        text_tokens=text_tokens, decode_steps=decode_steps, repeats=repeats, device=device,
-        dtype=dtype, encode=encode, random_codec=random_codec, threads=threads,
-    )
-    typer.echo((out / "efficiency.md").read_text(encoding="utf-8"))
-    typer.echo(f"wrote {out / 'efficiency.json'} and {len(result.get('plots', []))} plots")
+def report(cfg: EfficiencyConfig) -> dict[str, Any]:
+    """`vst eval efficiency`: run, then print the table."""
+    result = run_efficiency(cfg)
+    print((cfg.out / "efficiency.md").read_text(encoding="utf-8"))
+    print(f"wrote {cfg.out / 'efficiency.json'} and {len(result.get('plots', []))} plots")
+    return result

@@ -58,7 +58,7 @@ def _mount() -> None:
     from data.corpus_build import corpus_build_command
     from data.demo import demo_corpus_command
     from eval.compare import CompareConfig
-    from eval.efficiency import efficiency
+    from eval.efficiency import EfficiencyConfig, report
     from eval.eval_cli import app as eval_app
     from eval.fidelity import fidelity
     from eval.runners.cli import lm_eval_cmd, run
@@ -82,7 +82,7 @@ def _mount() -> None:
     app.command("generate")(generate)
     eval_app.command("run")(run)
     eval_app.command("lm-eval")(lm_eval_cmd)
-    eval_app.command("efficiency")(efficiency)
+    eval_app.command("efficiency")(config_command(EfficiencyConfig, report))
     eval_app.command("compare")(config_command(CompareConfig, _compare))
     app.add_typer(eval_app, name="eval", help="Long-context benchmarks, runners, efficiency and "
                   "the comparison with text baselines.")

@@ -245,7 +245,7 @@ def stage_train(s: DemoSettings, state: DemoState) -> Section:
 
 def stage_evaluate(s: DemoSettings, state: DemoState) -> Section:
     from eval import ruler
-    from eval.efficiency import run_efficiency
+    from eval.efficiency import EfficiencyConfig, run_efficiency
     from eval.runners.factory import make_runner
     from eval.runners.common import run_tasks
 
@@ -264,8 +264,8 @@ def stage_evaluate(s: DemoSettings, state: DemoState) -> Section:
         for dataset, result in ruler.score_directory(pred_dir).items():
             scores[f"{kind}:{dataset}"] = result
     # the codec the demo already loaded: right checkpoint and options, no second load
-    run_efficiency(s.out / "eval" / "efficiency", lengths=(2048, 4096, 8192),
-                   codec=state.codec, flavour="debug", threads=1)
+    run_efficiency(EfficiencyConfig(out=s.out / "eval" / "efficiency", lengths=[2048, 4096, 8192],
+                                    flavour="debug", threads=1), codec=state.codec)
     metrics = {name: v.get("score") if isinstance(v, dict) else v for name, v in scores.items()}
     table = (s.out / "eval" / "efficiency" / "efficiency.md")
     eff_html = f"<pre>{html.escape(table.read_text())}</pre>" if table.exists() else ""

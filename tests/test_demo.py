@@ -78,3 +78,54 @@ def test_main_job_runs_on_a_deepseek_ocr2_checkpoint_directory(tmp_path):
     assert any(key.startswith("deepseek-ocr2") for key in fidelity)
     convert = next(v for k, v in summary["stages"].items() if k.startswith("Convert"))
     assert convert["pages"] > 0
+
+
+def test_codec_mode_reaches_every_stage(tmp_path, monkeypatch):
+    """`vst demo --codec-mode tiny` converts, trains and evaluates with 16 tokens a page.
+
+    The stages' heavy work is replaced by recorders; what is checked is what each stage
+    hands on: before the fix the evaluate stage built its runners with the default mode.
+    """
+    import eval.compare
+    import eval.runners.factory
+    import jobs.convert
+    import vst.train
+    from jobs.demo import DemoState, stage_convert, stage_evaluate, stage_train
+
+    seen: dict = {}
+
+    def convert(corpus, store, **kw):
+        seen["convert"] = kw
+        return {"docs": 1, "pages": 1, "tokens": 16, "skips": 0, "pages_per_s": 1.0,
+                "wall_time_s": 1.0, "parts": 1,
+                "compression": {"visual_tokens_per_page": 16, "text_to_visual_tokens": 1.0,
+                                "chars_per_visual_token": 1.0}}
+
+    def train(cfg):
+        seen.setdefault("train", []).append(cfg)
+        return {"checkpoint": tmp_path / cfg.out, "evals": [], "eval": {}, "steps": 1,
+                "train_flops": 1.0}
+
+    class Stop(Exception):
+        pass
+
+    def make_runner(kind, model, **kw):
+        seen["runner"] = kw
+        raise Stop
+
+    monkeypatch.setattr(jobs.convert, "run_conversion", convert)
+    monkeypatch.setattr(vst.train, "train", train)
+    monkeypatch.setattr(eval.compare, "plot_bpb_vs_flops", lambda *a, **k: tmp_path / "p.png")
+    monkeypatch.setattr(eval.runners.factory, "make_runner", make_runner)
+    settings = DemoSettings(out=tmp_path, codec="mini", codec_mode="tiny", eval_samples=1,
+                            eval_chars=2000)
+    state = DemoState(settings, corpus=tmp_path / "c.jsonl", docs=[])
+    stage_convert(settings, state)
+    stage_train(settings, state)
+    state.docs = [type("Doc", (), {"text": "word " * 400})()]
+    with pytest.raises(Stop):
+        stage_evaluate(settings, state)
+    assert seen["convert"]["codec_mode"] == "tiny"
+    assert [cfg.codec_mode for cfg in seen["train"]] == ["tiny", "tiny"]
+    codec = seen["runner"]["codec"]
+    assert (codec.name, codec.mode, codec.n) == ("mini", "tiny", 16)

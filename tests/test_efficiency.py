@@ -17,13 +17,13 @@ class GridByteCodec(ByteCodec):
 
 
 def test_efficiency_report_fields(tmp_path):
-    from eval.efficiency import run_efficiency
+    from eval.efficiency import EfficiencyConfig, run_efficiency
 
     codec = GridByteCodec()
     res = run_efficiency(
         # long enough that the KV cache (~1 KiB per position) dwarfs malloc's background noise
-        tmp_path, [4096, 8192], codec=codec, flavour="debug", decode_steps=3, repeats=1,
-    )
+        EfficiencyConfig(out=tmp_path, lengths=[4096, 8192], flavour="debug", decode_steps=3,
+                         repeats=1), codec=codec)
     rows = res["rows"]
     assert [r["chars"] for r in rows] == [4096, 8192]
     for r in rows:
@@ -57,11 +57,12 @@ def test_efficiency_report_fields(tmp_path):
 
 def test_efficiency_with_real_renderer_and_mini_codec(tmp_path):
     from codec import load_codec
-    from eval.efficiency import run_efficiency
+    from eval.efficiency import EfficiencyConfig, run_efficiency
 
     codec = load_codec("mini", random_init=True)
-    res = run_efficiency(tmp_path, [3000], codec=codec, flavour="debug", decode_steps=2, repeats=1,
-                         encode=False, plots=False)
+    res = run_efficiency(EfficiencyConfig(out=tmp_path, lengths=[3000], flavour="debug",
+                                          decode_steps=2, repeats=1, encode=False, plots=False),
+                         codec=codec)
     (row,) = res["rows"]
     assert row["pages"] >= 1 and row["visual"] == row["pages"] * codec.n
     assert row["compression_vs_cl100k"] == pytest.approx(row["cl100k"] / row["visual"])

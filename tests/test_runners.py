@@ -328,15 +328,10 @@ def test_codec_reader_direct_mode(tmp_path):
 
 
 def cli_app():
-    import typer
+    """`vst eval`: the eval sub-app as the front door (jobs/cli.py) mounts it."""
+    import jobs.cli  # noqa: F401  (mounts run, lm-eval and efficiency on the eval app)
+    from eval.eval_cli import app
 
-    from eval.efficiency import efficiency
-    from eval.runners.cli import lm_eval_cmd, run
-
-    app = typer.Typer()
-    app.command("run")(run)
-    app.command("lm-eval")(lm_eval_cmd)
-    app.command("efficiency")(efficiency)
     return app
 
 
