@@ -156,7 +156,3 @@ def score_ruler(
     from eval.ruler import score_directory
 
     typer.echo(json.dumps(score_directory(pred_dir), indent=2))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

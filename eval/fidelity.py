@@ -287,7 +287,3 @@ def fidelity(
                       f"chrF {m['chrf']:.1f}, encode {m['encode_pages_per_s']:.1f} p/s, "
                       f"decode {m['decode_pages_per_s']:.1f} p/s")
     console.print(f"[green]report:[/green] {summary['report']}")
-
-
-if __name__ == "__main__":
-    typer.run(fidelity)

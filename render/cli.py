@@ -1,6 +1,6 @@
 """`vst render`: a text file or corpus -> page PNGs + pages.jsonl + the render config.
 
-Mounted by the root app as `vst render`; also `python -m render SOURCE --out DIR`.
+Mounted by the root app (jobs/cli.py) as `vst render`.
 """
 
 from __future__ import annotations
@@ -126,7 +126,3 @@ def render(
     if missing:
         typer.echo(f"warning: {len(missing)} characters had no glyph in any font "
                    f"(listed per page in pages.jsonl): {', '.join(sorted(missing)[:20])}")
-
-
-def main() -> None:
-    typer.run(render)

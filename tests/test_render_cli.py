@@ -1,4 +1,4 @@
-"""`vst render` / `python -m render` on small files the tests write themselves."""
+"""`vst render` on small files the tests write themselves."""
 
 from __future__ import annotations
 
@@ -74,9 +74,9 @@ def test_render_rejects_unknown_preset(tmp_path: Path) -> None:
 
 def test_python_dash_m_render(tmp_path: Path) -> None:
     source = tmp_path / "doc.txt"
-    source.write_text("hello from python -m render\n", encoding="utf-8")
+    source.write_text("hello from python -m jobs.cli render\n", encoding="utf-8")
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "render", str(source), "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "jobs.cli", "render", str(source), "--out", str(out)],
                           capture_output=True, text=True, cwd=Path(__file__).parents[1],
                           timeout=120)
     assert done.returncode == 0, done.stderr

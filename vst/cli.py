@@ -70,10 +70,3 @@ def torch_tensor(x):
     import torch
 
     return torch.as_tensor(x).float()
-
-
-app = typer.Typer(help="Visual-Symbolic Transformer commands.", no_args_is_help=True)
-app.command("generate")(generate)
-
-if __name__ == "__main__":
-    app()

@@ -52,8 +52,6 @@ class SyntheticSource:
         split: str = "train",
         seed: int = 0,
     ) -> None:
-        from vst.data import Window  # noqa: F401  (keeps this module importable alone)
-
         self.codec, self.grid, self.D = codec, codec.grid, codec.D
         docs = [
             d
