@@ -52,6 +52,12 @@ class Codec(abc.ABC):
         Runs without autograd; equal inputs give equal outputs.
         """
 
+    def encode_with_mask(self, pages: PageImages) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode` and a bool mask [B, n] of the real tokens: backends whose pages give a
+        variable number of tokens (n is None) right-pad and mark the padding False."""
+        tokens = self.encode(pages)
+        return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
     @abc.abstractmethod
     def decode(self, tokens: torch.Tensor, max_new_tokens: int | None = None) -> list[str]:
         """Greedy read-out: tokens [B, n, D] -> one string per page."""
@@ -107,6 +113,14 @@ class Codec(abc.ABC):
         out = self.line_nll(tokens, texts, which)
         return TextNLL(nll=out.nll.sum(1) * (self.n_lines / which.shape[1]),
                        n_bytes=utf8_bytes(texts))
+
+    def cost_key(self, texts: Sequence[str]) -> tuple[tuple, list[str]]:
+        """What the decoder's cost per page depends on, and the pages to measure it on
+        (vst.flops counts decoder-CE FLOPs once per key). Default: the mean page length in
+        buckets of 100 characters, measured on up to 4 of the pages."""
+        mean = sum(len(t) for t in texts) / len(texts)
+        step = max(1, len(texts) // 4)
+        return ("mean_chars", round(mean / 100) * 100), list(texts[::step][:4])
 
     # -- paging: a text as the pages this codec reads ------------------------------------
     def paginate(self, text: str) -> list:

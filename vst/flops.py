@@ -167,40 +167,11 @@ def count_text_nll_flops(codec, texts: Sequence[str], backward: bool = True,
 _PER_PAGE: dict[tuple, float] = {}
 
 
-def _mini_reader(codec) -> bool:
-    net = getattr(codec, "net", None)
-    return getattr(codec, "name", None) == "mini" and getattr(net, "reader", None) is not None
-
-
-def _cost_key(codec, texts: list[str]) -> tuple[tuple, list[str]]:
-    """(what the per-page cost depends on, the pages to measure it on).
-
-    Mini with its causal reader: every line of every page in a call is padded to the
-    longest line of the call, so a page costs the same for a given longest line L, and
-    one page that has it measures exactly. Mini with CTC: text-independent. Otherwise:
-    the mean page length, in buckets of 100 characters, measured on up to 4 pages.
-    """
-    if getattr(codec, "name", None) == "mini":
-        if not _mini_reader(codec):
-            return ("ctc",), texts[:1]
-        from codec.mini import vocab
-        from codec.mini.layout import text_bands
-
-        n_lines = codec.cfg.geometry.n_lines
-        longest = [max(len(vocab.encode(b)) for b in text_bands(t, codec.render_config,
-                                                                 n_lines, 1)) for t in texts]
-        i = max(range(len(texts)), key=longest.__getitem__)
-        return ("longest_line", longest[i]), [texts[i]]
-    mean = sum(len(t) for t in texts) / len(texts)
-    step = max(1, len(texts) // 4)
-    return ("mean_chars", round(mean / 100) * 100), texts[::step][:4]
-
-
 def per_page_flops(codec, texts: Sequence[str] | None = None, backward: bool = True,
                    lines: int | None = None) -> float:
     """The decoder's FLOPs for one page like `texts` (default: DEFAULT_PAGE_TEXT), cached."""
     texts = list(texts) if texts else [DEFAULT_PAGE_TEXT]
-    kind, probe = _cost_key(codec, texts)
+    kind, probe = codec.cost_key(texts)
     key = (id(codec), getattr(codec, "version", None), getattr(codec, "mode", None),
            backward, lines, kind)
     if key not in _PER_PAGE:

@@ -24,6 +24,7 @@ from codec.registry import register_codec
 from codec.mini.ctc import band_nll, best_path
 from codec.mini.layout import settle_line_ends, text_bands
 from codec.mini.model import Geometry, MiniConfig, MiniNet, to_ink
+from codec.mini import vocab
 from codec.mini.reader import line_nll
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -157,6 +158,18 @@ class MiniCodec(Codec):
         chosen = [bands[int(r) // L][int(r) % L] for r in rows]
         nll = line_nll(self.net.reader, cells, chosen).view(len(texts), k)
         return TextNLL(nll=nll, n_bytes=utf8_bytes(chosen).view(len(texts), k))
+
+    def cost_key(self, texts: Sequence[str]) -> tuple[tuple, list[str]]:
+        """With the causal reader every line of a call is padded to the call's longest line,
+        so a page costs the same for a given longest line: one page that has it measures
+        exactly. The CTC read-out's cost does not depend on the text."""
+        if self.net.reader is None:
+            return ("ctc",), list(texts[:1])
+        n_lines = self.cfg.geometry.n_lines
+        longest = [max(len(vocab.encode(b)) for b in text_bands(t, self.render_config,
+                                                                 n_lines, 1)) for t in texts]
+        i = max(range(len(texts)), key=longest.__getitem__)
+        return ("longest_line", longest[i]), [texts[i]]
 
     @cached_property
     def _typesetter(self):
