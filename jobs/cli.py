@@ -55,6 +55,7 @@ def _compare(cfg) -> dict:
 
 
 def _mount() -> None:
+    from codec.mini import configs as mini
     from data.corpus_build import corpus_build_command
     from data.demo import demo_corpus_command
     from eval.compare import CompareConfig
@@ -76,6 +77,12 @@ def _mount() -> None:
     corpus_app.command("demo")(demo_corpus_command)
     app.add_typer(corpus_app, name="corpus", help="Build corpora in The Pile's format.")
     app.command("render")(render)
+    codec_app = typer.Typer(no_args_is_help=True, help="Train the shipped `mini` codec.")
+    codec_app.command("train")(config_command(mini.CodecTrainConfig, mini.run_codec_train))
+    codec_app.command("train-reader")(config_command(mini.ReaderTrainConfig, mini.run_reader_train))
+    codec_app.command("card")(config_command(mini.CardConfig, mini.run_card))
+    app.add_typer(codec_app, name="codec", help="Train the shipped `mini` codec (stage 1: "
+                  "encoder + CTC read-out, stage 2: causal reader) and write its model card.")
     app.command("fidelity")(fidelity)
     app.command("convert")(convert)
     app.command("train")(config_command(TrainConfig, _train, doc=TRAIN_DOC))

@@ -259,8 +259,9 @@ def test_train_reader_runs_from_a_stage1_checkpoint(tmp_path):
     """Stage 2 end to end: a stage-1 (CTC) checkpoint gets a causal reader; the encoder and
     compressor stay bit-identical, so stores converted with stage 1 stay valid."""
     from codec.mini import MiniCodec
+    from codec.mini.configs import ReaderTrainConfig
     from codec.mini.train import save
-    from codec.mini.train_reader import main
+    from codec.mini.train_reader import train
 
     torch.manual_seed(0)
     cfg = get_preset("mini")
@@ -268,13 +269,16 @@ def test_train_reader_runs_from_a_stage1_checkpoint(tmp_path):
     save(stage1, cfg, tmp_path / "s1", {"training": {"command": "test"}})
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": TEXT * (i + 2)}) + "\n" for i in range(21)))
-    main(["--init", str(tmp_path / "s1"), "--out", str(tmp_path / "s2"), "--corpus", str(corpus),
-          "--workdir", str(tmp_path / "work"), "--modes", "small", "--steps", "3",
-          "--val-every", "3", "--val-pages", "1", "--workers", "0", "--dim", "16",
-          "--depth", "1", "--heads", "2", "--batch", "1", "--threads", "1"])
+    train(ReaderTrainConfig(init=str(tmp_path / "s1"), out=str(tmp_path / "s2"),
+                            corpus=str(corpus), workdir=str(tmp_path / "work"), modes="small",
+                            steps=3, val_every=3, val_pages=1, workers=0, dim=16, depth=1,
+                            heads=2, batch=1, threads=1))
     meta = json.loads((tmp_path / "s2" / "small.json").read_text())
     assert meta["model"]["reader"] == "causal" and meta["training"]["steps_done"] == 3
     assert meta["training"]["previous"] == {"command": "test"}
+    command = meta["training"]["command"]  # the run, as typed today (the flags it changed)
+    assert command.startswith("vst codec train-reader ") and "--steps 3" in command
+    assert meta["training"]["config"]["steps"] == 3 and meta["training"]["config"]["depth"] == 1
     codec1 = MiniCodec.from_pretrained("small", tmp_path / "s1")
     codec2 = MiniCodec.from_pretrained("small", tmp_path / "s2")
     assert codec2.net.reader is not None and codec1.net.reader is None

@@ -193,7 +193,7 @@ class MiniCodec(Codec):
         meta_path = root / f"{mode}.json"
         if not meta_path.exists():
             raise FileNotFoundError(f"no mini codec weights for mode {mode!r} in {root} "
-                                    f"(train them with `python -m codec.mini.train`)")
+                                    f"(train them with `vst codec train`)")
         meta = json.loads(meta_path.read_text())
         net = MiniNet(MiniConfig.from_dict(meta["model"]))
         net.load_state_dict({k: v.float() for k, v in

@@ -1,15 +1,18 @@
 """Write codec/mini/MODEL_CARD.md from the shipped weights' JSON and a fidelity run.
 
-    python -m codec.mini.card --fidelity runs/fidelity_mini/metrics.json [--demo runs/fidelity_demo/metrics.json]
+    vst codec card --fidelity runs/fidelity_mini/metrics.json \
+        [--demo runs/fidelity_demo/metrics.json] [--notes FILE]
+
+(flags: `CardConfig` in codec/mini/configs.py.)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from codec.mini import MODES, WEIGHTS_DIR
+from codec.mini.configs import CardConfig
 
 ROW = ("| {label} | {n} | {compression:.1f}x | {chars:.1f} | **{precision:.2%}** | {cer:.2%} | "
        "{chrf:.1f} | {bleu:.1f} | {rouge_l:.3f} | {exact_match:.0%} | {blind_precision:.1%} | "
@@ -54,6 +57,19 @@ tokens; greedy decoding reads every line of a batch at once with a KV cache.
 """
 
 
+# The commands the shipped weights' older records name, and today's equivalent (same flags).
+LEGACY_COMMANDS = {"python -m codec.mini.train_reader ": "vst codec train-reader ",
+                   "python -m codec.mini.train ": "vst codec train "}
+
+
+def current_command(command: str) -> str:
+    """A recorded training command as it is typed today (`vst codec ...`)."""
+    for old, new in LEGACY_COMMANDS.items():
+        if command.startswith(old):
+            return new + command[len(old):]
+    return command
+
+
 def stages(train: dict) -> list[dict]:
     """The chain of training runs behind a checkpoint, oldest first."""
     chain = []
@@ -93,18 +109,14 @@ def table(metrics: dict) -> str:
     return HEAD + "\n" + "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--fidelity", required=True, type=Path, help="metrics.json of held-out text")
-    p.add_argument("--demo", type=Path, default=None, help="metrics.json of demo-corpus text")
-    p.add_argument("--notes", type=Path, default=None, help="markdown appended at the end")
-    args = p.parse_args(argv)
+def write_card(args: CardConfig) -> Path:
+    """Write MODEL_CARD.md beside this module; its path."""
     metas = {m: json.loads((WEIGHTS_DIR / f"{m}.json").read_text()) for m in MODES}
     train = metas["small"]["training"]
     minutes = sum(st["minutes"] for st in stages(train))
     docs = next(st for st in reversed(stages(train)) if "train_docs" in st)
-    held = json.loads(args.fidelity.read_text())
-    plot = args.fidelity.parent / "precision_vs_compression.png"
+    held = json.loads(Path(args.fidelity).read_text())
+    plot = Path(args.fidelity).parent / "precision_vs_compression.png"
     if plot.exists():
         (Path(__file__).parent / "fidelity.png").write_bytes(plot.read_bytes())
     size = sum(f.stat().st_size for f in WEIGHTS_DIR.iterdir()) / 2**20
@@ -129,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         "from the previous stage's output):"),
         "",
         "```bash",
-        *[st["command"] for st in stages(train)],
+        *[current_command(st["command"]) for st in stages(train)],
         "```",
         "",
         "| stage | steps | minutes | validation greedy precision (tiny / small / base) |",
@@ -141,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         ("Validation pages come from demo-corpus documents held out of training (every 20th). "
         "Stages 1-2 ran before the synthetic-page generator capped lines at 72 characters "
         "(so that synthetic pages stop teaching the read-out that long lines wrap softly); "
-        "stages 3-4 used the current code. Stages 5-6 (`codec.mini.train_reader`) train "
+        "stages 3-4 used the current code. Stages 5-6 (`vst codec train-reader`) train "
         "only the causal character decoder (stage 6 adds structured synthetic pages: "
         "tables, aligned columns, quotes); the encoder, compressor and trunk are frozen, so "
         "the visual tokens are those of stage 4."),
@@ -163,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
     ]
     if args.demo:
-        demo = json.loads(args.demo.read_text())
+        demo = json.loads(Path(args.demo).read_text())
         out += [f"Demo corpus ({demo['source']}; mostly training text):", "", table(demo), ""]
     out += [
         ("Precision = mean over pages of max(0, 1 - Levenshtein(decoded, original) / "
@@ -173,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         "page type and model size; our pages are monospace renders from our own renderer."),
         "",
         ("Regenerate: `vst fidelity --out runs/fidelity_mini` then "
-        "`python -m codec.mini.card --fidelity runs/fidelity_mini/metrics.json [--notes FILE]`."),
+        "`vst codec card --fidelity runs/fidelity_mini/metrics.json [--notes FILE]`."),
         "",
     ]
     out += ["## Against the targets", "", against_targets(held), "",
@@ -185,9 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             ""]
     out.append(NOTES)
     if args.notes:
-        out.append(args.notes.read_text())
-    (Path(__file__).parent / "MODEL_CARD.md").write_text("\n".join(out) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+        out.append(Path(args.notes).read_text())
+    card = Path(__file__).parent / "MODEL_CARD.md"
+    card.write_text("\n".join(out) + "\n")
+    return card

@@ -1,7 +1,9 @@
 """Train the mini codec's modes jointly (one shared line encoder, one compressor and
 read-out per mode) on rendered demo-corpus pages, and write shippable weights.
 
-    python -m codec.mini.train --steps 3000 --out codec/mini/weights
+    vst codec train --steps 3000 --out codec/mini/weights
+
+(flags: `CodecTrainConfig` in codec/mini/configs.py; stage 2 is `vst codec train-reader`.)
 
 Seeded and single-process (plus one render worker); the loss is the CTC NLL per byte of
 every band of every page, and progress is tracked by GREEDY decoding precision on
@@ -10,7 +12,6 @@ validation pages (documents held out of training), next to the blind floor.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -21,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.mini import MODES, RENDER_PRESET, mode_config
+from codec.mini import RENDER_PRESET, mode_config
+from codec.mini.configs import CodecTrainConfig, MiniRunConfig, training_record
 from codec.mini.ctc import band_nll, best_path
 from codec.mini.data import PageSample, PageStream, bands_of, collate, render_pages
 from codec.mini.model import GlyphProbe, MiniNet, to_ink
@@ -153,7 +155,7 @@ class Run:
     val: list[PageSample]
 
 
-def start_run(args: argparse.Namespace) -> Run:
+def start_run(args: MiniRunConfig) -> Run:
     """Seeds, threads, the corpus split (every 20th document held out) and validation pages."""
     from render import get_preset
 
@@ -169,7 +171,7 @@ def start_run(args: argparse.Namespace) -> Run:
                render_pages(val_texts, render_config, args.val_pages))
 
 
-def page_loader(args: argparse.Namespace, run: Run, structured: float = 0.0):
+def page_loader(args: MiniRunConfig, run: Run, structured: float = 0.0):
     """Endless batches of rendered training pages (a list of PageSample per step)."""
     return torch.utils.data.DataLoader(
         PageStream(run.train_texts, run.render_config, seed=args.seed,
@@ -178,7 +180,7 @@ def page_loader(args: argparse.Namespace, run: Run, structured: float = 0.0):
         **({"prefetch_factor": 4} if args.workers else {}))
 
 
-def scheduled_batches(args: argparse.Namespace, opt: torch.optim.Optimizer, loader):
+def scheduled_batches(args: MiniRunConfig, opt: torch.optim.Optimizer, loader):
     """(step, pages, validate now?) for each step of the run, with the LR set for the step."""
     batches = iter(loader)
     for step in range(min(args.steps, args.stop_at or args.steps)):
@@ -207,7 +209,7 @@ def record_validation(log, bar, history: list[dict], step: int, t0: float, metri
                          for m, v in metrics.items()))
 
 
-def train(args: argparse.Namespace) -> dict:
+def train(args: CodecTrainConfig) -> dict:
     from tqdm import tqdm
 
     run = start_run(args)
@@ -268,66 +270,15 @@ def train(args: argparse.Namespace) -> dict:
     return {"minutes": (time.time() - t0) / 60, "history": history}
 
 
-def meta_of(args, history: list[dict], t0: float, train_texts: list, val_texts: list) -> dict:
+def meta_of(args: CodecTrainConfig, history: list[dict], t0: float, train_texts: list,
+            val_texts: list) -> dict:
     previous = None  # the training record of the checkpoint this run started from
     if args.init and (Path(args.init) / "small.json").exists():
         previous = json.loads((Path(args.init) / "small.json").read_text()).get("training")
-    return {"training": {"command": "python -m codec.mini.train " + " ".join(args.argv),
+    return {"training": {**training_record(args, "vst codec train"),
                          "init": args.init, "previous": previous,
                          "steps_done": history[-1]["step"] if history else 0, "steps": args.steps,
                          "batch": args.batch, "seed": args.seed,
                          "minutes": round((time.time() - t0) / 60, 1),
                          "corpus": args.corpus or "demo corpus", "train_docs": len(train_texts),
                          "val_docs": len(val_texts), "val": history[-1]["val"] if history else {}}}
-
-
-def add_run_arguments(p: argparse.ArgumentParser, steps: int) -> None:
-    """Arguments every mini training stage shares: data, schedule length, seeds, threads."""
-    p.add_argument("--workdir", default="runs/codec_mini")
-    p.add_argument("--corpus", default=None, help="corpus path (default: build the demo corpus)")
-    p.add_argument("--n-docs", type=int, default=100, help="demo-corpus documents to build")
-    p.add_argument("--modes", default=",".join(MODES))
-    p.add_argument("--steps", type=int, default=steps, help="length of the LR schedule")
-    p.add_argument("--stop-at", type=int, default=None, help="stop early, keeping the schedule")
-    p.add_argument("--batch", type=int, default=4, help="pages per step")
-    p.add_argument("--noise", type=float, default=0.05, help="token noise (sigma)")
-    p.add_argument("--drop", type=float, default=0.03, help="token dropout (null tokens)")
-    p.add_argument("--synthetic", type=float, default=0.25, help="share of random-word pages")
-    p.add_argument("--val-pages", type=int, default=16)
-    p.add_argument("--val-every", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--workers", type=int, default=1, help="render worker processes")
-
-
-def parse_with_argv(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    args = p.parse_args(argv)
-    args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
-    return args
-
-
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_run_arguments(p, steps=700)
-    p.add_argument("--out", default=str(Path(__file__).parent / "weights"))
-    p.add_argument("--init", default=None, help="start from the weights in this folder")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--dim", type=int, default=64, help="the size dial (encoder width)")
-    p.add_argument("--D", type=int, default=256, help="visual-token width")
-    p.add_argument("--noise-after", type=float, default=0.5,
-                   help="fraction of training before token noise starts")
-    p.add_argument("--aligned", type=float, default=1.0,
-                   help="weight of the layout-aligned CTC-path cross-entropy")
-    p.add_argument("--probe", type=float, default=1.0,
-                   help="weight of the glyph probe on the encoder's per-position codes")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False)
-    return parse_with_argv(p, argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    train(parse(argv))
-
-
-if __name__ == "__main__":
-    main()

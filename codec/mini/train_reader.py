@@ -1,10 +1,12 @@
 """Stage 2 of the mini codec: train its causal character decoder on top of frozen visual
 tokens, and write shippable weights.
 
-    python -m codec.mini.train_reader --steps 1500 --out codec/mini/weights
+    vst codec train-reader --steps 1500 --out codec/mini/weights
 
-Stage 1 (`python -m codec.mini.train`) trains the encoder, the token compressor and the
-read-out trunk (with a CTC head). Here the encoder and compressor are frozen: the visual
+(flags: `ReaderTrainConfig` in codec/mini/configs.py.)
+
+Stage 1 (`vst codec train`) trains the encoder, the token compressor and the read-out
+trunk (with a CTC head). Here the encoder and compressor are frozen: the visual
 tokens, and so every store converted with them, stay exactly as they were. Each mode gets
 a causal character transformer whose prefix is its tokens unfolded along each line (see
 codec/mini/reader.py); `--tune-trunk` also fine-tunes the unfolding. The loss is the
@@ -14,7 +16,6 @@ by GREEDY decoding precision on held-out documents, next to the blind floor.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
@@ -23,17 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.mini import WEIGHTS_DIR, decode_pages
+from codec.mini import decode_pages
+from codec.mini.configs import ReaderTrainConfig, training_record
 from codec.mini.data import PageSample, bands_of
 from codec.mini.model import MiniConfig, MiniNet
 from codec.mini.reader import line_nll
 from codec.mini.train import (
-    add_run_arguments,
     corrupt,
     ink_batch,
     optimizer_step,
     page_loader,
-    parse_with_argv,
     record_validation,
     save,
     scheduled_batches,
@@ -41,7 +41,7 @@ from codec.mini.train import (
 )
 
 
-def load_stage1(init: Path, mode: str, args: argparse.Namespace) -> tuple[MiniNet, dict]:
+def load_stage1(init: Path, mode: str, args: ReaderTrainConfig) -> tuple[MiniNet, dict]:
     """A stage-1 checkpoint with a fresh causal reader, or a stage-2 one to train further."""
     from safetensors.torch import load_file
 
@@ -91,7 +91,7 @@ def evaluate(nets: dict[str, MiniNet], val: list[PageSample], setter) -> dict[st
     return out
 
 
-def train(args: argparse.Namespace) -> dict:
+def train(args: ReaderTrainConfig) -> dict:
     from tqdm import tqdm
 
     from render.layout import Typesetter
@@ -145,9 +145,9 @@ def train(args: argparse.Namespace) -> dict:
     return {"minutes": (time.time() - t0) / 60, "history": history}
 
 
-def meta_of(args: argparse.Namespace, stage1: dict, history: list[dict], t0: float,
+def meta_of(args: ReaderTrainConfig, stage1: dict, history: list[dict], t0: float,
             docs: tuple[int, int]) -> dict:
-    return {"training": {"command": "python -m codec.mini.train_reader " + " ".join(args.argv),
+    return {"training": {**training_record(args, "vst codec train-reader"),
                          "stage": "causal reader (encoder and compressor frozen)",
                          "init": str(args.init), "previous": stage1.get("training"),
                          "steps_done": history[-1]["step"] if history else 0,
@@ -155,31 +155,3 @@ def meta_of(args: argparse.Namespace, stage1: dict, history: list[dict], t0: flo
                          "minutes": round((time.time() - t0) / 60, 1),
                          "corpus": args.corpus or "demo corpus", "train_docs": docs[0],
                          "val_docs": docs[1], "val": history[-1]["val"] if history else {}}}
-
-
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_run_arguments(p, steps=1500)
-    p.add_argument("--init", default=str(WEIGHTS_DIR),
-                   help="stage-1 weights folder (or a stage-2 one, to train its reader further)")
-    p.add_argument("--out", default=str(WEIGHTS_DIR))
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--dim", type=int, default=128, help="the reader's size dial (width)")
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--tune-trunk", action=argparse.BooleanOptionalAction, default=False,
-                   help="also fine-tune the read-out trunk that unfolds tokens into cells")
-    p.add_argument("--empty-lines", type=float, default=0.25,
-                   help="fraction of empty line slots (below the text) trained on")
-    p.add_argument("--structured", type=float, default=0.2,
-                   help="share of structured pages (tables, aligned columns, grammar lines)")
-    return parse_with_argv(p, argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    train(parse(argv))
-
-
-if __name__ == "__main__":
-    main()

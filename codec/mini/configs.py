@@ -1,0 +1,140 @@
+"""The mini codec's command-line configs: every flag of `vst codec train|train-reader|card`,
+declared once.
+
+Each dataclass is the command line (`jobs/cli.py` derives the commands from it: each
+field's comment is its --help) and what the run function receives; from Python,
+`train(CodecTrainConfig(steps=3, ...))`. The field names are the attributes the training
+code reads (`args.steps`, ...). `D` keeps its capital: the flag is `--D`, as before.
+
+    vst codec train --steps 3000 --out codec/mini/weights           # stage 1
+    vst codec train-reader --steps 1500 --out codec/mini/weights    # stage 2
+    vst codec card --fidelity runs/fidelity_mini/metrics.json       # MODEL_CARD.md
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from codec.mini import MODES, WEIGHTS_DIR
+
+
+@dataclass
+class MiniRunConfig:
+    """Arguments every mini training stage shares: data, schedule length, seeds, threads."""
+
+    workdir: str = "runs/codec_mini"  # demo corpus, validation pages and the training log
+    corpus: Optional[str] = None  # corpus path (default: build the demo corpus)
+    n_docs: int = 100  # demo-corpus documents to build
+    modes: str = ",".join(MODES)  # comma-separated modes to train
+    steps: int = 700  # length of the LR schedule
+    stop_at: Optional[int] = None  # stop early, keeping the schedule
+    batch: int = 4  # pages per step
+    noise: float = 0.05  # token noise (sigma)
+    drop: float = 0.03  # token dropout (null tokens)
+    synthetic: float = 0.25  # share of random-word pages
+    val_pages: int = 16  # held-out validation pages
+    val_every: int = 100  # validate (and write a checkpoint) every this many steps
+    seed: int = 0  # random seed
+    threads: int = 2  # torch CPU threads
+    workers: int = 1  # render worker processes
+
+
+@dataclass
+class CodecTrainConfig(MiniRunConfig):
+    """Stage 1 of the mini codec: train its modes jointly (one shared line encoder, one
+    compressor and read-out per mode) on rendered demo-corpus pages, and write shippable
+    weights."""
+
+    steps: int = 700  # length of the LR schedule
+    out: str = str(WEIGHTS_DIR)  # output weights folder
+    init: Optional[str] = None  # start from the weights in this folder
+    lr: float = 3e-3  # peak learning rate
+    warmup: int = 30  # warmup steps
+    dim: int = 64  # the size dial (encoder width)
+    D: int = 256  # visual-token width (flag: --D)
+    noise_after: float = 0.5  # fraction of training before token noise starts
+    aligned: float = 1.0  # weight of the layout-aligned CTC-path cross-entropy
+    probe: float = 1.0  # weight of the glyph probe on the encoder's per-position codes
+    bf16: bool = False  # bf16 autocast on CPU
+
+
+@dataclass
+class ReaderTrainConfig(MiniRunConfig):
+    """Stage 2 of the mini codec: train its causal character decoder on top of frozen
+    visual tokens (from a stage-1 checkpoint), and write shippable weights."""
+
+    steps: int = 1500  # length of the LR schedule
+    init: str = str(WEIGHTS_DIR)  # stage-1 weights folder (or a stage-2 one, to train its
+        # reader further)
+    out: str = str(WEIGHTS_DIR)  # output weights folder
+    lr: float = 2e-3  # peak learning rate
+    warmup: int = 50  # warmup steps
+    dim: int = 128  # the reader's size dial (width)
+    depth: int = 3  # reader layers
+    heads: int = 4  # reader attention heads
+    tune_trunk: bool = False  # also fine-tune the read-out trunk that unfolds tokens into cells
+    empty_lines: float = 0.25  # fraction of empty line slots (below the text) trained on
+    structured: float = 0.2  # share of structured pages (tables, aligned columns, grammar lines)
+
+
+@dataclass
+class CardConfig:
+    """Write codec/mini/MODEL_CARD.md from the shipped weights' JSON and a fidelity run."""
+
+    fidelity: Path  # metrics.json of held-out text
+    demo: Optional[Path] = None  # metrics.json of demo-corpus text
+    notes: Optional[Path] = None  # markdown appended at the end
+
+
+def command_line(cfg: Any, prog: str) -> str:
+    """The `vst codec ...` command that rebuilds `cfg`: `prog` and every flag whose value
+    differs from its default (`--x`/`--no-x` for booleans)."""
+    parts = [prog]
+    for f in dataclasses.fields(cfg):
+        if not f.metadata.get("cli", True):
+            continue
+        value = getattr(cfg, f.name)
+        default = (f.default if f.default is not dataclasses.MISSING
+                   else f.default_factory() if f.default_factory is not dataclasses.MISSING
+                   else dataclasses.MISSING)
+        if value == default or value is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            parts += [f"{flag} {shlex.quote(str(v))}" for v in value]
+        else:
+            parts.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(parts)
+
+
+def training_record(cfg: Any, prog: str) -> dict:
+    """What a checkpoint's JSON records of the run that wrote it: the command and the config."""
+    return {"command": command_line(cfg, prog),
+            "config": {k: (str(v) if isinstance(v, Path) else v)
+                       for k, v in dataclasses.asdict(cfg).items()}}
+
+
+# The run functions `vst codec ...` calls (heavy imports inside, so `vst --help` stays fast).
+
+def run_codec_train(cfg: CodecTrainConfig) -> dict:
+    from codec.mini.train import train
+
+    return train(cfg)
+
+
+def run_reader_train(cfg: ReaderTrainConfig) -> dict:
+    from codec.mini.train_reader import train
+
+    return train(cfg)
+
+
+def run_card(cfg: CardConfig) -> Path:
+    from codec.mini.card import write_card
+
+    return write_card(cfg)
