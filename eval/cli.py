@@ -4,6 +4,7 @@
     vst render FILE --out DIR         # text -> page images + pages.jsonl
     vst fidelity FILE --out DIR       # text -> render -> encode -> decode -> text report
     vst corpus build --out DIR        # local corpus from Debian doc packages (Pile format)
+    vst data info STORE               # corpus and store tools (demo, read, verify, ...)
     vst convert --corpus C --out S    # corpus -> visual-token store (Ray)
     vst speedrun --out DIR            # corpus -> store -> VST + text baselines -> comparison
     vst generate CKPT ...             # continue a document with a trained VST
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 import typer
 
-from data.corpus_build import corpus_build_command
-from data.demo import demo_corpus_command
+from data.cli import app as data_app
+from data.cli import demo_corpus_command
+from data.corpus.build import corpus_build_command
 from eval.demo import demo
 from eval.efficiency import efficiency
 from eval.eval_cli import app as eval_app
@@ -70,6 +72,7 @@ app.add_typer(eval_app, name="eval", help="Long-context benchmarks, runners and 
 corpus_app = typer.Typer(no_args_is_help=True, help="Build corpora in The Pile's format.")
 corpus_app.command("build")(corpus_build_command)
 app.add_typer(corpus_app, name="corpus", help="Build corpora in The Pile's format.")
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from data.corpus import split_of
 from data.store import (PartExistsError, Store, StoreCorruptError, StoreError, StoreMeta,
-                        StoreWriter, consolidate, create_store, part_status, remove_incomplete,
-                        verify_part, verify_store)
-from data.token_arrays import bf16_bits_to_f32, f32_to_bf16_bits
-from data.windows import WindowLoader, page_row_col, plan_windows, split_of
+                        StoreWriter, WindowLoader, bf16_bits_to_f32, consolidate, create_store,
+                        f32_to_bf16_bits, page_row_col, part_status, plan_windows,
+                        remove_incomplete, verify_part, verify_store)
 
 D = 8
 
@@ -332,7 +332,7 @@ def test_empty_part(tmp_path: Path) -> None:
         consolidate(root)
         store = Store(root)
         store.verify()
-        assert store.num_docs == 0 and len(store.windows(8, split="all")) == 0
+        assert store.num_docs == 0 and len(WindowLoader(store, 8, split="all")) == 0
 
 
 # ---------------------------------------------------------------- windows
@@ -472,7 +472,7 @@ def test_block_shuffle_decodes_each_chunk_about_once(tmp_path: Path) -> None:
 
 
 def test_block_shuffle_is_a_pure_function() -> None:
-    from data.windows import block_shuffle
+    from data.store import block_shuffle
 
     blocks = np.repeat([7, 3, 9, 1], [5, 1, 4, 6])
     first = block_shuffle(blocks, 2, np.random.default_rng([4, 0]))
