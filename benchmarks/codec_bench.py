@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from codec import load_codec
-    from data.demo import heldout_texts
+    from data.corpus import heldout_texts
     from render import paginate, rasterize
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -26,7 +26,7 @@ document (new ids) in `--reader-parts` parts, whose chunks are full (~8 MiB, 512
 whose decoded size is larger than the reader's chunk cache. Each order starts from a freshly
 opened store (cold cache; the OS page cache is warm), and is timed for `--reader-seconds`:
 reading order; a global shuffle (one permutation of all windows: what the trainer used to
-do); and the chunk-aware shuffle the trainer uses now (data.windows: chunks in a random
+do); and the chunk-aware shuffle the trainer uses now (data.store.windows: chunks in a random
 order, 8 at a time, windows shuffled among them).
 The mini codec is used with its shipped weights when they exist, else randomly initialised
 (same shapes, narrower encoder: encoding is then cheaper than with the trained weights);
@@ -79,7 +79,7 @@ def _calibrate(args: argparse.Namespace) -> None:
     os.sched_setaffinity(0, {args.calibrate_core})
     torch.set_num_threads(1)
     codec = build_codec(args.codec, **dict(json.loads(args.codec_options)))
-    from data.demo import demo_documents
+    from data.corpus import demo_documents
 
     texts = [d["text"] for d in demo_documents(16, args.max_chars, 0)]
     config = codec.render_config
@@ -304,7 +304,7 @@ def main() -> None:
     work = Path(args.work or work_ctx.name)
     work.mkdir(parents=True, exist_ok=True)
 
-    from data.demo import build_demo_corpus
+    from data.corpus import build_demo_corpus
 
     demo = build_demo_corpus(work / "demo", n_docs=args.docs, max_chars_per_doc=args.max_chars)
     corpus = work / "corpus"  # `--copies` files of the demo corpus: distinct ids, more pages

@@ -1,109 +1,105 @@
-"""Commands of the data package (plain argparse; the `vst` console script may wrap them).
+"""Commands of the two data layers, mounted by the `vst` entry point (jobs/cli.py).
 
-    python -m data.cli demo --out DIR            build the demo corpus
-    python -m data.cli read PATH [--skips F]     count documents, write the skip log
-    python -m data.cli consolidate ROOT          write manifest.json from complete parts
-    python -m data.cli verify ROOT [--part ID]   recompute checksums (exit 1 on corruption)
-    python -m data.cli info ROOT                 store metadata and totals
+    vst corpus build --out DIR            the 65 MB local corpus (data.corpus.build)
+    vst corpus demo --out DIR             the small demo corpus
+    vst corpus read PATH [--skips F]      count documents, write the skip log
+    vst store consolidate ROOT            write manifest.json from complete parts
+    vst store verify ROOT [--part ID]     recompute checksums (exit 1 on corruption)
+    vst store info ROOT                   store metadata and totals
+
+Heavy imports (pyarrow, zarr) stay inside the commands so that `vst --help` stays fast.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from data.corpus.build import corpus_build_command
+
+corpus_app = typer.Typer(name="corpus", no_args_is_help=True,
+                         help="Corpora in The Pile's format: build, demo, read.")
+store_app = typer.Typer(name="store", no_args_is_help=True,
+                        help="Visual-token stores: consolidate, verify, info.")
+corpus_app.command("build")(corpus_build_command)
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from data.demo import build_demo_corpus
+@corpus_app.command("demo")
+def demo_corpus_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
+    n_docs: Annotated[int, typer.Option(help="Documents to write.")] = 64,
+    max_chars: Annotated[int, typer.Option(help="Most characters a document.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of the module order.")] = 0,
+) -> None:
+    """Build the demo corpus (The Pile's format) from the standard library's pydoc."""
+    from data.corpus.demo import build_demo_corpus
 
-    print(build_demo_corpus(args.out, args.n_docs, args.max_chars, args.seed))
-    return 0
+    typer.echo(build_demo_corpus(out, n_docs, max_chars, seed))
 
 
-def _read(args: argparse.Namespace) -> int:
+@corpus_app.command("read")
+def read_command(
+    path: Annotated[Path, typer.Argument(help="Corpus file or directory.")],
+    text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
+    skips: Annotated[Optional[Path], typer.Option(
+        "--skips", help="Write the skip log here (JSONL).")] = None,
+    oversized: Annotated[str, typer.Option(
+        help="A document over max_chars: 'split' into parts or 'drop' it.")] = "split",
+) -> None:
+    """Stream a corpus; print counts of documents, characters, skips, repairs and splits."""
     from data.corpus import SkipLog, read_corpus
 
-    skips = SkipLog()
+    log = SkipLog()
     docs = chars = 0
-    for doc in read_corpus(args.path, text_field=args.text_field, skips=skips):
+    for doc in read_corpus(path, text_field=text_field, skips=log, oversized=oversized):
         docs += 1
         chars += len(doc.text)
-    print(json.dumps({"documents": docs, "characters": chars, "skipped": len(skips.skipped),
-                      "repaired": len(skips.repaired)}))
-    if args.skips:
-        skips.write_jsonl(args.skips)
-    return 0
+    typer.echo(json.dumps({"documents": docs, "characters": chars, "skipped": len(log.skipped),
+                           "repaired": len(log.repaired), "split": len(log.split)}))
+    if skips:
+        log.write_jsonl(skips)
 
 
-def _consolidate(args: argparse.Namespace) -> int:
+@store_app.command("consolidate")
+def consolidate_command(
+    root: Annotated[Path, typer.Argument(help="Store root.")],
+    verify: Annotated[bool, typer.Option("--verify", help="Verify each part first.")] = False,
+) -> None:
+    """Write manifest.json from the complete parts."""
     from data.store import consolidate
 
-    manifest = consolidate(args.root, verify=args.verify)
-    print(json.dumps({"totals": manifest["totals"], "incomplete": manifest["incomplete"]}))
-    return 0
+    manifest = consolidate(root, verify=verify)
+    typer.echo(json.dumps({"totals": manifest["totals"], "incomplete": manifest["incomplete"]}))
 
 
-def _verify(args: argparse.Namespace) -> int:
+@store_app.command("verify")
+def verify_command(
+    root: Annotated[Path, typer.Argument(help="Store root.")],
+    part: Annotated[Optional[str], typer.Option(
+        help="One part id (e.g. 7 or part-00007).")] = None,
+) -> None:
+    """Recompute checksums; exit 1 on corruption."""
     from data.store import StoreCorruptError, verify_part, verify_store
 
     try:
-        if args.part is not None:
-            verify_part(args.root, int(args.part) if args.part.isdigit() else args.part)
+        if part is not None:
+            verify_part(root, int(part) if part.isdigit() else part)
         else:
-            verify_store(args.root)
+            verify_store(root)
     except StoreCorruptError as err:
-        print(f"CORRUPT: {err}", file=sys.stderr)
-        return 1
-    print("ok")
-    return 0
+        typer.echo(f"CORRUPT: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("ok")
 
 
-def _info(args: argparse.Namespace) -> int:
+@store_app.command("info")
+def info_command(root: Annotated[Path, typer.Argument(help="Store root.")]) -> None:
+    """Store metadata and totals."""
     from data.store import Store
 
-    store = Store(args.root)
-    print(json.dumps({"meta": store.meta.to_json(), "totals": store.manifest["totals"],
-                      "parts": len(store.part_names)}, indent=1))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.cli", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    demo = commands.add_parser("demo", help="build the demo corpus")
-    demo.add_argument("--out", required=True, type=Path)
-    demo.add_argument("--n-docs", type=int, default=64)
-    demo.add_argument("--max-chars", type=int, default=20_000)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(run=_demo)
-
-    read = commands.add_parser("read", help="stream a corpus, count documents and skips")
-    read.add_argument("path", type=Path)
-    read.add_argument("--text-field", default="text")
-    read.add_argument("--skips", type=Path, help="write the skip log here (JSONL)")
-    read.set_defaults(run=_read)
-
-    cons = commands.add_parser("consolidate", help="write manifest.json")
-    cons.add_argument("root", type=Path)
-    cons.add_argument("--verify", action="store_true", help="verify each part first")
-    cons.set_defaults(run=_consolidate)
-
-    verify = commands.add_parser("verify", help="recompute checksums")
-    verify.add_argument("root", type=Path)
-    verify.add_argument("--part", help="one part id (e.g. 7 or part-00007)")
-    verify.set_defaults(run=_verify)
-
-    info = commands.add_parser("info", help="store metadata and totals")
-    info.add_argument("root", type=Path)
-    info.set_defaults(run=_info)
-
-    args = parser.parse_args(argv)
-    return args.run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    store = Store(root)
+    typer.echo(json.dumps({"meta": store.meta.to_json(), "totals": store.manifest["totals"],
+                           "parts": len(store.part_names)}, indent=1))

@@ -280,7 +280,7 @@ def plot_bpb_vs_flops(vst_evals: list[dict], text_evals: dict[str, list[dict]],
 
 
 def _train_docs(store, val_fraction: float, limit: int = 2000) -> list[str]:
-    from data.windows import split_of
+    from data.corpus import split_of
 
     return [d for d in store.doc_ids if split_of(d, val_fraction) == "train"][:limit]
 

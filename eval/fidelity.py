@@ -242,7 +242,7 @@ def write_report(out: Path, summary: dict, per_codec: dict, samples: int) -> Pat
 def load_texts(source: Path | None, max_docs: int | None = None) -> tuple[list[str], str]:
     """Texts of a corpus/text file (anything data.corpus reads), or the held-out topics."""
     if source is None:
-        from data.demo import heldout_texts
+        from data.corpus import heldout_texts
 
         # topics long enough to fill pages, so compression is measured on full pages
         return (heldout_texts(n=max_docs or 32, min_chars=2000, max_chars=12000),

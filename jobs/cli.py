@@ -3,12 +3,12 @@
     vst demo --out runs/demo          # the main job, end to end on the embedded default
     vst speedrun --out DIR            # corpus -> store -> VST + text baselines -> comparison
     vst corpus build --out DIR        # local corpus from Debian doc packages (Pile format)
-    vst corpus demo --out DIR         # the small demo corpus (Python's own docs)
+    vst corpus demo --out DIR         # the small demo corpus (Python's own docs); also read
     vst render FILE --out DIR         # text -> page images + pages.jsonl
     vst codec train|train-reader|card # the shipped `mini` codec: training and model card
     vst fidelity FILE --out DIR       # text -> render -> encode -> decode -> text report
     vst convert --corpus C --out S    # corpus -> visual-token store (Ray)
-    vst store info|verify|...  ROOT   # inspect and check a token store
+    vst store info|verify ROOT        # inspect and check a token store
     vst train --recipe learn ...      # train the VST or a text baseline (alias: vst-train)
     vst generate CKPT ...             # continue a document with a trained VST
     vst eval run|lm-eval|compare|...  # benchmarks, runners, efficiency, comparisons
@@ -56,8 +56,7 @@ def _compare(cfg) -> dict:
 
 def _mount() -> None:
     from codec.mini import configs as mini
-    from data.corpus_build import corpus_build_command
-    from data.demo import demo_corpus_command
+    from data.cli import corpus_app, store_app
     from eval.compare import CompareConfig
     from eval.efficiency import EfficiencyConfig, report
     from eval.eval_cli import app as eval_app
@@ -72,10 +71,7 @@ def _mount() -> None:
 
     app.command("demo")(demo_command())
     app.command("speedrun")(speedrun_command())
-    corpus_app = typer.Typer(no_args_is_help=True, help="Build corpora in The Pile's format.")
-    corpus_app.command("build")(corpus_build_command)
-    corpus_app.command("demo")(demo_corpus_command)
-    app.add_typer(corpus_app, name="corpus", help="Build corpora in The Pile's format.")
+    app.add_typer(corpus_app, name="corpus")
     app.command("render")(render)
     codec_app = typer.Typer(no_args_is_help=True, help="Train the shipped `mini` codec.")
     codec_app.command("train")(config_command(mini.CodecTrainConfig, mini.run_codec_train))
@@ -85,6 +81,7 @@ def _mount() -> None:
                   "encoder + CTC read-out, stage 2: causal reader) and write its model card.")
     app.command("fidelity")(fidelity)
     app.command("convert")(convert)
+    app.add_typer(store_app, name="store")
     app.command("train")(config_command(TrainConfig, _train, doc=TRAIN_DOC))
     app.command("generate")(generate)
     eval_app.command("run")(run)

@@ -325,8 +325,7 @@ class CodecWorker:
         import numpy as np
         import ray
 
-        from data.store import StoreMeta, StoreWriter, verify_part
-        from data.token_arrays import to_storage
+        from data.store import StoreMeta, StoreWriter, to_storage, verify_part
 
         t0, cpu0 = time.perf_counter(), time.process_time()
         out = Path(cfg.out)
@@ -937,8 +936,8 @@ def convert(
     layout: str = typer.Option("zarr", help="Store layout: zarr or npy (numpy memmap)."),
     dtype: str = typer.Option("float16", help="Stored token dtype: float16 or bfloat16."),
     text_field: str = typer.Option("text", help="Text field of JSONL / parquet records."),
-    max_chars: Optional[int] = typer.Option(None, help="Skip longer documents (default: "
-                                            "the reader's limit)."),
+    max_chars: Optional[int] = typer.Option(None, help="Cut longer documents into parts "
+                                            "(default: the reader's limit)."),
     max_retries: int = typer.Option(2, help="Retries of a failed part before giving up on it."),
     progress_every: float = typer.Option(5.0, help="Seconds between progress lines."),
     overwrite: bool = typer.Option(False, help="Delete --out first and start over."),

@@ -100,12 +100,10 @@ class DemoState:
 
 
 def stage_corpus(s: DemoSettings, state: DemoState) -> Section:
-    from data.demo import build_demo_corpus
+    from data.corpus import build_demo_corpus, read_corpus
 
     corpus = build_demo_corpus(s.out / "corpus", n_docs=s.n_docs,
                                max_chars_per_doc=s.max_chars_per_doc, seed=s.seed)
-    from data.corpus import read_corpus
-
     docs = list(read_corpus(corpus))
     state.corpus = corpus
     state.docs = docs
@@ -141,7 +139,7 @@ def stage_render(s: DemoSettings, state: DemoState) -> Section:
 
 
 def stage_fidelity(s: DemoSettings, state: DemoState) -> Section:
-    from data.demo import heldout_texts
+    from data.corpus import heldout_texts
     from eval.fidelity import run_fidelity
 
     # The shipped codec's whole curve (every mode); a user-named codec as configured.

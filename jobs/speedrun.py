@@ -59,7 +59,7 @@ def _log(msg: str) -> None:
 
 
 def stage_corpus(cfg: SpeedrunConfig, out: Path) -> dict:
-    from data.corpus_build import build_corpus
+    from data.corpus.build import build_corpus
 
     manifest = out / "corpus" / "manifest.json"
     if manifest.exists():

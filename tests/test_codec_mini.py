@@ -133,7 +133,7 @@ def test_shipped_weights_are_small_and_described():
 
 
 def test_shipped_default_reads_heldout_text():
-    from data.demo import heldout_texts
+    from data.corpus import heldout_texts
 
     codec = load_codec("mini")  # no arguments: default mode, offline
     texts = heldout_texts(n=3, min_chars=1500)
@@ -149,7 +149,7 @@ def test_shipped_default_reads_heldout_text():
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_every_shipped_mode_round_trips(mode):
-    from data.demo import heldout_texts
+    from data.corpus import heldout_texts
 
     codec = load_codec("mini", mode=mode)
     texts = heldout_texts(n=4, min_chars=1500)

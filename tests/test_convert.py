@@ -253,13 +253,13 @@ def hostile_corpus(root: Path) -> tuple[Path, set[str], set[str]]:
         json.dumps({"meta": {"x": 1}}).encode(),  # 7 no text field
         json.dumps({"text": 12345}).encode(),  # 8 text not a string
         json.dumps({"text": "bell\x07 nul\x00 esc\x1b and more " + good[1]}).encode(),  # 9 repaired
-        json.dumps({"text": "x" * 50_000}).encode(),  # 10 huge: over max_chars
+        json.dumps({"text": "x" * 50_000}).encode(),  # 10 huge: over max_chars, split
         json.dumps({"text": long_ok}).encode(),  # 11 long but fine
         b"",  # 12 blank line
         json.dumps({"text": "CJK \u4e2d\u6587 and emoji \U0001F600 " + good[2]}).encode(),  # 13
     ]
     (root / "mixed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    skipped = {f"mixed.jsonl:{i}" for i in (1, 2, 3, 4, 5, 6, 7, 8, 10, 12)}
+    skipped = {f"mixed.jsonl:{i}" for i in (1, 2, 3, 4, 5, 6, 7, 8, 12)}
     repaired = {"mixed.jsonl:9"}
     (root / "bad.txt").write_bytes(b"plain text \xff\xfe not utf-8")
     skipped.add("bad.txt")
@@ -272,6 +272,7 @@ def hostile_corpus(root: Path) -> tuple[Path, set[str], set[str]]:
 
 
 def test_hostile_corpus(ray_session, tmp_path):
+    from data.corpus import document_id
     from jobs.convert import run_conversion
 
     corpus, skipped, repaired = hostile_corpus(tmp_path / "hostile")
@@ -290,8 +291,11 @@ def test_hostile_corpus(ray_session, tmp_path):
     docs = source_docs(corpus, max_chars=20_000)
     assert {"mixed.jsonl:0", "mixed.jsonl:9", "mixed.jsonl:11", "mixed.jsonl:13"} <= set(docs)
     assert not skip_ids & set(docs)
+    # The oversized record is split into parts (recorded), not lost.
+    assert any(r["item"] == "mixed.jsonl:10" and r["action"] == "split" for r in records)
+    assert "".join(docs[f"mixed.jsonl:10#part-00{k}"] for k in range(3)) == "x" * 50_000
     # Nothing vanished silently: every record is either in the store or a recorded skip.
-    assert {f"mixed.jsonl:{i}" for i in range(14)} <= set(docs) | skip_ids
+    assert {f"mixed.jsonl:{i}" for i in range(14)} <= {document_id(d) for d in docs} | skip_ids
     check_round_trip(out, docs)
     assert summary["docs"] == len(docs)
     assert summary["skips"] == len([r for r in records if r["action"] == "skip"])

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data.corpus import (Document, SkipLog, build_demo_corpus, clean_text, heldout_texts,
-                         read_corpus, shard_plan)
-from data.demo import DEMO_FILE_NAME, PILE_SET_NAME, split_text
+                         read_corpus, shard_plan, split_of)
+from data.corpus.demo import DEMO_FILE_NAME, PILE_SET_NAME, split_text
 
 
 def pile_line(text: str, set_name: str = "Pile-CC") -> bytes:
@@ -95,7 +95,7 @@ def test_hostile_jsonl(tmp_path: Path) -> None:
     ]
     path = write_zst(tmp_path / "h.jsonl.zst", b"".join(lines))
     skips = SkipLog()
-    docs = list(read_corpus(path, max_chars=100, skips=skips))
+    docs = list(read_corpus(path, max_chars=100, oversized="drop", skips=skips))
     assert [d.id for d in docs] == ["h.jsonl.zst:0", "h.jsonl.zst:10", "h.jsonl.zst:12"]
     assert docs[1].text == "nul and bell kept\ttab\nnl\x0cff"
     by_item = {e.item: e.reason for e in skips.skipped}
@@ -123,9 +123,22 @@ def test_oversized_line_is_not_buffered(tmp_path: Path) -> None:
     path = tmp_path / "big.jsonl"
     path.write_bytes(pile_line("z" * (3 << 20)) + pile_line("small"))
     skips = SkipLog()
-    docs = list(read_corpus(path, max_chars=10, skips=skips))
+    docs = list(read_corpus(path, max_chars=10, oversized="drop", skips=skips))
     assert [d.text for d in docs] == ["small"]
     assert reasons(skips) == [reasons(skips)[0]] and "line longer than" in reasons(skips)[0]
+
+
+def test_split_mode_still_bounds_a_line(tmp_path: Path, monkeypatch) -> None:
+    # Splitting holds a document whole while cutting it: past MAX_SPLIT_BYTES it is skipped.
+    import data.corpus.reader as reader
+
+    monkeypatch.setattr(reader, "MAX_SPLIT_BYTES", 1 << 20)
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(pile_line("z" * (3 << 20)) + pile_line("w " * 400))
+    skips = SkipLog()
+    docs = list(read_corpus(path, max_chars=100, skips=skips))
+    assert "".join(d.text for d in docs) == "w " * 400 and len(docs) == 8
+    assert "line longer than" in reasons(skips)[0] and len(skips.split) == 1
 
 
 def test_txt_directory_and_hostile_txt(tmp_path: Path) -> None:
@@ -148,8 +161,62 @@ def test_single_txt_file_oversized(tmp_path: Path) -> None:
     path = tmp_path / "long.txt"
     path.write_text("w" * 500)
     skips = SkipLog()
-    assert list(read_corpus(path, max_chars=100, skips=skips)) == []
+    assert list(read_corpus(path, max_chars=100, oversized="drop", skips=skips)) == []
     assert reasons(skips)[0].startswith("oversized")
+
+
+def test_oversized_document_is_split_into_ordered_parts(tmp_path: Path) -> None:
+    # Regression: a document over max_chars used to be skipped and lost.
+    words = " ".join(f"word{i:04d}" for i in range(400))  # 3,599 chars, no line breaks
+    lines = "\n".join(f"line {i:03d} " + "x" * 40 for i in range(80))  # cut at line breaks
+    path = tmp_path / "o.jsonl"
+    path.write_bytes(pile_line("before") + pile_line(words, "ArXiv") + pile_line(lines)
+                     + pile_line("after"))
+    skips = SkipLog()
+    docs = list(read_corpus(path, max_chars=1000, skips=skips))
+    ids = [d.id for d in docs]
+    assert ids[0] == "o.jsonl:0" and ids[-1] == "o.jsonl:3"
+    for line_no, original in ((1, words), (2, lines)):
+        parts = [d for d in docs if d.meta.get("part_of") == f"o.jsonl:{line_no}"]
+        assert len(parts) > 1 and "".join(p.text for p in parts) == original
+        assert [p.meta["part_index"] for p in parts] == list(range(len(parts)))
+        assert all(p.meta["part_count"] == len(parts) for p in parts)
+        assert all(len(p.text) <= 1000 for p in parts)
+        assert len({p.id for p in parts}) == len(parts)  # unique ids for the store
+        # consecutive, in order, right after the previous record
+        assert ids.index(parts[0].id) == ids.index(parts[-1].id) - len(parts) + 1
+        # the train/val split is the document's, for every part and any fraction
+        for fraction in (0.3, 0.5, 0.7):
+            assert {split_of(p.id, fraction) for p in parts} == {
+                split_of(f"o.jsonl:{line_no}", fraction)}
+    word_parts = [d for d in docs if d.meta.get("part_of") == "o.jsonl:1"]
+    assert word_parts[0].meta["pile_set_name"] == "ArXiv"
+    assert all(p.text.endswith(" ") for p in word_parts[:-1])  # never cut mid-word
+    line_parts = [d for d in docs if d.meta.get("part_of") == "o.jsonl:2"]
+    assert all(p.text.endswith("\n") for p in line_parts[:-1])  # cut at line breaks
+    assert skips.skipped == []
+    assert [(e.item, e.action) for e in skips] == [("o.jsonl:1", "split"), ("o.jsonl:2", "split")]
+    assert all(e.reason.startswith("oversized") for e in skips)
+
+    drop = SkipLog()
+    kept = list(read_corpus(path, max_chars=1000, oversized="drop", skips=drop))
+    assert [d.id for d in kept] == ["o.jsonl:0", "o.jsonl:3"]
+    assert [(e.item, e.action) for e in drop] == [("o.jsonl:1", "skip"), ("o.jsonl:2", "skip")]
+    assert all(r.startswith("oversized") for r in reasons(drop))
+    with pytest.raises(ValueError, match="oversized"):
+        list(read_corpus(path, oversized="truncate"))
+
+
+def test_oversized_txt_and_parquet_are_split(tmp_path: Path) -> None:
+    (tmp_path / "long.txt").write_text("para\n" * 300)
+    pq.write_table(pa.table({"text": ["short", "p" * 2500]}), tmp_path / "t.parquet")
+    skips = SkipLog()
+    docs = list(read_corpus(tmp_path, max_chars=1000, skips=skips))
+    txt = [d for d in docs if d.meta.get("part_of") == "long.txt"]
+    assert "".join(d.text for d in txt) == "para\n" * 300 and len(txt) == 2
+    rows = [d for d in docs if d.meta.get("part_of") == "t.parquet:1"]
+    assert [len(d.text) for d in rows] == [1000, 1000, 500]  # no whitespace: hard cuts
+    assert len(skips.skipped) == 0 and len(skips) == 2
 
 
 def test_parquet_batches_and_hostile_rows(tmp_path: Path) -> None:
@@ -263,7 +330,7 @@ def test_shard_plan_gives_shards_files_not_the_whole_corpus() -> None:
 
 
 def test_a_shard_opens_only_its_own_files(tmp_path: Path, monkeypatch) -> None:
-    import data.corpus as corpus
+    import data.corpus.reader as corpus
 
     for f in range(6):
         write_zst(tmp_path / f"{f}.jsonl.zst", b"".join(pile_line(f"d{f}.{i}") for i in range(5)))
@@ -321,15 +388,21 @@ def test_split_text_bounds() -> None:
     assert "".join(pieces) == "line\n" * 100 + "x" * 50
 
 
-def test_cli_read_writes_skip_log(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from data.cli import main
+def test_cli_read_writes_skip_log(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
 
     path = tmp_path / "c.jsonl"
     path.write_bytes(pile_line("fine") + b"{broken\n")
-    assert main(["read", str(path), "--skips", str(tmp_path / "skips.jsonl")]) == 0
-    assert json.loads(capsys.readouterr().out)["documents"] == 1
+    res = CliRunner().invoke(app, ["corpus", "read", str(path), "--skips",
+                                   str(tmp_path / "skips.jsonl")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["documents"] == 1
     assert "invalid JSON" in (tmp_path / "skips.jsonl").read_text()
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--n-docs", "3"]) == 0
+    res = CliRunner().invoke(app, ["corpus", "demo", "--out", str(tmp_path / "demo"),
+                                   "--n-docs", "3"])
+    assert res.exit_code == 0, res.output
     assert (tmp_path / "demo" / DEMO_FILE_NAME).exists()
 
 
@@ -337,11 +410,11 @@ def test_typer_demo_command(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from data.demo import demo_corpus_command
+    from data.cli import demo_corpus_command
 
     app = typer.Typer()
-    app.command("demo-corpus")(demo_corpus_command)
+    app.command("demo")(demo_corpus_command)
     app.command("other")(lambda: None)  # two commands, so typer keeps the subcommand name
-    result = CliRunner().invoke(app, ["demo-corpus", "--out", str(tmp_path), "--n-docs", "2"])
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--n-docs", "2"])
     assert result.exit_code == 0, result.output
     assert len(list(read_corpus(tmp_path / DEMO_FILE_NAME))) == 2

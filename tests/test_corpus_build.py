@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from data.corpus import read_corpus
-from data.corpus_build import HELDOUT_FILE, TRAIN_FILE, build_corpus
-from data.corpus_text import html_to_text, is_translation, normalise, pod_to_text, split_parts
-from data.windows import split_of
+from data.corpus import read_corpus, split_of
+from data.corpus.build import HELDOUT_FILE, TRAIN_FILE, build_corpus
+from data.corpus.text import html_to_text, is_translation, normalise, pod_to_text, split_parts
 
 WORDS = ("the kernel schedules every task on a runqueue and the scheduler picks which one "
          "runs next while interrupts and timers keep the clock moving forward ").split()

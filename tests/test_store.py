@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from data.corpus import split_of
 from data.store import (PartExistsError, Store, StoreCorruptError, StoreError, StoreMeta,
-                        StoreWriter, consolidate, create_store, part_status, remove_incomplete,
-                        verify_part, verify_store)
-from data.token_arrays import bf16_bits_to_f32, f32_to_bf16_bits
-from data.windows import WindowLoader, page_row_col, plan_windows, split_of
+                        StoreWriter, WindowLoader, bf16_bits_to_f32, consolidate, create_store,
+                        f32_to_bf16_bits, page_row_col, part_status, plan_windows,
+                        remove_incomplete, verify_part, verify_store)
 
 D = 8
 
@@ -332,7 +332,7 @@ def test_empty_part(tmp_path: Path) -> None:
         consolidate(root)
         store = Store(root)
         store.verify()
-        assert store.num_docs == 0 and len(store.windows(8, split="all")) == 0
+        assert store.num_docs == 0 and len(WindowLoader(store, 8, split="all")) == 0
 
 
 # ---------------------------------------------------------------- windows
@@ -472,7 +472,7 @@ def test_block_shuffle_decodes_each_chunk_about_once(tmp_path: Path) -> None:
 
 
 def test_block_shuffle_is_a_pure_function() -> None:
-    from data.windows import block_shuffle
+    from data.store import block_shuffle
 
     blocks = np.repeat([7, 3, 9, 1], [5, 1, 4, 6])
     first = block_shuffle(blocks, 2, np.random.default_rng([4, 0]))
@@ -516,18 +516,23 @@ def test_page_row_col() -> None:
                                   [-1, -1, -1]]
 
 
-def test_cli_verify_and_info(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from data.cli import main
+def test_cli_verify_and_info(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    def vst(*args: str):
+        return CliRunner().invoke(app, ["store", *args])
 
     write_store(tmp_path, make_meta("npy"), [3, 3])
-    assert main(["consolidate", str(tmp_path), "--verify"]) == 0
-    assert main(["verify", str(tmp_path)]) == 0
-    assert main(["info", str(tmp_path)]) == 0
-    assert '"docs": 6' in capsys.readouterr().out
+    assert vst("consolidate", str(tmp_path), "--verify").exit_code == 0
+    assert vst("verify", str(tmp_path)).exit_code == 0
+    info = vst("info", str(tmp_path))
+    assert info.exit_code == 0 and '"docs": 6' in info.stdout
     flip_byte(tmp_path / "parts/part-00001/tokens.npy", 300)
-    assert main(["verify", str(tmp_path), "--part", "0"]) == 0
-    assert main(["verify", str(tmp_path), "--part", "1"]) == 1
-    assert "CORRUPT: part-00001" in capsys.readouterr().err
+    assert vst("verify", str(tmp_path), "--part", "0").exit_code == 0
+    bad = vst("verify", str(tmp_path), "--part", "1")
+    assert bad.exit_code == 1 and "CORRUPT: part-00001" in bad.stderr
 
 
 @given(counts=st.lists(st.integers(1, 20), max_size=30), T=st.integers(1, 40))

@@ -398,7 +398,7 @@ def test_vst_trains_on_a_rendered_store_of_the_mini_codec(tmp_path):
     import numpy as np
 
     from codec import load_codec
-    from data.demo import demo_documents
+    from data.corpus import demo_documents
     from data.store import StoreMeta, StoreWriter, consolidate
     from render import render_text
 

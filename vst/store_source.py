@@ -1,10 +1,10 @@
-"""Windows from the visual-token store (`data.store` + `data.windows`) as VST windows.
+"""Windows from the visual-token store (`data.store`: `Store` + `WindowLoader`) as VST windows.
 
 The store's reader cuts one document per window, whole pages, padded at the document's
 end; its split holds out documents by a hash of their id. `window(index)` is window `index`
 in store order; `epoch_order(seed, epoch)` is the reader's I/O-aware shuffle (chunks of the
 store in a random order, a few at a time, windows shuffled among them: see
-`data.windows`), which `vst.data.Loader` follows. The DDP split is the Loader's, and the
+`data.store.windows`), which `vst.data.Loader` follows. The DDP split is the Loader's, and the
 data position stays one integer.
 """
 
@@ -27,8 +27,7 @@ class StoreSource:
         shuffle: str = "blocks",
         shuffle_buffer: int | None = None,
     ) -> None:
-        from data.store import Store
-        from data.windows import DEFAULT_SHUFFLE_BUFFER, WindowLoader
+        from data.store import DEFAULT_SHUFFLE_BUFFER, Store, WindowLoader
 
         self.store = Store(root)
         meta = self.store.meta
@@ -49,7 +48,7 @@ class StoreSource:
         return len(self.loader)
 
     def epoch_order(self, seed: int, epoch: int) -> np.ndarray:
-        """Window indices in the order epoch `epoch` visits them (see data.windows)."""
+        """Window indices in the order epoch `epoch` visits them (see data.store.windows)."""
         return self.loader.epoch_order(epoch, seed)
 
     def window(self, index: int) -> Window:

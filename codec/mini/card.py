@@ -159,8 +159,8 @@ def write_card(args: CardConfig) -> Path:
         "the visual tokens are those of stage 4."),
         "",
         (f"Data: the local demo corpus (pydoc of {docs['train_docs']} + {docs['val_docs']} "
-        "held-out standard-library documents, built by `data.demo`) rendered on the fly from "
-        "random starting lines, plus 25% synthetic pages. Batch "
+        "held-out standard-library documents, built by `data.corpus.demo`) rendered on the fly "
+        "from random starting lines, plus 25% synthetic pages. Batch "
         f"{train['batch']} pages per step, {minutes:.0f} minutes in all on a shared 2-core CPU (the "
         "machine was shared with other jobs; step times varied 5x)."),
         "",

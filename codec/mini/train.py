@@ -31,8 +31,7 @@ from codec.mini.model import GlyphProbe, MiniNet, to_ink
 
 def load_texts(corpus: str | None, workdir: Path, n_docs: int) -> list[str]:
     """Documents of the corpus; by default the demo corpus, built locally if absent."""
-    from data.corpus import read_corpus
-    from data.demo import build_demo_corpus
+    from data.corpus import build_demo_corpus, read_corpus
 
     path = Path(corpus) if corpus else workdir / "demo.jsonl.zst"
     if corpus is None and not path.exists():

@@ -5,21 +5,19 @@ sorted list of modules. Held-out text (for codec evaluation) comes from a differ
 the language-reference topics in ``pydoc_data.topics``. Nothing is downloaded and the repo
 commits no third-party text. Output is deterministic for a given Python build.
 
-    python -m data.demo --out DIR [--n-docs 64] [--max-chars 20000] [--seed 0]
+    vst corpus demo --out DIR [--n-docs 64] [--max-chars 20000] [--seed 0]
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib
 import json
 import random
 import re
 from pathlib import Path
-from typing import Annotated, Iterator
+from typing import Iterator
 
-import typer
 import zstandard
 
 PILE_SET_NAME = "PythonStdlibDocs"
@@ -120,28 +118,3 @@ def heldout_texts(n: int = 32, min_chars: int = 400, max_chars: int = 4000,
     if n > len(candidates):
         raise ValueError(f"only {len(candidates)} held-out topics have >= {min_chars} chars")
     return [split_text(text, max_chars)[0].rstrip() for text in candidates[:n]]
-
-
-def demo_corpus_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
-    n_docs: Annotated[int, typer.Option(help="Documents to write.")] = 64,
-    max_chars: Annotated[int, typer.Option(help="Most characters a document.")] = 20_000,
-    seed: Annotated[int, typer.Option(help="Seed of the module order.")] = 0,
-) -> None:
-    """Build the demo corpus (The Pile's format) from the standard library's pydoc."""
-    typer.echo(build_demo_corpus(out, n_docs, max_chars, seed))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the demo corpus (The Pile's format).")
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--n-docs", type=int, default=64)
-    parser.add_argument("--max-chars", type=int, default=20_000, help="max characters a doc")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    path = build_demo_corpus(args.out, args.n_docs, args.max_chars, args.seed)
-    print(path)
-
-
-if __name__ == "__main__":
-    main()

@@ -30,23 +30,16 @@ shuffle, shuffle_buffer, cursor), so a trainer resumes exactly by saving one int
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from data.store import Store
+from data.store.reader import Store
 
 SPLITS = ("train", "val", "all")
 SHUFFLES = ("blocks", "full", "none")
 DEFAULT_SHUFFLE_BUFFER = 8  # stored chunks (~8 MiB each) whose windows are shuffled together
-
-
-def split_of(doc_id: str, val_fraction: float = 0.05) -> str:
-    """"val" for a stable ``val_fraction`` of documents (by a hash of the id), else "train"."""
-    digest = hashlib.sha256(doc_id.encode("utf-8", "surrogatepass")).digest()
-    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
 
 
 @dataclass

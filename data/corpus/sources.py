@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from data.corpus_text import (MAX_LINK_SHARE, html_to_text, is_translation, logical_name,
+from data.corpus.demo import module_doc_text
+from data.corpus.text import (MAX_LINK_SHARE, html_to_text, is_translation, logical_name,
                               path_filter, pod_to_text, read_text_file, rst_link_share,
                               suffix_of)
 
@@ -220,8 +221,6 @@ def scrub(text: str, pairs: list[tuple[str, str]]) -> str:
 
 def read_pydoc(root: Path | None, modules: list[str] | None = None) -> Iterator[Candidate]:
     """pydoc of each module, machine-specific values (environment, paths) replaced."""
-    from data.demo import module_doc_text
-
     pairs = machine_values()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -13,7 +13,7 @@ import zlib
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 
-from data.corpus import clean_text
+from data.corpus.reader import clean_text
 
 MIN_CHARS = 500  # shorter documents are dropped as "tiny"
 MAX_PART_CHARS = 200_000  # longer documents become consecutive parts of at most this many

@@ -1,14 +1,14 @@
 """Build a local corpus of real size (The Pile's format) from Debian documentation packages.
 
     vst corpus build --out DIR [--sources a,b] [--heldout-source debian-reference]
-    python -m data.corpus_build --out DIR ...
+    vst corpus build --out DIR ...
 
 Writes ``DIR/train.jsonl.zst`` (every document of every source but the held-out one),
 ``DIR/heldout_source.jsonl.zst`` (the held-out source, which training never sees) and
 ``DIR/manifest.json``. Records: ``{"text", "meta": {"pile_set_name", "licence", "path",
 "id", "split"}}``. The held-out *documents* of the training file are those whose store id
 ``train.jsonl.zst:<line>`` (what ``data.corpus.read_corpus`` and therefore the visual-token
-store call a record of that file) has ``data.windows.split_of(id, val_fraction) == "val"``;
+store call a record of that file) has ``data.corpus.split_of(id, val_fraction) == "val"``;
 ``meta.split`` spells it out. Convert ``DIR/train.jsonl.zst`` (the file, not ``DIR``) so the
 store's ids are exactly these. The output is byte-identical for the same installed files.
 """
@@ -25,9 +25,9 @@ from typing import Annotated, Optional
 import typer
 import zstandard
 
-from data.corpus_sources import SOURCE_NAMES, resolve_root, source_by_name
-from data.corpus_text import MAX_PART_CHARS, content_filter, normalise, split_parts
-from data.windows import split_of
+from data.corpus.sources import SOURCE_NAMES, resolve_root, source_by_name
+from data.corpus.splits import split_of
+from data.corpus.text import MAX_PART_CHARS, content_filter, normalise, split_parts
 
 TRAIN_FILE = "train.jsonl.zst"
 HELDOUT_FILE = "heldout_source.jsonl.zst"
@@ -236,7 +236,7 @@ def _manifest(names, reports, files, heldout_source, val_fraction, max_chars, ma
         "heldout_source": heldout_source,
         "val_fraction": val_fraction,
         "split_rule": (f"record at 0-based line N of {TRAIN_FILE} is held out (val) iff "
-                       f"data.windows.split_of('{TRAIN_FILE}:N', {val_fraction}) == 'val'; "
+                       f"data.corpus.split_of('{TRAIN_FILE}:N', {val_fraction}) == 'val'; "
                        f"that is the id data.corpus.read_corpus and the store give it when "
                        f"{TRAIN_FILE} itself is converted. Source {heldout_source!r} is "
                        f"wholly in {HELDOUT_FILE}."),
@@ -278,7 +278,7 @@ def corpus_build_command(
         help="Source written to heldout_source.jsonl.zst that training never sees; '' for "
              "none.")] = DEFAULT_HELDOUT,
     val_fraction: Annotated[float, typer.Option(
-        help="Share of training-file records held out by data.windows.split_of.")
+        help="Share of training-file records held out by data.corpus.split_of.")
     ] = DEFAULT_VAL_FRACTION,
     max_chars_per_source: Annotated[Optional[int], typer.Option(
         help="Stop a source after this many characters.")] = None,
@@ -320,11 +320,3 @@ def corpus_build_command(
         typer.echo(f"missing sources; install with: apt-get install -y {' '.join(missing)}")
     typer.echo(f"wrote {Path(out) / TRAIN_FILE}, {Path(out) / HELDOUT_FILE}, "
                f"{Path(out) / MANIFEST_FILE}")
-
-
-def main() -> None:
-    typer.run(corpus_build_command)
-
-
-if __name__ == "__main__":
-    main()

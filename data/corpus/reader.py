@@ -13,8 +13,16 @@ Policy for bad input (nothing raises, nothing is dropped without a record in the
   NUL included: **removed**, recorded as a repair with the count. Form feed stays: it is a
   common page-break marker in real corpora.
 - empty or whitespace-only documents (after repair): skipped.
-- documents longer than ``max_chars`` characters: skipped (a JSONL line too long to possibly
-  hold a document within the limit is skipped without being parsed or fully buffered).
+- documents longer than ``max_chars`` characters (``oversized``):
+  ``"split"`` (the default): cut into consecutive parts of at most ``max_chars`` (after a line
+  break near the limit, else after a space, else hard), each a Document with id
+  ``<id>#part-<k>`` and meta ``part_of``, ``part_index``, ``part_count``; the split is recorded
+  with action "split". A part id has its document's train/val split (``splits.split_of``), so
+  a document is never spread over both. Whitespace-only parts (a long run of blanks cut hard)
+  are left out and counted in the record. Only a JSONL line or .txt file over
+  ``MAX_SPLIT_BYTES`` (1 GiB) is still skipped, unparsed, so that memory stays bounded.
+  ``"drop"``: skipped (a JSONL line too long to possibly hold a document within the limit is
+  skipped without being parsed or fully buffered).
 - a truncated / corrupt compressed stream or parquet file: the rest of that file is skipped
   with one record naming the last good record.
 
@@ -48,6 +56,8 @@ from typing import Any, Iterator
 
 import zstandard
 
+from data.corpus.splits import part_id
+
 DEFAULT_MAX_CHARS = 2_000_000
 PARQUET_BATCH_ROWS = 1024
 # A JSON string escapes one character into at most 12 bytes (a \uXXXX\uXXXX pair).
@@ -56,6 +66,10 @@ _LINE_SLACK_BYTES = 1 << 20
 _READ_BLOCK = 1 << 20
 
 SUFFIXES = (".jsonl.zst", ".jsonl", ".parquet", ".txt")
+OVERSIZED = ("split", "drop")  # what read_corpus does with a document over max_chars
+# Largest JSONL line / .txt file read when oversized documents are split: a document is held
+# whole while it is cut, so this bounds the reader's memory (a few times this, as str).
+MAX_SPLIT_BYTES = 1 << 30
 
 # C0 controls except \t \n \f \r; DEL; C1 controls.
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
@@ -75,7 +89,7 @@ class Skip:
     source: str
     item: str
     reason: str
-    action: str = "skip"  # "skip" or "repair" here; later stages add e.g. "report"
+    action: str = "skip"  # "skip", "repair" or "split" here; later stages add e.g. "report"
 
 
 class SkipLog:
@@ -103,6 +117,11 @@ class SkipLog:
     @property
     def repaired(self) -> list[Skip]:
         return [e for e in self.entries if e.action == "repair"]
+
+    @property
+    def split(self) -> list[Skip]:
+        """Oversized documents that were cut into parts (nothing lost)."""
+        return [e for e in self.entries if e.action == "split"]
 
     def counts(self) -> Counter:
         """Counts by (action, reason kind), the reason cut at its first ':'."""
@@ -161,6 +180,29 @@ def corpus_files(path: str | Path) -> list[tuple[str, int, bool]]:
              corpus_suffix(f) not in (None, ".txt")) for f in _files(path)]
 
 
+def split_oversized(text: str, max_chars: int) -> list[str]:
+    """Consecutive pieces of at most ``max_chars`` whose concatenation is ``text``.
+
+    A cut falls after the last line break in the last fifth of the window, else after the
+    last space or tab there, else at ``max_chars`` (text without blanks, e.g. base64), so
+    that words and usually lines stay whole on one side of the cut.
+    """
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > max_chars:
+        end = start + max_chars
+        low = end - max(1, max_chars // 5)
+        cut = text.rfind("\n", low, end) + 1
+        if cut == 0:
+            cut = max(text.rfind(" ", low, end), text.rfind("\t", low, end)) + 1
+        if cut == 0:
+            cut = end
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
 def clean_text(text: str) -> tuple[str, int]:
     """Remove control characters (see module docstring); returns the text and how many went."""
     cleaned, removed = _CONTROL_CHARS.subn("", text)
@@ -171,12 +213,15 @@ class _Context:
     """Per-call settings shared by the readers."""
 
     def __init__(self, text_field: str, shard_index: int, num_shards: int,
-                 max_chars: int | None, skips: SkipLog | None) -> None:
+                 max_chars: int | None, skips: SkipLog | None, oversized: str = "split") -> None:
         if num_shards < 1 or not 0 <= shard_index < num_shards:
             raise ValueError(f"need 0 <= shard_index < num_shards, got {shard_index}/{num_shards}")
         if max_chars is not None and max_chars < 1:
             raise ValueError(f"max_chars must be positive or None, got {max_chars}")
+        if oversized not in OVERSIZED:
+            raise ValueError(f"oversized must be one of {OVERSIZED}, got {oversized!r}")
         self.text_field = text_field
+        self.oversized = oversized
         self.max_chars = max_chars
         self.skips = skips if skips is not None else SkipLog()
         self.slices: FileSlices = (1, frozenset({0}))  # of the file being read
@@ -193,35 +238,58 @@ class _Context:
     def skip(self, source: str, item: str, reason: str) -> None:
         self.skips.add(source, item, reason)
 
-    def make_document(self, source: str, doc_id: str, text: Any, meta: dict) -> Document | None:
-        """Validate and repair one text; None (with a recorded skip) when it is unusable."""
+    def byte_limit(self, per_char: int, slack: int = 0) -> int | None:
+        """Most bytes of one record read before it is skipped unparsed: what could hold
+        ``max_chars`` characters, or at least MAX_SPLIT_BYTES when oversized ones are split."""
+        if self.max_chars is None:
+            return None
+        limit = self.max_chars * per_char + slack
+        return max(limit, MAX_SPLIT_BYTES) if self.oversized == "split" else limit
+
+    def make_documents(self, source: str, doc_id: str, text: Any, meta: dict) -> list[Document]:
+        """Validate and repair one text: one Document, several parts of an oversized one
+        (``oversized="split"``), or none (with a recorded skip) when it is unusable."""
         if text is None:
             self.skip(source, doc_id, f"missing text field {self.text_field!r}")
-            return None
+            return []
         if isinstance(text, (bytes, bytearray)):
             try:
                 text = bytes(text).decode("utf-8")
             except UnicodeDecodeError as err:
                 self.skip(source, doc_id, f"invalid UTF-8: byte {err.start}: {err.reason}")
-                return None
+                return []
         if not isinstance(text, str):
             self.skip(source, doc_id, f"text field is {type(text).__name__}, not a string")
-            return None
+            return []
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as err:
             self.skip(source, doc_id, f"invalid Unicode: lone surrogate at char {err.start}")
-            return None
+            return []
         text, removed = clean_text(text)
         if not text.strip():
             self.skip(source, doc_id, "empty document")
-            return None
-        if self.max_chars is not None and len(text) > self.max_chars:
-            self.skip(source, doc_id, f"oversized: {len(text)} chars > max_chars={self.max_chars}")
-            return None
+            return []
         if removed:
             self.skips.add(source, doc_id, f"control characters: removed {removed}", "repair")
-        return Document(doc_id, text, meta)
+        if self.max_chars is None or len(text) <= self.max_chars:
+            return [Document(doc_id, text, meta)]
+        reason = f"oversized: {len(text)} chars > max_chars={self.max_chars}"
+        if self.oversized == "drop":
+            self.skip(source, doc_id, reason)
+            return []
+        return self._split(source, doc_id, text, meta, reason)
+
+    def _split(self, source: str, doc_id: str, text: str, meta: dict,
+               reason: str) -> list[Document]:
+        pieces = split_oversized(text, self.max_chars)
+        kept = [piece for piece in pieces if piece.strip()]
+        blank = len(pieces) - len(kept)
+        note = f"; {blank} whitespace-only parts left out" if blank else ""
+        self.skips.add(source, doc_id, f"{reason}; split into {len(kept)} parts{note}", "split")
+        return [Document(part_id(doc_id, k), piece,
+                         {**meta, "part_of": doc_id, "part_index": k, "part_count": len(kept)})
+                for k, piece in enumerate(kept)]
 
 
 def _split_record(obj: dict, text_field: str) -> tuple[Any, dict]:
@@ -252,9 +320,7 @@ def _lines(stream: io.BufferedIOBase, limit: int | None) -> Iterator[bytes | Non
 
 
 def _read_jsonl_stream(stream: io.BufferedIOBase, source: str, ctx: _Context) -> Iterator[Document]:
-    limit = None
-    if ctx.max_chars is not None:
-        limit = ctx.max_chars * _JSON_BYTES_PER_CHAR + _LINE_SLACK_BYTES
+    limit = ctx.byte_limit(_JSON_BYTES_PER_CHAR, _LINE_SLACK_BYTES)
     line_no = -1
     try:
         for line_no, line in enumerate(_lines(stream, limit)):
@@ -264,34 +330,32 @@ def _read_jsonl_stream(stream: io.BufferedIOBase, source: str, ctx: _Context) ->
             if line is None:
                 ctx.skip(source, doc_id, f"oversized: line longer than {limit} bytes")
                 continue
-            doc = _parse_json_line(line, source, doc_id, ctx)
-            if doc is not None:
-                yield doc
+            yield from _parse_json_line(line, source, doc_id, ctx)
     except zstandard.ZstdError as err:
         if ctx.owns_file():
             ctx.skip(source, f"{source}:{line_no + 1}",
                      f"corrupt compressed stream after line {line_no}; rest of file skipped: {err}")
 
 
-def _parse_json_line(line: bytes, source: str, doc_id: str, ctx: _Context) -> Document | None:
+def _parse_json_line(line: bytes, source: str, doc_id: str, ctx: _Context) -> list[Document]:
     try:
         decoded = line.decode("utf-8")
     except UnicodeDecodeError as err:
         ctx.skip(source, doc_id, f"invalid UTF-8: byte {err.start}: {err.reason}")
-        return None
+        return []
     if not decoded.strip():
         ctx.skip(source, doc_id, "blank line")
-        return None
+        return []
     try:
         obj = json.loads(decoded)
     except json.JSONDecodeError as err:
         ctx.skip(source, doc_id, f"invalid JSON: {err.msg} at char {err.pos}")
-        return None
+        return []
     if not isinstance(obj, dict):
         ctx.skip(source, doc_id, f"invalid record: JSON {type(obj).__name__}, not an object")
-        return None
+        return []
     text, meta = _split_record(obj, ctx.text_field)
-    return ctx.make_document(source, doc_id, text, meta)
+    return ctx.make_documents(source, doc_id, text, meta)
 
 
 def _read_jsonl(path: Path, source: str, ctx: _Context) -> Iterator[Document]:
@@ -355,15 +419,15 @@ def _read_txt(path: Path, source: str, ctx: _Context) -> Iterator[Document]:
     if not ctx.owns_file():
         return
     # UTF-8 uses at most 4 bytes a character: a larger file cannot fit within max_chars.
-    if ctx.max_chars is not None and path.stat().st_size > 4 * ctx.max_chars:
-        ctx.skip(source, source, f"oversized: {path.stat().st_size} bytes > 4*max_chars")
+    limit = ctx.byte_limit(4)
+    if limit is not None and path.stat().st_size > limit:
+        what = "MAX_SPLIT_BYTES" if limit == MAX_SPLIT_BYTES else "4*max_chars"
+        ctx.skip(source, source, f"oversized: {path.stat().st_size} bytes > {what}")
         return
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):  # a byte-order mark marks the encoding, not text
         data = data[3:]
-    doc = ctx.make_document(source, source, data, {"source": source})
-    if doc is not None:
-        yield doc
+    yield from ctx.make_documents(source, source, data, {"source": source})
 
 
 def _read_parquet(path: Path, source: str, ctx: _Context) -> Iterator[Document]:
@@ -387,9 +451,7 @@ def _read_parquet(path: Path, source: str, ctx: _Context) -> Iterator[Document]:
                 doc_id = f"{source}:{row + offset}"
                 if ctx.owns(doc_id):
                     text, meta = _split_record(obj, ctx.text_field)
-                    doc = ctx.make_document(source, doc_id, text, meta)
-                    if doc is not None:
-                        yield doc
+                    yield from ctx.make_documents(source, doc_id, text, meta)
             row += len(records)
     except Exception as err:
         if ctx.owns_file():
@@ -422,14 +484,17 @@ def _files(root: Path) -> Iterator[Path]:
 
 def read_corpus(path: str | Path, *, text_field: str = "text", shard_index: int = 0,
                 num_shards: int = 1, max_chars: int | None = DEFAULT_MAX_CHARS,
-                skips: SkipLog | None = None) -> Iterator[Document]:
+                skips: SkipLog | None = None, oversized: str = "split") -> Iterator[Document]:
     """Stream the documents of one corpus file or a directory of them (any mix of formats).
+
+    ``oversized``: what becomes of a document over ``max_chars``: "split" into ordered parts
+    (ids ``<id>#part-<k>``; see the module docstring) or "drop" (skipped); both are recorded.
 
     Usage errors (a missing path, a single file of an unsupported type, bad shard arguments)
     raise; problems with the data itself become entries in ``skips``.
     """
     path = Path(path)
-    ctx = _Context(text_field, shard_index, num_shards, max_chars, skips)
+    ctx = _Context(text_field, shard_index, num_shards, max_chars, skips, oversized)
     if not path.exists():
         raise FileNotFoundError(f"corpus path does not exist: {path}")
     if path.is_file() and corpus_suffix(path) is None:
@@ -444,6 +509,3 @@ def read_corpus(path: str | Path, *, text_field: str = "text", shard_index: int 
             continue
         yield from _READERS[suffix](file, source, ctx)
 
-
-# The demo corpus lives in its own module; re-exported here as the package contract lists it.
-from data.demo import build_demo_corpus, heldout_texts  # noqa: E402,F401
