@@ -27,7 +27,7 @@ from eval.eval_cli import app as eval_app
 from eval.fidelity import fidelity
 from eval.runners.cli import lm_eval_cmd, run
 from jobs.config_cli import config_command
-from jobs.convert import convert
+from jobs.convert.cli import convert
 from jobs.speedrun import speedrun_command
 from render.cli import render
 from vst.cli import generate

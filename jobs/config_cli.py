@@ -1,5 +1,6 @@
 """A typer command derived from a config dataclass: the dataclass is the single source of
-flags, defaults and help (`field(metadata={"help": ...})`), so nothing is re-typed.
+flags, defaults and help (`field(metadata={"help": ...})`), so nothing is re-typed;
+`metadata={"flags": ("--name",)}` names a flag other than --field-name.
 
     @dataclass
     class RunConfig:
@@ -40,7 +41,9 @@ def config_command(cls: type, run: Callable[[Any], Any], doc: str | None = None)
             default = default if default else None
         else:
             default = inspect.Parameter.empty
-        option = typer.Option(help=f.metadata.get("help", ""))
+        # metadata["flags"]: flag names other than --field-name (a singular name for a
+        # repeatable option, a "--yes/--no" pair) that users already type.
+        option = typer.Option(*f.metadata.get("flags", ()), help=f.metadata.get("help", ""))
         params.append(inspect.Parameter(
             f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
             annotation=Annotated[_annotation(hints[f.name]), option]))

@@ -1,4 +1,4 @@
-"""The Ray conversion job (jobs/convert.py) end to end on a tiny corpus and a tiny codec.
+"""The Ray conversion job (jobs/convert/) end to end on a tiny corpus and a tiny codec.
 
 One local Ray session serves the whole module (Ray starts slowly on a small machine). The
 job runs in-process against that session, and once as a real `python -m jobs.convert`
@@ -63,7 +63,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(ray_session, corpus, tmp_path_factory) -> tuple[Path, dict]:
     """An uninterrupted conversion of `corpus`."""
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     out = tmp_path_factory.mktemp("ref") / "store"
     summary = run_conversion(corpus, out, codec=SPEC, **RUN)
@@ -110,7 +110,7 @@ def test_small_conversion(reference, corpus):
 
 
 def test_rerun_resumes_everything(reference, corpus, tmp_path):
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     ref_out, _ = reference
     out = tmp_path / "store"
@@ -122,7 +122,8 @@ def test_rerun_resumes_everything(reference, corpus, tmp_path):
 
 def test_damaged_parts_are_redone(reference, corpus, tmp_path):
     """A part without its job record, a corrupt part and a crashed writer's leftovers."""
-    from jobs.convert import part_record_path, run_conversion
+    from jobs.convert.driver import run_conversion
+    from jobs.convert.pipeline import part_record_path
 
     ref_out, ref_summary = reference
     out = tmp_path / "store"
@@ -145,12 +146,12 @@ def test_damaged_parts_are_redone(reference, corpus, tmp_path):
 
 
 def test_crashed_worker_is_replaced_and_its_part_redone(reference, corpus, tmp_path):
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     marker = tmp_path / "crashed"
     out = tmp_path / "store"
     summary = run_conversion(corpus, out, codec=SPEC, **RUN,
-                             codec_options=(("crash_marker", str(marker)),))
+                             codec_options=[f"crash_marker={marker}"])
     assert marker.exists()  # an encoder process did die
     assert summary["parts_done"] == N_PARTS and not summary["parts_failed"]
     assert manifest_parts(out) == manifest_parts(reference[0])
@@ -158,12 +159,12 @@ def test_crashed_worker_is_replaced_and_its_part_redone(reference, corpus, tmp_p
 
 def test_render_in_encoder_gives_the_same_store(reference, corpus, tmp_path):
     """One process a worker (--render-in-encoder): the same bytes; a crash is survived too."""
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     marker = tmp_path / "crashed"
     out = tmp_path / "store"
     summary = run_conversion(corpus, out, codec=SPEC, **{**RUN, "render_in_encoder": None},
-                             codec_options=(("crash_marker", str(marker)),))
+                             codec_options=[f"crash_marker={marker}"])
     assert marker.exists()
     assert summary["workers"]["render_in_encoder"] and summary["workers"]["render_cpus"] == 0
     assert summary["render_cpu_seconds"] is None and summary["encoder_cpu_seconds"] > 0
@@ -172,7 +173,7 @@ def test_render_in_encoder_gives_the_same_store(reference, corpus, tmp_path):
 
 
 def test_changed_settings_are_refused(reference, corpus, tmp_path):
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     out = tmp_path / "store"
     shutil.copytree(reference[0], out)
@@ -192,7 +193,8 @@ def test_changed_settings_are_refused(reference, corpus, tmp_path):
 
 def test_kill_and_resume(ray_session, reference, corpus, tmp_path):
     """SIGKILL a `python -m jobs.convert` partway; the resumed store equals the reference."""
-    from jobs.convert import part_record_path, run_conversion
+    from jobs.convert.driver import run_conversion
+    from jobs.convert.pipeline import part_record_path
 
     out = tmp_path / "store"
     log = tmp_path / "job.log"
@@ -272,7 +274,7 @@ def hostile_corpus(root: Path) -> tuple[Path, set[str], set[str]]:
 
 
 def test_hostile_corpus(ray_session, tmp_path):
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     corpus, skipped, repaired = hostile_corpus(tmp_path / "hostile")
     out = tmp_path / "store"
@@ -299,11 +301,11 @@ def test_hostile_corpus(ray_session, tmp_path):
 
 def test_registered_codec_by_name(ray_session, tmp_path):
     """The registry path (`--codec mini` + a factory option) on the codec's own page."""
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     corpus = write_jsonl(tmp_path / "c.jsonl", [make_text(i, 150) for i in range(3)])
     out = tmp_path / "store"
-    summary = run_conversion(corpus, out, codec="mini", codec_options={"random_init": True},
+    summary = run_conversion(corpus, out, codec="mini", codec_options=["random_init=true"],
                              num_parts=1, batch_size=4, layout="npy", dtype="bfloat16")
     check_round_trip(out, source_docs(corpus))
     meta = json.loads((out / "store.json").read_text())
@@ -315,7 +317,7 @@ def test_render_failure_drops_the_whole_document(monkeypatch, tmp_path):
     """A document whose rendering fails after some pages were sent is dropped and recorded."""
     import render
 
-    from jobs.convert import render_part_stream
+    from jobs.convert.pipeline import render_part_stream
 
     try:
         from test_convert_fakes import TINY_PAGE
@@ -344,8 +346,32 @@ def test_render_failure_drops_the_whole_document(monkeypatch, tmp_path):
     assert "MemoryError" in done[2][0]["reason"]
 
 
+def test_one_part_without_ray(corpus, tmp_path, monkeypatch):
+    """The per-part pipeline converts a part in this process, with Ray unimportable."""
+    from codec import load_codec
+    from data.store import StoreMeta, consolidate, create_store, verify_part
+    from jobs.convert.config import ConvertConfig
+    from jobs.convert.pipeline import (codec_info, convert_part, part_record_path,
+                                       store_meta)
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # any `import ray` now raises ImportError
+    cfg = ConvertConfig(str(corpus), str(tmp_path / "store"), codec=SPEC, num_parts=N_PARTS,
+                        batch_size=4)
+    codec = load_codec(cfg.codec, options=cfg.codec_options)
+    meta = store_meta(cfg, codec_info(codec), codec.render_config)
+    create_store(cfg.out, StoreMeta.from_json(meta))
+    result = convert_part(cfg, 1, codec, codec.render_config, meta)
+
+    expected = source_docs(corpus, shard_index=1, num_shards=N_PARTS)
+    assert verify_part(cfg.out, 1)["docs"] == result.docs == len(expected) > 0
+    assert result.pages > result.docs and result.skips == []
+    assert json.loads(part_record_path(Path(cfg.out), 1).read_text())["pages"] == result.pages
+    consolidate(cfg.out)
+    check_round_trip(Path(cfg.out), expected)
+
+
 def test_render_mode_follows_the_encoders_device():
-    from jobs.convert import ConvertConfig
+    from jobs.convert.config import ConvertConfig
 
     assert ConvertConfig("c", "o").render_in_encoder  # CPU encoders render their own parts
     assert ConvertConfig("c", "o").render_actor_cpus == 0
@@ -356,10 +382,10 @@ def test_render_mode_follows_the_encoders_device():
 
 
 def test_codec_options_parse():
-    from jobs.convert import parse_codec_options
+    from codec import parse_codec_options
 
-    assert parse_codec_options(["delay=0.5", "random_init=true", "name=x"]) == (
-        ("delay", 0.5), ("random_init", True), ("name", "x"))
+    assert parse_codec_options(["delay=0.5", "random_init=true", "name=x"]) == {
+        "delay": 0.5, "random_init": True, "name": "x"}
     with pytest.raises(ValueError):
         parse_codec_options(["novalue"])
 
@@ -380,7 +406,8 @@ def test_shards_cover_the_corpus(corpus):
 def test_one_job_per_store(corpus, tmp_path):
     import fcntl
 
-    from jobs.convert import STATE_DIR, run_conversion
+    from jobs.convert.driver import run_conversion
+    from jobs.convert.pipeline import STATE_DIR
 
     out = tmp_path / "store"
     (out / STATE_DIR).mkdir(parents=True)
@@ -394,7 +421,7 @@ def test_cli_mounts_and_lists_the_flags():
     import typer
     from typer.testing import CliRunner
 
-    from jobs.convert import convert
+    from jobs.convert.cli import convert
 
     app = typer.Typer()
     app.command("convert")(convert)
@@ -475,11 +502,12 @@ def test_ray_job_submit(corpus, tmp_path):
 _ENCODE_FAULTS = """
 import resource, sys, threading
 import numpy as np, torch
-from jobs.convert import build_codec, keep_freed_memory
+from codec import load_codec
+from jobs.convert.pipeline import keep_freed_memory
 from render import paginate, rasterize
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 torch.set_num_threads(1)
-codec = build_codec("mini", random_init=True)
+codec = load_codec("mini", random_init=True)
 cfg = codec.render_config
 pages = np.stack([rasterize(p, cfg) for p in list(paginate("Pages of text. " * 2000, cfg))[:8]])
 result = {}
