@@ -235,6 +235,26 @@ def test_kill_and_resume(ray_session, reference, corpus, tmp_path):
     check_round_trip(out, source_docs(corpus))
 
 
+TOKEN_AUTH_WARNING = "Token authentication is"  # "... enabled/disabled for this Ray cluster"
+
+
+def test_local_ray_starts_without_the_token_auth_warning(corpus, tmp_path):
+    """The job's own local Ray (no RAY_ADDRESS, RAY_AUTH_MODE unset) is quiet about auth.
+
+    Ray 2.60 turns token authentication on for a new local cluster when RAY_AUTH_MODE is
+    unset, and says so in a WARNING on every run.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(ROOT)])
+    cmd = [sys.executable, "-m", "jobs.convert", "--corpus", str(corpus), "--out",
+           str(tmp_path / "store"), "--codec", SPEC, "--num-parts", "1", "--num-cpus", "1"]
+    job = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    output = job.stdout + job.stderr
+    assert job.returncode == 0, output[-3000:]
+    assert "[convert] done" in output
+    assert TOKEN_AUTH_WARNING not in output, output[-3000:]
+
+
 # ------------------------------------------------------------------------------ hostile input
 
 

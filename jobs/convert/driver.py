@@ -21,6 +21,7 @@ store (same checksums) as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -100,22 +101,47 @@ class CodecWorker:
 # ------------------------------------------------------------------------------ Ray session
 
 
-def _connect_ray(cfg: ConvertConfig) -> bool:
-    """Join RAY_ADDRESS's cluster, or start a private local one; True when we connected."""
+# The environment of the private local Ray. Ray 2.60 turns token authentication on for a new
+# local cluster when RAY_AUTH_MODE is unset (writing ~/.ray/auth_token if missing, and
+# warning "Token authentication is enabled for this Ray cluster" on every run); a cluster on
+# loopback that lives as long as the job has no one to keep out. Set in this process before
+# ray.init, it is inherited by the raylet and so by every worker: driver and workers agree.
+# A value the user set (RAY_AUTH_MODE=token) is kept.
+LOCAL_RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@contextlib.contextmanager
+def _ray_session(cfg: ConvertConfig) -> Iterator[None]:
+    """Ray for the job: the caller's session, RAY_ADDRESS's cluster, or a private local one
+    (stopped, and this process's environment restored, at the end)."""
     if ray.is_initialized():  # a caller (a test, a notebook) set Ray up already
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-        return True
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Logical CPUs: room for every encoder plus its renderer, else the stage that gets no
-    # CPU waits forever. The OS shares the physical cores between them.
-    need = cfg.num_actors * (cfg.cpus_per_actor + cfg.render_actor_cpus)
-    num_cpus = cfg.num_cpus or max(os.cpu_count() or 1, int(-(-need // 1)))
-    # address="local": a private instance, never a cluster someone else started on this host.
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-             _node_ip_address="127.0.0.1")
-    return True
+        yield
+        return
+    saved = {key: os.environ.get(key) for key in LOCAL_RAY_ENV}
+    try:
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()  # the cluster's own settings apply
+        else:
+            for key, value in LOCAL_RAY_ENV.items():
+                os.environ.setdefault(key, value)
+            # Logical CPUs: room for every encoder plus its renderer, else the stage that
+            # gets no CPU waits forever. The OS shares the physical cores between them.
+            need = cfg.num_actors * (cfg.cpus_per_actor + cfg.render_actor_cpus)
+            num_cpus = cfg.num_cpus or max(os.cpu_count() or 1, int(-(-need // 1)))
+            # address="local": a private instance, never a cluster someone else started on
+            # this host; loopback only, and no dashboard to serve.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     _node_ip_address="127.0.0.1")
+        try:
+            yield
+        finally:
+            ray.shutdown()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _check_resources(cfg: ConvertConfig) -> bool:
@@ -250,12 +276,8 @@ def convert(cfg: ConvertConfig) -> dict:
         if cfg.overwrite:
             _clear(out_dir)
         _check_or_write_plan(out_dir, _plan(cfg, None))  # fail fast: before Ray and the codec
-        connected = _connect_ray(cfg)
-        try:
+        with _ray_session(cfg):
             return _drive(cfg, out_dir, t_start)
-        finally:
-            if connected:
-                ray.shutdown()
     finally:
         lock.close()
 
