@@ -401,6 +401,16 @@ def test_render_mode_follows_the_encoders_device():
     assert ConvertConfig("c", "o", gpus_per_actor=1, render_in_encoder=True).render_in_encoder
 
 
+def test_oversized_reaches_the_reader():
+    """--oversized goes to read_corpus on every run, and only known values are taken."""
+    from jobs.convert.config import ConvertConfig
+
+    assert ConvertConfig("c", "o").read_kwargs()["oversized"] == "split"
+    assert ConvertConfig("c", "o", oversized="drop").read_kwargs()["oversized"] == "drop"
+    with pytest.raises(ValueError, match="oversized"):
+        ConvertConfig("c", "o", oversized="truncate")
+
+
 def test_codec_options_parse():
     from codec import parse_codec_options
 
@@ -451,7 +461,7 @@ def test_cli_mounts_and_lists_the_flags():
     for flag in ("--corpus", "--out", "--codec", "--codec-path", "--codec-mode",
                  "--trust-remote-code", "--render-preset", "--num-actors", "--cpus-per-actor",
                  "--gpus-per-actor", "--batch-size", "--num-parts", "--render-in-encoder",
-                 "--render-actors"):
+                 "--render-actors", "--codec-option", "--oversized"):
         assert flag in result.output
 
 

@@ -87,6 +87,7 @@ class ConvertConfig:
         kw: dict[str, Any] = {"text_field": self.text_field}
         if self.max_chars is not None:
             kw["max_chars"] = self.max_chars
+        kw["oversized"] = self.oversized  # MERGE: needs read_corpus(oversized=) (data branch)
         return kw
 
 

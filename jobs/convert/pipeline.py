@@ -290,8 +290,9 @@ def convert_part_stream(cfg: ConvertConfig, part: int, codec: Any, render_config
     result = PartResult(part=part)
     last_yield = time.perf_counter()
 
-    with StoreWriter(out, part, StoreMeta.from_json(meta), overwrite=True) as writer:
-        pw = _PartWriter(codec, writer, StoreMeta.from_json(meta), result)
+    part_meta = StoreMeta.from_json(meta)
+    with StoreWriter(out, part, part_meta, overwrite=True) as writer:
+        pw = _PartWriter(codec, writer, part_meta, result)
         while True:
             t = time.perf_counter()
             msg = next(source, None)  # rendered here, the wait is the rendering itself
