@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 def _worker_run(args: argparse.Namespace) -> None:
     """Child process: pin to `workers` cores, convert, print the summary as JSON."""
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     w = args.run_workers
     cores = sorted(os.sched_getaffinity(0))
@@ -59,7 +59,7 @@ def _worker_run(args: argparse.Namespace) -> None:
     fused = args.render != "actors"  # the job's default on CPU: the encoder actor renders
     summary = run_conversion(
         args.corpus, args.store, codec=args.codec,
-        codec_options=tuple(tuple(kv) for kv in json.loads(args.codec_options)),
+        codec_options=[f"{k}={json.dumps(v)}" for k, v in json.loads(args.codec_options)],
         num_parts=args.parts, num_actors=w, render_in_encoder=fused,
         cpus_per_actor=1.0 if fused else 0.5, render_cpus=0.5,  # one CPU a worker either way
         num_cpus=w, batch_size=args.batch_size, progress_every=10.0, overwrite=True)
@@ -72,13 +72,14 @@ def _calibrate(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from jobs.convert import build_codec, keep_freed_memory
+    from codec import load_codec
+    from jobs.convert.pipeline import keep_freed_memory
     from render import paginate, rasterize
 
     keep_freed_memory()  # as the job's actors do
     os.sched_setaffinity(0, {args.calibrate_core})
     torch.set_num_threads(1)
-    codec = build_codec(args.codec, **dict(json.loads(args.codec_options)))
+    codec = load_codec(args.codec, options=dict(json.loads(args.codec_options)))
     from data.corpus import demo_documents
 
     texts = [d["text"] for d in demo_documents(16, args.max_chars, 0)]

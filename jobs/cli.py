@@ -62,7 +62,7 @@ def _mount() -> None:
     from eval.eval_cli import app as eval_app
     from eval.fidelity import fidelity
     from eval.runners_cli import lm_eval_cmd, run
-    from jobs.convert import convert
+    from jobs.convert.cli import convert
     from jobs.demo import demo_command
     from jobs.speedrun import speedrun_command
     from render.cli import render

@@ -90,7 +90,9 @@ def config_command(cls: type, run: Callable[[Any], Any], doc: str | None = None)
             default = default if default else None
         else:
             default = inspect.Parameter.empty
-        option = typer.Option(help=_help(cls, f))
+        # metadata["flags"]: flag names other than --field-name (a singular name for a
+        # repeatable option, a "--yes/--no" pair) that users already type.
+        option = typer.Option(*f.metadata.get("flags", ()), help=_help(cls, f))
         params.append(inspect.Parameter(
             f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
             annotation=Annotated[_annotation(hints[f.name]), option]))

@@ -173,7 +173,7 @@ def stage_fidelity(s: DemoSettings, state: DemoState) -> Section:
 
 
 def stage_convert(s: DemoSettings, state: DemoState) -> Section:
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     store = s.out / "store"
     summary = run_conversion(state.corpus, store, codec=s.codec,

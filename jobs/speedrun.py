@@ -69,7 +69,7 @@ def stage_corpus(cfg: SpeedrunConfig, out: Path) -> dict:
 
 
 def stage_convert(cfg: SpeedrunConfig, out: Path) -> dict:
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     res = {}

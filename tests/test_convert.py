@@ -1,4 +1,4 @@
-"""The Ray conversion job (jobs/convert.py) end to end on a tiny corpus and a tiny codec.
+"""The Ray conversion job (jobs/convert/) end to end on a tiny corpus and a tiny codec.
 
 One local Ray session serves the whole module (Ray starts slowly on a small machine). The
 job runs in-process against that session, and once as a real `python -m jobs.convert`
@@ -63,7 +63,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(ray_session, corpus, tmp_path_factory) -> tuple[Path, dict]:
     """An uninterrupted conversion of `corpus`."""
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     out = tmp_path_factory.mktemp("ref") / "store"
     summary = run_conversion(corpus, out, codec=SPEC, **RUN)
@@ -110,7 +110,7 @@ def test_small_conversion(reference, corpus):
 
 
 def test_rerun_resumes_everything(reference, corpus, tmp_path):
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     ref_out, _ = reference
     out = tmp_path / "store"
@@ -122,7 +122,8 @@ def test_rerun_resumes_everything(reference, corpus, tmp_path):
 
 def test_damaged_parts_are_redone(reference, corpus, tmp_path):
     """A part without its job record, a corrupt part and a crashed writer's leftovers."""
-    from jobs.convert import part_record_path, run_conversion
+    from jobs.convert.driver import run_conversion
+    from jobs.convert.pipeline import part_record_path
 
     ref_out, ref_summary = reference
     out = tmp_path / "store"
@@ -145,12 +146,12 @@ def test_damaged_parts_are_redone(reference, corpus, tmp_path):
 
 
 def test_crashed_worker_is_replaced_and_its_part_redone(reference, corpus, tmp_path):
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     marker = tmp_path / "crashed"
     out = tmp_path / "store"
     summary = run_conversion(corpus, out, codec=SPEC, **RUN,
-                             codec_options=(("crash_marker", str(marker)),))
+                             codec_options=[f"crash_marker={marker}"])
     assert marker.exists()  # an encoder process did die
     assert summary["parts_done"] == N_PARTS and not summary["parts_failed"]
     assert manifest_parts(out) == manifest_parts(reference[0])
@@ -158,12 +159,12 @@ def test_crashed_worker_is_replaced_and_its_part_redone(reference, corpus, tmp_p
 
 def test_render_in_encoder_gives_the_same_store(reference, corpus, tmp_path):
     """One process a worker (--render-in-encoder): the same bytes; a crash is survived too."""
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     marker = tmp_path / "crashed"
     out = tmp_path / "store"
     summary = run_conversion(corpus, out, codec=SPEC, **{**RUN, "render_in_encoder": None},
-                             codec_options=(("crash_marker", str(marker)),))
+                             codec_options=[f"crash_marker={marker}"])
     assert marker.exists()
     assert summary["workers"]["render_in_encoder"] and summary["workers"]["render_cpus"] == 0
     assert summary["render_cpu_seconds"] is None and summary["encoder_cpu_seconds"] > 0
@@ -172,7 +173,7 @@ def test_render_in_encoder_gives_the_same_store(reference, corpus, tmp_path):
 
 
 def test_changed_settings_are_refused(reference, corpus, tmp_path):
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     out = tmp_path / "store"
     shutil.copytree(reference[0], out)
@@ -192,7 +193,8 @@ def test_changed_settings_are_refused(reference, corpus, tmp_path):
 
 def test_kill_and_resume(ray_session, reference, corpus, tmp_path):
     """SIGKILL a `python -m jobs.convert` partway; the resumed store equals the reference."""
-    from jobs.convert import part_record_path, run_conversion
+    from jobs.convert.driver import run_conversion
+    from jobs.convert.pipeline import part_record_path
 
     out = tmp_path / "store"
     log = tmp_path / "job.log"
@@ -231,6 +233,26 @@ def test_kill_and_resume(ray_session, reference, corpus, tmp_path):
     assert manifest_parts(out) == manifest_parts(reference[0])
     assert (out / "skips.jsonl").read_text() == (reference[0] / "skips.jsonl").read_text()
     check_round_trip(out, source_docs(corpus))
+
+
+TOKEN_AUTH_WARNING = "Token authentication is"  # "... enabled/disabled for this Ray cluster"
+
+
+def test_local_ray_starts_without_the_token_auth_warning(corpus, tmp_path):
+    """The job's own local Ray (no RAY_ADDRESS, RAY_AUTH_MODE unset) is quiet about auth.
+
+    Ray 2.60 turns token authentication on for a new local cluster when RAY_AUTH_MODE is
+    unset, and says so in a WARNING on every run.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(ROOT)])
+    cmd = [sys.executable, "-m", "jobs.convert", "--corpus", str(corpus), "--out",
+           str(tmp_path / "store"), "--codec", SPEC, "--num-parts", "1", "--num-cpus", "1"]
+    job = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    output = job.stdout + job.stderr
+    assert job.returncode == 0, output[-3000:]
+    assert "[convert] done" in output
+    assert TOKEN_AUTH_WARNING not in output, output[-3000:]
 
 
 # ------------------------------------------------------------------------------ hostile input
@@ -273,7 +295,7 @@ def hostile_corpus(root: Path) -> tuple[Path, set[str], set[str]]:
 
 def test_hostile_corpus(ray_session, tmp_path):
     from data.corpus import document_id
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     corpus, skipped, repaired = hostile_corpus(tmp_path / "hostile")
     out = tmp_path / "store"
@@ -303,11 +325,11 @@ def test_hostile_corpus(ray_session, tmp_path):
 
 def test_registered_codec_by_name(ray_session, tmp_path):
     """The registry path (`--codec mini` + a factory option) on the codec's own page."""
-    from jobs.convert import run_conversion
+    from jobs.convert.driver import run_conversion
 
     corpus = write_jsonl(tmp_path / "c.jsonl", [make_text(i, 150) for i in range(3)])
     out = tmp_path / "store"
-    summary = run_conversion(corpus, out, codec="mini", codec_options={"random_init": True},
+    summary = run_conversion(corpus, out, codec="mini", codec_options=["random_init=true"],
                              num_parts=1, batch_size=4, layout="npy", dtype="bfloat16")
     check_round_trip(out, source_docs(corpus))
     meta = json.loads((out / "store.json").read_text())
@@ -319,7 +341,7 @@ def test_render_failure_drops_the_whole_document(monkeypatch, tmp_path):
     """A document whose rendering fails after some pages were sent is dropped and recorded."""
     import render
 
-    from jobs.convert import render_part_stream
+    from jobs.convert.pipeline import render_part_stream
 
     try:
         from test_convert_fakes import TINY_PAGE
@@ -348,8 +370,32 @@ def test_render_failure_drops_the_whole_document(monkeypatch, tmp_path):
     assert "MemoryError" in done[2][0]["reason"]
 
 
+def test_one_part_without_ray(corpus, tmp_path, monkeypatch):
+    """The per-part pipeline converts a part in this process, with Ray unimportable."""
+    from codec import load_codec
+    from data.store import StoreMeta, consolidate, create_store, verify_part
+    from jobs.convert.config import ConvertConfig
+    from jobs.convert.pipeline import (codec_info, convert_part, part_record_path,
+                                       store_meta)
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # any `import ray` now raises ImportError
+    cfg = ConvertConfig(str(corpus), str(tmp_path / "store"), codec=SPEC, num_parts=N_PARTS,
+                        batch_size=4)
+    codec = load_codec(cfg.codec, options=cfg.codec_options)
+    meta = store_meta(cfg, codec_info(codec), codec.render_config)
+    create_store(cfg.out, StoreMeta.from_json(meta))
+    result = convert_part(cfg, 1, codec, codec.render_config, meta)
+
+    expected = source_docs(corpus, shard_index=1, num_shards=N_PARTS)
+    assert verify_part(cfg.out, 1)["docs"] == result.docs == len(expected) > 0
+    assert result.pages > result.docs and result.skips == []
+    assert json.loads(part_record_path(Path(cfg.out), 1).read_text())["pages"] == result.pages
+    consolidate(cfg.out)
+    check_round_trip(Path(cfg.out), expected)
+
+
 def test_render_mode_follows_the_encoders_device():
-    from jobs.convert import ConvertConfig
+    from jobs.convert.config import ConvertConfig
 
     assert ConvertConfig("c", "o").render_in_encoder  # CPU encoders render their own parts
     assert ConvertConfig("c", "o").render_actor_cpus == 0
@@ -359,11 +405,21 @@ def test_render_mode_follows_the_encoders_device():
     assert ConvertConfig("c", "o", gpus_per_actor=1, render_in_encoder=True).render_in_encoder
 
 
-def test_codec_options_parse():
-    from jobs.convert import parse_codec_options
+def test_oversized_reaches_the_reader():
+    """--oversized goes to read_corpus on every run, and only known values are taken."""
+    from jobs.convert.config import ConvertConfig
 
-    assert parse_codec_options(["delay=0.5", "random_init=true", "name=x"]) == (
-        ("delay", 0.5), ("random_init", True), ("name", "x"))
+    assert ConvertConfig("c", "o").read_kwargs()["oversized"] == "split"
+    assert ConvertConfig("c", "o", oversized="drop").read_kwargs()["oversized"] == "drop"
+    with pytest.raises(ValueError, match="oversized"):
+        ConvertConfig("c", "o", oversized="truncate")
+
+
+def test_codec_options_parse():
+    from codec import parse_codec_options
+
+    assert parse_codec_options(["delay=0.5", "random_init=true", "name=x"]) == {
+        "delay": 0.5, "random_init": True, "name": "x"}
     with pytest.raises(ValueError):
         parse_codec_options(["novalue"])
 
@@ -384,7 +440,8 @@ def test_shards_cover_the_corpus(corpus):
 def test_one_job_per_store(corpus, tmp_path):
     import fcntl
 
-    from jobs.convert import STATE_DIR, run_conversion
+    from jobs.convert.driver import run_conversion
+    from jobs.convert.pipeline import STATE_DIR
 
     out = tmp_path / "store"
     (out / STATE_DIR).mkdir(parents=True)
@@ -398,7 +455,7 @@ def test_cli_mounts_and_lists_the_flags():
     import typer
     from typer.testing import CliRunner
 
-    from jobs.convert import convert
+    from jobs.convert.cli import convert
 
     app = typer.Typer()
     app.command("convert")(convert)
@@ -408,7 +465,7 @@ def test_cli_mounts_and_lists_the_flags():
     for flag in ("--corpus", "--out", "--codec", "--codec-path", "--codec-mode",
                  "--trust-remote-code", "--render-preset", "--num-actors", "--cpus-per-actor",
                  "--gpus-per-actor", "--batch-size", "--num-parts", "--render-in-encoder",
-                 "--render-actors"):
+                 "--render-actors", "--codec-option", "--oversized"):
         assert flag in result.output
 
 
@@ -479,11 +536,12 @@ def test_ray_job_submit(corpus, tmp_path):
 _ENCODE_FAULTS = """
 import resource, sys, threading
 import numpy as np, torch
-from jobs.convert import build_codec, keep_freed_memory
+from codec import load_codec
+from jobs.convert.pipeline import keep_freed_memory
 from render import paginate, rasterize
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 torch.set_num_threads(1)
-codec = build_codec("mini", random_init=True)
+codec = load_codec("mini", random_init=True)
 cfg = codec.render_config
 pages = np.stack([rasterize(p, cfg) for p in list(paginate("Pages of text. " * 2000, cfg))[:8]])
 result = {}
