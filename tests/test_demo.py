@@ -88,7 +88,7 @@ def test_codec_mode_reaches_every_stage(tmp_path, monkeypatch):
     """
     import eval.compare
     import eval.runners.factory
-    import jobs.convert
+    import jobs.convert.driver
     import vst.train
     from jobs.demo import DemoState, stage_convert, stage_evaluate, stage_train
 
@@ -113,7 +113,7 @@ def test_codec_mode_reaches_every_stage(tmp_path, monkeypatch):
         seen["runner"] = kw
         raise Stop
 
-    monkeypatch.setattr(jobs.convert, "run_conversion", convert)
+    monkeypatch.setattr(jobs.convert.driver, "run_conversion", convert)
     monkeypatch.setattr(vst.train, "train", train)
     monkeypatch.setattr(eval.compare, "plot_bpb_vs_flops", lambda *a, **k: tmp_path / "p.png")
     monkeypatch.setattr(eval.runners.factory, "make_runner", make_runner)
