@@ -40,30 +40,25 @@ LN2 = math.log(2)
 WHOLE_WINDOW = 1 << 20  # collate_text keeps every token of a window (scored in chunks)
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class CompareConfig:
     """Score a VST run and text-baseline runs on the same held-out pages (see module doc)."""
 
-    store: str = _opt("", "the training token store; its held-out documents are scored")
-    vst: str = _opt("", "VST run directory (vst-train --out)")
-    text: list[str] = field(default_factory=list, metadata={
-        "help": "text-baseline run directory (repeatable)"})
-    heldout_store: Optional[str] = _opt(None, "store of the held-out source (same codec)")
-    out: str = _opt("runs/compare", "report directory (compare.json, compare.md)")
-    windows: int = _opt(32, "validation windows scored per split")
-    batch_size: int = _opt(8, "windows per batch")
-    val_fraction: float = _opt(0.05, "held-out share of documents; must match training's")
-    truncation: Optional[str] = _opt(None, "text run scored with the VST's positions of "
-                                          "context (default: the first --text)")
-    generations: int = _opt(6, "held-out documents continued freely by every model")
-    prompt_pages: int = _opt(2, "pages of prompt before a free-running continuation")
-    temperature: float = _opt(0.8, "sampling temperature of the text models")
-    judge: Optional[str] = _opt(None, "text run used as judge (default: the first --text)")
-    seed: int = _opt(0, "seed of the samplers")
+    store: str = ""  # the training token store; its held-out documents are scored
+    vst: str = ""  # VST run directory (vst-train --out)
+    text: list[str] = field(default_factory=list)  # text-baseline run directory (repeatable)
+    heldout_store: Optional[str] = None  # store of the held-out source (same codec)
+    out: str = "runs/compare"  # report directory (compare.json, compare.md)
+    windows: int = 32  # validation windows scored per split
+    batch_size: int = 8  # windows per batch
+    val_fraction: float = 0.05  # held-out share of documents; must match training's
+    truncation: Optional[str] = None  # text run scored with the VST's positions of context
+        # (default: the first --text)
+    generations: int = 6  # held-out documents continued freely by every model
+    prompt_pages: int = 2  # pages of prompt before a free-running continuation
+    temperature: float = 0.8  # sampling temperature of the text models
+    judge: Optional[str] = None  # text run used as judge (default: the first --text)
+    seed: int = 0  # seed of the samplers
 
 
 def load_run(run_dir: str | Path) -> tuple[VST, dict, dict]:

@@ -27,31 +27,26 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class SpeedrunConfig:
     """Corpus -> conversion -> VST -> text baselines -> comparison, in one command."""
 
-    out: str = _opt("runs/speedrun", "run directory (re-run to resume)")
-    minutes: float = _opt(60.0, "budget of the whole run; each training phase gets "
-                                "train_share of it")
-    gpu: bool = _opt(False, "train on the GPU (cuda) instead of one CPU core per run")
-    train_share: float = _opt(0.25, "share of the budget for each of the two training phases")
-    convert_actors: int = _opt(2, "encoder actors of the conversion job")
-    corpus_max_chars_per_source: Optional[int] = _opt(None, "cap each corpus source")
-    compare_windows: int = _opt(32, "held-out windows scored per split")
-    generations: int = _opt(6, "held-out documents continued freely")
-    seed: int = _opt(0, "seed of every training run")
+    out: str = "runs/speedrun"  # run directory (re-run to resume)
+    minutes: float = 60.0  # budget of the whole run; each training phase gets train_share of it
+    gpu: bool = False  # train on the GPU (cuda) instead of one CPU core per run
+    train_share: float = 0.25  # share of the budget for each of the two training phases
+    convert_actors: int = 2  # encoder actors of the conversion job
+    corpus_max_chars_per_source: Optional[int] = None  # cap each corpus source
+    compare_windows: int = 32  # held-out windows scored per split
+    generations: int = 6  # held-out documents continued freely
+    seed: int = 0  # seed of every training run
 
 
 def _log(msg: str) -> None:

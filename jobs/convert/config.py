@@ -14,15 +14,6 @@ from typing import Any, Optional
 OVERSIZED_CHOICES = ("split", "drop")
 
 
-def _opt(default: Any = None, help: str = "", *, flags: tuple[str, ...] = (),
-         factory: Any = None) -> Any:
-    """A field with its command-line help (and, rarely, flag names other than --field-name)."""
-    meta = {"help": help, **({"flags": flags} if flags else {})}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass(frozen=True)
 class ConvertConfig:
     """Render, encode and store a corpus as visual tokens on Ray (resumable: just re-run)."""
@@ -30,44 +21,38 @@ class ConvertConfig:
     # The docstring is the command's help; `jobs.convert.driver._plan` lists the fields that
     # fix the output bytes (a resumed run must agree on them).
 
-    corpus: str = field(metadata={"help": "Corpus file or directory (.jsonl.zst/.jsonl/"
-                                          ".parquet/.txt)."})
-    out: str = field(metadata={"help": "Store directory (absolute on a cluster). Re-run to "
-                                       "resume."})
-    codec: str = _opt("mini", "Codec: a registered name, name:mode, or package.module:factory.")
-    codec_path: Optional[str] = _opt(None, "Codec checkpoint directory.")
-    codec_mode: Optional[str] = _opt(None, "Codec mode (e.g. mini: tiny/small/base).")
-    trust_remote_code: bool = _opt(False, "Allow a checkpoint's own code (deepseek-ocr).")
-    # KEY=VALUE strings as typed, parsed by codec.parse_codec_options inside the actor.
-    codec_options: list[str] = _opt(
-        help="Extra codec factory argument KEY=VALUE (repeatable; VALUE parsed as JSON if it "
-        "can be).", flags=("--codec-option",), factory=list)
-    render_preset: Optional[str] = _opt(None, "Render preset (default: the codec's own page).")
-    num_parts: int = _opt(8, "Corpus shards = store parts; fixed for a store.")
-    num_actors: int = _opt(1, "Encoder actors, each holding the frozen codec.")
-    cpus_per_actor: float = _opt(1.0, "CPUs per encoder actor (= its torch threads).")
-    gpus_per_actor: float = _opt(0.0, "GPUs per encoder actor.")
-    render_cpus: float = _opt(1.0, "CPUs per render actor (one per encoder).")
-    # None: decided in __post_init__ from the encoder's device.
-    render_in_encoder: Optional[bool] = _opt(
-        None, "Who renders: each encoder actor its own parts, or a render actor beside each "
-        "encoder actor. Default: the encoder when it has no GPU (one process a worker, no "
-        "object-store hand-off: faster on CPU), render actors when it has one (they keep the "
-        "GPU fed).", flags=("--render-in-encoder/--render-actors",))
-    batch_size: int = _opt(16, "Pages per encode call.")
-    layout: str = _opt("zarr", "Store layout: zarr or npy (numpy memmap).")
-    dtype: str = _opt("float16", "Stored token dtype: float16 or bfloat16.")
-    text_field: str = _opt("text", "Text field of JSONL / parquet records.")
-    max_chars: Optional[int] = _opt(None, "Longest document read whole (default: the "
-                                          "reader's limit); see --oversized.")
-    oversized: str = _opt("split", "A document over max_chars: 'split' into ordered parts "
-                                   "that keep the document id, or 'drop' it with a recorded "
-                                   "skip.")
-    max_retries: int = _opt(2, "Retries of a failed part before giving up on it.")
-    progress_every: float = _opt(5.0, "Seconds between progress lines.")
-    overwrite: bool = _opt(False, "Delete --out first and start over.")
-    num_cpus: Optional[int] = _opt(None, "Logical CPUs of a local Ray (only without "
-                                         "RAY_ADDRESS).")
+    corpus: str  # Corpus file or directory (.jsonl.zst/.jsonl/.parquet/.txt).
+    out: str  # Store directory (absolute on a cluster). Re-run to resume.
+    codec: str = "mini"  # Codec: a registered name, name:mode, or package.module:factory.
+    codec_path: Optional[str] = None  # Codec checkpoint directory.
+    codec_mode: Optional[str] = None  # Codec mode (e.g. mini: tiny/small/base).
+    trust_remote_code: bool = False  # Allow a checkpoint's own code (deepseek-ocr).
+    codec_options: list[str] = field(  # Extra codec factory argument KEY=VALUE (repeatable;
+        # VALUE parsed as JSON if it can be), parsed by codec.parse_codec_options in the actor.
+        default_factory=list, metadata={"flags": ("--codec-option",)})
+    render_preset: Optional[str] = None  # Render preset (default: the codec's own page).
+    num_parts: int = 8  # Corpus shards = store parts; fixed for a store.
+    num_actors: int = 1  # Encoder actors, each holding the frozen codec.
+    cpus_per_actor: float = 1.0  # CPUs per encoder actor (= its torch threads).
+    gpus_per_actor: float = 0.0  # GPUs per encoder actor.
+    render_cpus: float = 1.0  # CPUs per render actor (one per encoder).
+    render_in_encoder: Optional[bool] = field(  # Who renders: each encoder actor its own
+        # parts, or a render actor beside each encoder actor. Default: the encoder when it has
+        # no GPU (one process a worker, no object-store hand-off: faster on CPU), render
+        # actors when it has one (they keep the GPU fed).
+        default=None, metadata={"flags": ("--render-in-encoder/--render-actors",)})
+    batch_size: int = 16  # Pages per encode call.
+    layout: str = "zarr"  # Store layout: zarr or npy (numpy memmap).
+    dtype: str = "float16"  # Stored token dtype: float16 or bfloat16.
+    text_field: str = "text"  # Text field of JSONL / parquet records.
+    max_chars: Optional[int] = None  # Longest document read whole (default: the reader's limit);
+        # see --oversized.
+    oversized: str = "split"  # A document over max_chars: 'split' into ordered parts that keep the
+        # document id, or 'drop' it with a recorded skip.
+    max_retries: int = 2  # Retries of a failed part before giving up on it.
+    progress_every: float = 5.0  # Seconds between progress lines.
+    overwrite: bool = False  # Delete --out first and start over.
+    num_cpus: Optional[int] = None  # Logical CPUs of a local Ray (only without RAY_ADDRESS).
 
     def __post_init__(self) -> None:
         if self.render_in_encoder is None:
