@@ -66,12 +66,14 @@ def _mount() -> None:
     from jobs.convert import convert
     from jobs.demo import demo_command
     from jobs.speedrun import speedrun_command
+    from jobs.sweep import SweepConfig, run_sweep_and_print
     from render.cli import render
     from vst.cli import generate
     from vst.train_config import TrainConfig
 
     app.command("demo")(demo_command())
     app.command("speedrun")(speedrun_command())
+    app.command("sweep")(config_command(SweepConfig, run_sweep_and_print))
     corpus_app = typer.Typer(no_args_is_help=True, help="Build corpora in The Pile's format.")
     corpus_app.command("build")(corpus_build_command)
     corpus_app.command("demo")(demo_corpus_command)
