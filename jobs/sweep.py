@@ -41,6 +41,11 @@ MIN_STEPS = 20  # trials with fewer optimizer steps are flagged in the summary
 FAMILY_LABEL = {"learn": "vst", "text-bytes": "text-bytes", "text-cl100k": "text-cl100k"}
 
 
+def recipe_of(name: str) -> str:
+    """The recipe of a family given by recipe (learn) or by label (vst)."""
+    return next((r for r, label in FAMILY_LABEL.items() if name in (r, label)), name)
+
+
 @dataclass
 class SweepConfig:
     """Train a grid of VSTs and text baselines on Ray, fit loss against compute, report."""
@@ -60,7 +65,8 @@ class SweepConfig:
     seed: int = 0  # seed of every grid trial
     noise_seeds: int = 1  # seeds of the noise configuration; 2+ measures the seed noise that
         # the hold-out check is judged by
-    noise_family: Optional[str] = None  # recipe of the noise configuration (default: every one)
+    noise_family: Optional[str] = None  # family of the noise configuration, by recipe (learn) or
+        # label (vst) (default: every family)
     noise_depth: Optional[int] = None  # depth of the noise configuration (default: the middle)
     noise_budget: Optional[float] = None  # budget of the noise configuration (default: the
         # largest, where the hold-out check happens)
@@ -84,6 +90,8 @@ class SweepConfig:
         bad = [f for f in self.family if f not in FAMILY_LABEL]
         if bad:
             raise ValueError(f"unknown family {bad}; choose from {', '.join(FAMILY_LABEL)}")
+        if self.noise_family and recipe_of(self.noise_family) not in self.family:
+            raise ValueError(f"--noise-family {self.noise_family} is not in the grid's families")
         if self.fit_points not in ("frontier", "all"):
             raise ValueError("--fit-points must be frontier or all")
         if not (self.family and self.depth and self.budget):
@@ -117,7 +125,7 @@ def plan(cfg: SweepConfig) -> list[Trial]:
     depths = sorted(cfg.depth)
     nd = cfg.noise_depth if cfg.noise_depth is not None else depths[len(depths) // 2]
     nb = float(cfg.noise_budget if cfg.noise_budget is not None else max(cfg.budget))
-    fams = [cfg.noise_family] if cfg.noise_family else cfg.family
+    fams = [recipe_of(cfg.noise_family)] if cfg.noise_family else cfg.family
     noise = [Trial(r, nd, nb, cfg.seed + k, lrs[0], "noise") for r in fams
              for k in range(1, cfg.noise_seeds)]
     return grid + noise
@@ -241,8 +249,10 @@ def connect_ray(cfg: SweepConfig) -> bool:
     if os.environ.get("RAY_ADDRESS"):  # under `ray job submit`
         ray.init()
         return False
+    # trials pass only small dicts through Ray: a small object store leaves a shared
+    # machine's memory to the trainings
     ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(), include_dashboard=False,
-             _node_ip_address="127.0.0.1")
+             _node_ip_address="127.0.0.1", object_store_memory=256 * 1024**2)
     return True
 
 
@@ -261,8 +271,11 @@ def execute(cfg: SweepConfig, trials: list[Trial], log=print) -> dict[str, list[
         return status
     started = connect_ray(cfg)
     try:
+        # a worker that dies (OOM, a lost node) is retried, and the retry resumes from the
+        # trial's checkpoint; an exception in training is not retried (it would recur)
         task = ray.remote(run_trial).options(num_cpus=cfg.cpus_per_trial,
-                                             num_gpus=cfg.gpus_per_trial, max_retries=0)
+                                             num_gpus=cfg.gpus_per_trial, max_retries=2,
+                                             retry_exceptions=False)
         pending = {}
         # the biggest budgets first: the longest trials start early instead of running
         # alone at the end while the other slots idle

@@ -84,10 +84,14 @@ def test_sweep_runs_a_grid_on_ray_resumes_a_killed_trial_and_skips_finished_ones
         tmp_path, local_ray):
     cfg = SweepConfig(out=str(tmp_path / "sweep"), flavour="debug", depth=[1, 2],
                       budget=[6e8, 1.2e9], train_option=["synthetic_docs=24"],
-                      eval_windows=8, bootstrap=20, noise_seeds=2, noise_family="learn",
+                      eval_windows=8, bootstrap=20, noise_seeds=2, noise_family="vst",
                       noise_depth=1)
     trials = plan(cfg)
     assert len(trials) == 2 * 2 * 2 + 1  # families x depths x budgets + one extra seed
+    assert [(t.recipe, t.depth, t.budget, t.seed) for t in trials if t.role == "noise"] == [
+        ("learn", 1, 1.2e9, 1)]  # the chosen depth at the largest budget
+    with pytest.raises(ValueError):
+        replace(cfg, noise_family="text-cl100k")
     # a trial interrupted mid-run: it checkpointed, then died without a result
     killed = next(t for t in trials if t.family == "vst" and t.depth == 1
                   and t.budget == 1.2e9 and t.role == "grid")
