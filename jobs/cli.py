@@ -2,6 +2,7 @@
 
     vst demo --out runs/demo          # the main job, end to end on the embedded default
     vst speedrun --out DIR            # corpus -> store -> VST + text baselines -> comparison
+    vst sweep --data STORE ...        # scaling study: a grid of trainings on Ray, fits, report
     vst corpus build --out DIR        # local corpus from Debian doc packages (Pile format)
     vst corpus demo --out DIR         # the small demo corpus (Python's own docs); also read
     vst render FILE --out DIR         # text -> page images + pages.jsonl
@@ -65,12 +66,14 @@ def _mount() -> None:
     from jobs.convert.cli import convert
     from jobs.demo import demo_command
     from jobs.speedrun import speedrun_command
+    from jobs.sweep import SweepConfig, run_sweep_and_print
     from render.cli import render
     from vst.cli import generate
     from vst.train_config import TrainConfig
 
     app.command("demo")(demo_command())
     app.command("speedrun")(speedrun_command())
+    app.command("sweep")(config_command(SweepConfig, run_sweep_and_print))
     app.add_typer(corpus_app, name="corpus")
     app.command("render")(render)
     codec_app = typer.Typer(no_args_is_help=True, help="Train the shipped `mini` codec.")

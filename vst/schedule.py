@@ -59,3 +59,9 @@ def resumed_flops(ckpt: Path) -> float:
 def resumed_seconds(ckpt: Path) -> float:
     """Training seconds up to a checkpoint."""
     return _resumed(ckpt, "train_seconds")
+
+
+def resumed_total(ckpt: Path, key: str) -> float:
+    """Any running total the history records carry (positions_seen, ...) at a checkpoint;
+    0 for a checkpoint written before the total was recorded."""
+    return _resumed(ckpt, key)

@@ -40,7 +40,7 @@ from vst.data import Loader, WindowSource, collate_text, collate_vector, text_co
 from vst.evaluate import evaluate
 from vst.losses import compute_losses
 from vst.model import VST
-from vst.schedule import budget_used, lr_at, resumed_flops, resumed_seconds
+from vst.schedule import budget_used, lr_at, resumed_flops, resumed_seconds, resumed_total
 from vst.train_config import TrainConfig, resolve_codec
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -346,6 +346,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vst-data")
     pending = reader.submit(loader.windows, step)
     train_seconds = resumed_seconds(ckpt) if ckpt is not None else 0.0
+    # what the run has read so far, across resumes (the last checkpoint's history carries
+    # the totals): scaling fits need data seen, not only compute
+    seen = {k: resumed_total(ckpt, k) if ckpt is not None else 0.0
+            for k in ("positions_seen", "tokens_seen", "bytes_seen")}
     evals_done = int(budget_used(step, cfg, train_seconds, train_flops) * cfg.eval_points)
     t_step = time.perf_counter()
     while step < cfg.steps:
@@ -378,6 +382,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         opt.zero_grad(set_to_none=True)
         step += 1
         positions = float(terms.pop("positions"))
+        step_bytes = float(terms.pop("text_bytes"))
         # the step's time is averaged over ranks with the other terms, so every rank sees
         # the same budget and stops at the same step
         terms["step_seconds"] = torch.tensor(time.perf_counter() - t_step, device=device)
@@ -388,6 +393,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         train_flops += step_flops
         train_seconds += terms.pop("step_seconds")
         terms["train_flops"], terms["train_seconds"] = train_flops, train_seconds
+        for key, add in (("positions_seen", positions), ("tokens_seen", n_tok),
+                         ("bytes_seen", step_bytes)):
+            seen[key] += add
+            terms[key] = seen[key]
         tokens_seen += n_tok
         tok_window += n_tok
         record = {"step": step, "lr": lr, "grad_norm": float(gnorm), **terms}
@@ -444,6 +453,12 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         "tokens_per_s": tokens_seen / elapsed if elapsed > 0 else 0.0,
         "model_config": mcfg.to_dict(),
         "params": model.num_params(),
+        # the trunk alone (no input projection, embedding, heads): N in scaling laws
+        "non_embedding_params": model.num_params(trunk_only=True),
+        # totals over the whole run, resumes included: positions the trunk computed
+        # (padding too, as FLOPs count them), real target tokens, and the UTF-8 bytes of
+        # text they stand for (the VST: its windows' whole pages; text: its tokens' bytes)
+        **seen,
         "flops_per_token": flops_tok,
         "decoder_flops_per_page": dec_page_flops,
         "train_flops": train_flops,
@@ -469,7 +484,7 @@ def _accumulate(windows, accum, collate, device, model, trunk, lcfg, codec, auto
     size = len(windows) // accum
     ddp = trunk if world > 1 else None
     sums: dict[str, torch.Tensor] = {}
-    tokens = positions = 0
+    tokens = positions = text_bytes = 0
     for i in range(accum):
         batch = collate(windows[i * size : (i + 1) * size]).to(device)
         sync = ddp is None or i == accum - 1
@@ -483,8 +498,18 @@ def _accumulate(windows, accum, collate, device, model, trunk, lcfg, codec, auto
             sums[k] = sums.get(k, 0) + v / accum
         tokens += batch.num_tokens
         positions += batch.valid.numel()  # the trunk computes padding too
+        text_bytes += _text_bytes(batch)
     sums["positions"] = torch.tensor(float(positions * world))
+    sums["text_bytes"] = torch.tensor(float(text_bytes * world))
     return sums, tokens * world
+
+
+def _text_bytes(batch) -> float:
+    """UTF-8 bytes of text a batch covers: a text model's real target tokens, a VST's
+    whole pages (the text its scored positions stand for)."""
+    if batch.n_bytes is not None:
+        return float((batch.n_bytes * batch.valid).sum())
+    return float(sum(len(text.encode()) for pages in batch.pages for _, _, text in pages))
 
 
 def _reduce_terms(terms: dict[str, torch.Tensor], world: int) -> dict[str, float]:
