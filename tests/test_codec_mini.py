@@ -16,7 +16,7 @@ from codec.mini import MODES, WEIGHTS_DIR, mode_config, vocab
 from codec.mini.ctc import band_nll, best_path, ctc_frames_needed, fit_target
 from codec.mini.data import bands_of, render_pages, synthetic_text, to_sample
 from codec.mini.model import MiniNet, to_ink
-from eval.metrics import precision
+from codec.text_metrics import precision
 from render import get_preset, paginate, rasterize
 
 # The shipped default must read held-out text (a source it never saw) at least this well.

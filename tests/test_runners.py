@@ -178,7 +178,7 @@ def test_samples_without_id_get_stable_ids(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> Path:
-    from eval.runners.tiny import build_tiny_hf_lm
+    from tests.tiny_hf import build_tiny_hf_lm
 
     return build_tiny_hf_lm(tmp_path_factory.mktemp("tiny_lm"), window=128)
 
@@ -206,7 +206,7 @@ def test_hf_text_runner_end_to_end(tiny_lm, tmp_path):
 
 
 def test_hf_text_runner_chat_and_samsum_stop(tiny_lm, tmp_path):
-    from eval.runners.tiny import build_tiny_hf_lm
+    from tests.tiny_hf import build_tiny_hf_lm
     from eval.runners.text import HFTextRunner
 
     chat_dir = build_tiny_hf_lm(tmp_path / "chat", window=128, chat_template=True)
