@@ -40,6 +40,7 @@ from codec.deepseek_common import (
     read_checkpoint_config,
     require_tokenizer,
     resolve_checkpoint_dir,
+    sequence_nll,
     split_prompt,
     split_rows,
     weight_files,
@@ -391,6 +392,53 @@ class DeepseekOcr2Codec(Codec):
             for i, ids in zip(members, out.tolist()):
                 results[i] = ids[: ids.index(self.eos_id)] if self.eos_id in ids else ids
         return results
+
+    # ---- reading: the decoder is a general LM, so it answers prompts about pages --------
+
+    reads_prompts = True
+
+    def _read_parts(self, tokens: torch.Tensor, before: str, after: str):
+        """[BOS] + `before` ids, the pages' visual embeddings laid end to end [V, D] (each
+        page with its separator, as in OCR), `after` ids."""
+        rows = self._visual_rows(tokens, None) if len(tokens) else []
+        vis = torch.cat(rows) if rows else torch.zeros(0, self.D, device=self._device,
+                                                       dtype=self.dtype)
+        return [self.bos_id] + self._ids(before), vis, self._ids(after)
+
+    @torch.no_grad()
+    def read(self, tokens: torch.Tensor, *, before: str, after: str,
+             max_new_tokens: int) -> str:
+        """Greedy answer to [BOS, before, the pages' tokens [P, n, D], after]. With
+        before="" and after=`prompt_suffix` around one page this is `decode` (the visual
+        tokens enter exactly as in OCR; only the text around them changes)."""
+        from transformers import GenerationConfig
+
+        pre, vis, post = self._read_parts(tokens, before, after)
+
+        def emb(ids: list[int]) -> torch.Tensor:
+            return self._embed(torch.tensor(ids, dtype=torch.long, device=self._device)).to(
+                self.dtype)
+
+        embeds = torch.cat([emb(pre), vis, emb(post)])[None]
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self._device)
+        pad = self.tokenizer.pad_token_id
+        pad = self.eos_id if pad is None else pad
+        cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                               eos_token_id=self.eos_id, pad_token_id=pad, bos_token_id=self.bos_id)
+        ids = self.model.generate(inputs_embeds=embeds, attention_mask=mask,
+                                  generation_config=cfg)[0].tolist()
+        if self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    @torch.no_grad()
+    def read_nll(self, tokens: torch.Tensor, after: str, continuation: str) -> float:
+        """NLL (nats) of `continuation` after [BOS, the pages' tokens [P, n, D], after]; with
+        `prompt_suffix` as `after` and one page it is `text_nll`."""
+        pre, vis, post = self._read_parts(tokens, "", after)
+        nll = sequence_nll(self._lm_hidden, self.model.lm_head, self._embed, [vis], pre, post,
+                           [self._ids(continuation)], self.max_positions)
+        return float(nll.sum())
 
     def null_tokens(self, batch: int) -> torch.Tensor:
         """Zeros of a page's shape; in crops mode zero rows read as padding (the prior alone)."""

@@ -68,7 +68,8 @@ def evaluate_codec(codec, texts: Sequence[str], max_pages: int | None = 64,
     """Round-trip every page; returns metrics, per-page records and the rendered pages."""
     from tqdm import tqdm
 
-    from eval.metrics import precision, text_metrics
+    from codec.text_metrics import precision
+    from eval.metrics import text_metrics
     from render import rasterize
 
     cfg = codec.render_config

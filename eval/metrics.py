@@ -1,7 +1,8 @@
 """Text-fidelity metrics: how close decoded text is to the text that was rendered.
 
 Fox-style precision (DeepSeek-OCR's headline number) is 1 - normalised edit distance,
-clipped at 0, averaged over pages. The rest are standard: character error rate, corpus
+clipped at 0, averaged over pages (per page: `codec.text_metrics`, which the codec's
+training uses too). The rest are standard: character error rate, corpus
 BLEU and chrF (sacrebleu), ROUGE-L (rouge-score, with a tokenizer that keeps non-Latin
 text), and the exact-page-match rate.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rapidfuzz.distance import Levenshtein
+from codec.text_metrics import edit_distance, precision
 
 # Words of letters/digits, and each CJK/kana/hangul character as its own token, so that
 # ROUGE-L works on text without spaces (rouge-score's default drops non-ASCII outright).
@@ -24,17 +25,6 @@ class UnicodeTokenizer:
 
     def tokenize(self, text: str) -> list[str]:
         return _TOKEN.findall(text.lower())
-
-
-def edit_distance(pred: str, ref: str) -> int:
-    return Levenshtein.distance(pred, ref)
-
-
-def precision(pred: str, ref: str) -> float:
-    """Fox-style precision of one page: 1 - edit distance / len(ref), clipped at 0."""
-    if not ref:
-        return 1.0 if not pred else 0.0
-    return max(0.0, 1.0 - edit_distance(pred, ref) / len(ref))
 
 
 def rouge_l(preds: Sequence[str], refs: Sequence[str]) -> float:

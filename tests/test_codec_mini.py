@@ -16,7 +16,7 @@ from codec.mini import MODES, WEIGHTS_DIR, mode_config, vocab
 from codec.mini.ctc import band_nll, best_path, ctc_frames_needed, fit_target
 from codec.mini.data import bands_of, render_pages, synthetic_text, to_sample
 from codec.mini.model import MiniNet, to_ink
-from eval.metrics import precision
+from codec.text_metrics import precision
 from render import get_preset, paginate, rasterize
 
 # The shipped default must read held-out text (a source it never saw) at least this well.
@@ -144,6 +144,30 @@ def test_shipped_default_reads_heldout_text():
     # the blind floor is far below: the tokens carry the page
     blind = codec.decode(codec.null_tokens(len(pages)))
     assert np.mean([precision(b, p.text) for b, p in zip(blind, pages)]) < 0.5
+
+
+def test_drop_blank_tail_keeps_the_text_its_last_line_end_and_a_full_pages_end():
+    from codec.mini.layout import drop_blank_tail
+
+    lines = ["a\n", "\n", "b \n", "\n", "  \n", "\n", ""]
+    assert drop_blank_tail(lines, keep=2) == ["a\n", "\n", "b \n", "", "", "", ""]
+    # a tail as short as a full page's end (a page break in a paragraph break) is kept
+    assert drop_blank_tail(lines[:5], keep=2) == lines[:5]
+    assert drop_blank_tail(["\n", " ", ""], keep=2) == ["", "", ""]  # a blank page: nothing
+
+
+@pytest.mark.parametrize("mode", ["base", "small"])
+def test_blank_area_below_a_short_page_decodes_as_nothing(mode):
+    """Below a short page's last line the page is blank; `base` once read each blank line
+    as a newline (12 trailing newlines on the first text, up to 21 on held-out pages)."""
+    codec = load_codec("mini", mode=mode)
+    texts = ["def f(x):\n    return x + 1\n\nprint(f(2))\n",
+             "Hello world.\nThis is a short page.\nThird line here.\n"]
+    for text in texts:
+        tokens, (truth,) = codec.encode_text(text)
+        (decoded,) = codec.decode(tokens)
+        trailing = len(truth) - len(truth.rstrip("\n"))
+        assert len(decoded) - len(decoded.rstrip("\n")) <= trailing, (decoded, truth)
 
 
 @pytest.mark.slow

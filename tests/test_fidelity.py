@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from eval.metrics import UnicodeTokenizer, precision, rouge_l, text_metrics
+from codec.text_metrics import precision
+from eval.metrics import UnicodeTokenizer, rouge_l, text_metrics
 
 
 def test_exact_match_is_perfect():

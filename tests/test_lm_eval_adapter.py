@@ -82,7 +82,7 @@ def test_adapter_routes_generate_and_loglikelihood(tmp_path):
 
 def test_adapter_with_tiny_hf_model(tmp_path):
     from eval.lm_eval_adapter import evaluate_local
-    from eval.runners.tiny import build_tiny_hf_lm
+    from tests.tiny_hf import build_tiny_hf_lm
 
     model = build_tiny_hf_lm(tmp_path / "lm", window=64)
     res = evaluate_local(["tiny_gen", "tiny_mc"], include_path=write_tasks(tmp_path / "tasks"),

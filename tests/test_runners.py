@@ -178,7 +178,7 @@ def test_samples_without_id_get_stable_ids(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> Path:
-    from eval.runners.tiny import build_tiny_hf_lm
+    from tests.tiny_hf import build_tiny_hf_lm
 
     return build_tiny_hf_lm(tmp_path_factory.mktemp("tiny_lm"), window=128)
 
@@ -206,7 +206,7 @@ def test_hf_text_runner_end_to_end(tiny_lm, tmp_path):
 
 
 def test_hf_text_runner_chat_and_samsum_stop(tiny_lm, tmp_path):
-    from eval.runners.tiny import build_tiny_hf_lm
+    from tests.tiny_hf import build_tiny_hf_lm
     from eval.runners.text import HFTextRunner
 
     chat_dir = build_tiny_hf_lm(tmp_path / "chat", window=128, chat_template=True)
@@ -250,6 +250,7 @@ class ByteCodec:
     page_chars = n * per
     render_config = None
     device = torch.device("cpu")
+    reads_prompts = False  # the contract's flag (codec.base.Codec): it only transcribes
 
     def render(self, text: str):
         import numpy as np
@@ -371,19 +372,17 @@ def tiny_ds(tmp_path_factory):
 
 
 def test_deepseek_direct_reader_matches_backend(tiny_ds, tmp_path):
-    """With the OCR prompt around one page, the reader is exactly the backend's decode/NLL."""
-    from eval.runners.codec_reader import DeepseekReader
-
+    """With the OCR prompt around one page, the codec's read/read_nll are exactly its
+    decode/NLL."""
     runner = CodecReaderRunner(tiny_ds)
     assert runner.mode == "direct" and runner.name == "codec-reader:deepseek-ocr2[direct]"
     assert runner.max_visual_tokens == tiny_ds.max_positions - 1024
     ctx = runner.encode("The magic number is 42.")
-    reader = DeepseekReader(tiny_ds)
-    ocr = reader.read(ctx.tokens, before="", after=tiny_ds.prompt_suffix, max_new_tokens=6)
+    ocr = tiny_ds.read(ctx.tokens, before="", after=tiny_ds.prompt_suffix, max_new_tokens=6)
     assert ocr == tiny_ds.decode(ctx.tokens, max_new_tokens=6)[0]
     text = "The magic number"
     want = float(tiny_ds.text_nll(ctx.tokens, [text]).nll[0])
-    assert reader.nll(ctx.tokens, tiny_ds.prompt_suffix, text) == pytest.approx(want, rel=1e-4)
+    assert tiny_ds.read_nll(ctx.tokens, tiny_ds.prompt_suffix, text) == pytest.approx(want, rel=1e-4)
     # end to end on a task file
     task = write_task(tmp_path / "data")
     (res,) = run_tasks(runner, [task], tmp_path / "pred", progress=False, limit=1)

@@ -22,7 +22,8 @@ import torch
 from codec.base import Codec, PageImages, TextNLL, utf8_bytes
 from codec.registry import register_codec
 from codec.mini.ctc import band_nll, best_path
-from codec.mini.layout import settle_line_ends, text_bands
+from codec.mini.layout import (PAGE_END_BLANK_LINES, drop_blank_tail, settle_line_ends,
+                               text_bands)
 from codec.mini.model import Geometry, MiniConfig, MiniNet, to_ink
 from codec.mini import vocab
 from codec.mini.reader import line_nll
@@ -85,7 +86,8 @@ class MiniCodec(Codec):
         without one use the CTC best path of each band.
 
         Lines that end in a soft wrap the renderer could not have made are read as ending
-        in a hard line break (`settle_line_ends`).
+        in a hard line break (`settle_line_ends`); blank lines below the page's last
+        inked line read as nothing (`drop_blank_tail`).
         """
         self._check(tokens)
         texts = []
@@ -96,7 +98,7 @@ class MiniCodec(Codec):
     def sample(self, tokens: torch.Tensor, temperature: float = 1.0,
                generator: torch.Generator | None = None) -> list[str]:
         """Every line sampled from the causal reader at `temperature`, joined in reading
-        order (line ends settled as in `decode`)."""
+        order (line ends settled and the blank tail dropped as in `decode`)."""
         self._check(tokens)
         if self.net.reader is None:
             raise NotImplementedError("this mini checkpoint has no causal reader to sample")
@@ -105,7 +107,7 @@ class MiniCodec(Codec):
             for i in range(0, len(tokens), self.batch_size):
                 for lines in self.net.read_lines(tokens[i:i + self.batch_size], temperature,
                                                  generator):
-                    texts.append("".join(settle_line_ends(lines, self._typesetter)))
+                    texts.append(_page_text(lines, self._typesetter))
         return texts
 
     # -- likelihood ---------------------------------------------------------------------------
@@ -226,14 +228,22 @@ def _factory(mode: str = DEFAULT_MODE, path: str | Path | None = None, random_in
 def decode_pages(net: MiniNet, tokens: torch.Tensor, setter) -> list[str]:
     """Greedy text of each page from a mini network (`setter`: the page's `Typesetter`)."""
     if net.reader is not None:
-        return ["".join(settle_line_ends(lines, setter)) for lines in net.read_lines(tokens)]
+        return [_page_text(lines, setter) for lines in net.read_lines(tokens)]
     texts = []
     for page in net.readout(tokens.float()):
         bands = best_path(page)
         if net.cfg.lines_per_band == 1:
             bands = settle_line_ends(bands, setter)
-        texts.append("".join(bands))
+        keep = PAGE_END_BLANK_LINES // net.cfg.lines_per_band  # the tail counted in bands
+        texts.append("".join(drop_blank_tail(bands, keep)))
     return texts
+
+
+def _page_text(lines: list[str], setter) -> str:
+    """A page's text from its decoded one-line bands: line ends settled against the
+    renderer's wrapping (which reads the decoded blank lines), then the blank tail
+    dropped."""
+    return "".join(drop_blank_tail(settle_line_ends(lines, setter)))
 
 
 def _as_uint8_batch(pages: PageImages) -> torch.Tensor:

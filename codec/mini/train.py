@@ -104,7 +104,7 @@ def greedy_texts(net: MiniNet, tokens: torch.Tensor) -> list[str]:
 
 @torch.no_grad()
 def evaluate(nets: dict[str, MiniNet], val: list[PageSample]) -> dict[str, dict[str, float]]:
-    from eval.metrics import precision
+    from codec.text_metrics import precision
 
     out = {}
     refs = [s.text for s in val]

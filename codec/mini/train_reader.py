@@ -68,7 +68,7 @@ def trainable(net: MiniNet, tune_trunk: bool) -> list[torch.nn.Parameter]:
 
 @torch.no_grad()
 def evaluate(nets: dict[str, MiniNet], val: list[PageSample], setter) -> dict[str, dict]:
-    from eval.metrics import precision
+    from codec.text_metrics import precision
 
     refs = [s.text for s in val]
     ink = ink_batch(val)

@@ -4,8 +4,9 @@ Two modes, always named in the runner's label and in `run_info.json`:
 
 - `direct`: the codec decoder is a general language model (DeepSeek-OCR-2). It reads
   [BOS, instruction, the kept pages' visual tokens, question] and answers greedily
-  (`DeepseekReader`). Any other backend can offer this by implementing
-  `codec.read(tokens, before=..., after=..., max_new_tokens=...)`, tokens [P, n, D].
+  (`codec.read`). Any backend offers this by meeting the contract's reading part
+  (`codec.base.Codec`): `reads_prompts = True`, `read(tokens, before=..., after=...,
+  max_new_tokens=...)` and `read_nll(tokens, after, continuation)`, tokens [P, n, D].
 - `transcribe`: the codec decoder only transcribes pages (the `mini` codec). That cannot
   answer a question, so the honest fallback is: decode every kept page back to text,
   then answer from that transcript with a named *text* runner. The score then measures
@@ -27,69 +28,9 @@ TEXT_ROOM = 1024  # decoder positions kept for the text around the pages (direct
 
 
 def has_reader(codec: Any) -> bool:
-    """Whether a codec's decoder can answer questions about its pages."""
-    return reader_for(codec) is not None
-
-
-def reader_for(codec: Any) -> Any:
-    """An object with `read(...)` (and `nll(...)`) for codecs whose decoder is a general LM."""
-    if getattr(codec, "reads_prompts", False):
-        return codec
-    if getattr(codec, "name", None) == "deepseek-ocr2":
-        return DeepseekReader(codec)
-    return None
-
-
-class DeepseekReader:
-    """DeepSeek-OCR-2's 3B decoder as a reader: [BOS, instruction, pages' tokens, question].
-
-    Built from the backend's own pieces (its embedding, separator handling and NLL helper),
-    so the visual tokens enter exactly as in OCR; only the text around them changes.
-    """
-
-    def __init__(self, codec: Any) -> None:
-        self.codec = codec
-
-    def _parts(self, tokens, before: str, after: str):
-        import torch
-
-        c = self.codec
-        rows = c._visual_rows(tokens, None) if len(tokens) else []
-        vis = torch.cat(rows) if rows else torch.zeros(0, c.D, device=c.device, dtype=c.dtype)
-        return [c.bos_id] + c._ids(before), vis, c._ids(after)
-
-    def read(self, tokens, *, before: str, after: str, max_new_tokens: int) -> str:
-        import torch
-        from transformers import GenerationConfig
-
-        c = self.codec
-        pre, vis, post = self._parts(tokens, before, after)
-        def emb(ids: list[int]):
-            return c._embed(torch.tensor(ids, dtype=torch.long, device=c.device)).to(c.dtype)
-
-        embeds = torch.cat([emb(pre), vis, emb(post)])[None]
-        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=c.device)
-        pad = c.tokenizer.pad_token_id if c.tokenizer.pad_token_id is not None else c.eos_id
-        cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-                               eos_token_id=c.eos_id, pad_token_id=pad, bos_token_id=c.bos_id)
-        with torch.no_grad():
-            out = c.model.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=cfg)
-        ids = out[0].tolist()
-        if c.eos_id in ids:
-            ids = ids[: ids.index(c.eos_id)]
-        return c.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def nll(self, tokens, context_after: str, continuation: str) -> float:
-        import torch
-
-        from codec.deepseek_common import sequence_nll
-
-        c = self.codec
-        pre, vis, post = self._parts(tokens, "", context_after)
-        with torch.no_grad():
-            nll = sequence_nll(c._lm_hidden, c.model.lm_head, c._embed, [vis], pre, post,
-                               [c._ids(continuation)], c.max_positions)
-        return float(nll.sum())
+    """Whether a codec's decoder can answer questions about its pages (the contract's
+    `Codec.reads_prompts`: it implements `read` and `read_nll`)."""
+    return codec.reads_prompts
 
 
 class CodecReaderRunner(Runner):
@@ -118,7 +59,6 @@ class CodecReaderRunner(Runner):
                 "(transcribe-then-answer fallback)"
             )
         self.answerer = answerer
-        self.reader = reader_for(codec)
         window = getattr(codec, "max_positions", None)
         if max_visual_tokens is None and self.mode == "direct" and window:
             # leave room in the decoder's window for instruction, question and answer
@@ -136,9 +76,9 @@ class CodecReaderRunner(Runner):
             "runner": self.name,
             "kind": "codec-reader",
             "mode": self.mode,
-            "codec": getattr(self.codec, "name", "?"),
-            "codec_version": getattr(self.codec, "version", "?"),
-            "tokens_per_page": getattr(self.codec, "n", None),
+            "codec": self.codec.name,
+            "codec_version": self.codec.version,
+            "tokens_per_page": self.codec.n,
             "max_visual_tokens": self.max_visual_tokens,
             "truncation": "middle, in whole pages, counted in visual tokens",
         }
@@ -168,27 +108,16 @@ class CodecReaderRunner(Runner):
             read = prompt.with_context(self.transcribe(prompt.context))
             return self.answerer.predict(read, dataset=dataset, max_new_tokens=max_new_tokens)
         ctx = self.encode(prompt.context)
-        out = self.reader.read(
+        out = self.codec.read(
             ctx.tokens, before=prompt.before, after=prompt.after, max_new_tokens=max_new_tokens
         )
         return cut_at_stop(out, stop_strings(dataset))
 
     # lm-eval: the whole request context is what gets rendered.
     def loglikelihood(self, context: str, continuation: str) -> tuple[float, bool]:
-        """Transcribe mode: the answerer's likelihood given the transcript. Direct mode:
-        -NLL of the continuation after the context's pages (`reader.nll`, DeepSeek), else
-        the codec's `text_nll` on the pages' tokens laid end to end. is_greedy: False."""
+        """Transcribe mode: the answerer's likelihood given the transcript. Direct mode
+        (the codec reads prompts): -`codec.read_nll` of the continuation after the
+        context's pages. is_greedy: False."""
         if self.mode == "transcribe":
             return self.answerer.loglikelihood(self.transcribe(context), continuation)
-        import torch
-
-        ctx = self.encode(context)
-        if hasattr(self.reader, "nll"):
-            return -self.reader.nll(ctx.tokens, "", continuation), False
-        if ctx.pages:  # the pages' tokens laid end to end, as one long "page"
-            tokens = ctx.tokens.reshape(1, -1, ctx.tokens.shape[-1])
-        else:
-            tokens = self.codec.null_tokens(1)
-        with torch.no_grad():
-            nll = self.codec.text_nll(tokens.to(self.codec.device), [continuation]).nll
-        return -float(nll.sum()), False
+        return -self.codec.read_nll(self.encode(context).tokens, "", continuation), False

@@ -70,7 +70,7 @@ class VSTRunner(Runner):
             "kind": "vst",
             "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
             "codec": self.codec.name,
-            "codec_version": getattr(self.codec, "version", "?"),
+            "codec_version": self.codec.version,
             "model_config": self.model.cfg.to_dict(),
             "max_visual_tokens": self.budget(0),
             "truncation": "middle of the rendered prompt, in whole pages, counted in visual tokens",

@@ -1,4 +1,4 @@
-"""A tiny random Hugging Face causal LM saved to a local directory, for tests and smoke runs.
+"""Test fixture: a tiny random Hugging Face causal LM saved to a local directory.
 
 Nothing is downloaded: the tokenizer is trained here with `tokenizers` on a few lines of
 text, and the model is a random Llama or Qwen2 config a few hundred kilobytes large.
