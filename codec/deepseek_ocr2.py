@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -75,6 +76,27 @@ def _check_model_type(config: dict, directory) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Ocr2Options:
+    """How the backend reads a page; declared once, for a checkpoint or an in-memory model."""
+
+    mode: str = "global"  # global (the whole page as one view) | crops (global view + tiles)
+    keep_separator: bool = True  # keep the view separator token as the page's last token
+    render_preset: str | None = None  # page geometry (default: the mode's own)
+    prompt: str = DEFAULT_PROMPT  # the OCR prompt around the image tokens
+    max_new_tokens: int = 2048  # greedy decoding length cap
+    no_repeat_ngram: int = 20  # block repeating n-grams of this size ...
+    no_repeat_window: int = 90  # ... within this many recent tokens
+    encode_batch_size: int = 16  # pages per encode call
+    decode_batch_size: int = 16  # pages per decode call
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(
+                f"deepseek-ocr2: unknown mode {self.mode!r}; choose one of {', '.join(MODES)}"
+            )
+
+
 @register_codec("deepseek-ocr2")
 class DeepseekOcr2Codec(Codec):
     name = "deepseek-ocr2"
@@ -83,22 +105,12 @@ class DeepseekOcr2Codec(Codec):
         self,
         path: str | os.PathLike | None = None,
         *,
-        mode: str = "global",
-        keep_separator: bool = True,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
-        render_preset: str | None = None,
-        prompt: str = DEFAULT_PROMPT,
-        max_new_tokens: int = 2048,
-        no_repeat_ngram: int = 20,
-        no_repeat_window: int = 90,
-        encode_batch_size: int = 16,
-        decode_batch_size: int = 16,
+        **options,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(
-                f"deepseek-ocr2: unknown mode {mode!r}; choose one of {', '.join(MODES)}"
-            )
+        """Load a local DeepSeek-OCR-2 checkpoint; `options` are `Ocr2Options` fields."""
+        opts = Ocr2Options(**options)
         directory = resolve_checkpoint_dir(path, self.name, ENV_VAR)
         config = read_checkpoint_config(directory, self.name)
         _check_model_type(config, directory)
@@ -109,13 +121,7 @@ class DeepseekOcr2Codec(Codec):
         processor = _load_processor(directory)
         model = _load_model(directory, torch_dtype, torch_device)
         self.path = directory
-        self._setup(
-            model, processor, fingerprint(directory, weights), mode=mode,
-            keep_separator=keep_separator, render_preset=render_preset, prompt=prompt,
-            max_new_tokens=max_new_tokens, no_repeat_ngram=no_repeat_ngram,
-            no_repeat_window=no_repeat_window, encode_batch_size=encode_batch_size,
-            decode_batch_size=decode_batch_size,
-        )
+        self._setup(model, processor, fingerprint(directory, weights), opts)
 
     @classmethod
     def from_model(
@@ -123,43 +129,28 @@ class DeepseekOcr2Codec(Codec):
     ) -> "DeepseekOcr2Codec":
         """A codec around an already-built model and processor (benchmarks, experiments).
         The model is frozen in place; `weights_id` goes into `version`."""
-        if options.get("mode", "global") not in MODES:
-            raise ValueError(f"deepseek-ocr2: unknown mode {options['mode']!r}")
+        opts = Ocr2Options(**options)
         self = cls.__new__(cls)
         self.path = None
         model.eval()
         model.requires_grad_(False)
-        self._setup(model, processor, weights_id, **options)
+        self._setup(model, processor, weights_id, opts)
         return self
 
-    def _setup(
-        self,
-        model,
-        processor,
-        weights_id: str,
-        *,
-        mode: str = "global",
-        keep_separator: bool = True,
-        render_preset: str | None = None,
-        prompt: str = DEFAULT_PROMPT,
-        max_new_tokens: int = 2048,
-        no_repeat_ngram: int = 20,
-        no_repeat_window: int = 90,
-        encode_batch_size: int = 16,
-        decode_batch_size: int = 16,
-    ) -> None:
+    def _setup(self, model, processor, weights_id: str, opts: Ocr2Options) -> None:
         self.model, self.processor, self.tokenizer = model, processor, processor.tokenizer
         first = next(model.parameters())
         self._device, self.dtype = first.device, first.dtype
+        mode, keep_separator, render_preset = opts.mode, opts.keep_separator, opts.render_preset
         self.mode = mode
         self.keep_separator = keep_separator
-        self.prompt = prompt
-        self.prompt_prefix, self.prompt_suffix = split_prompt(prompt)
-        self.max_new_tokens = max_new_tokens
-        self.no_repeat_ngram = no_repeat_ngram
-        self.no_repeat_window = no_repeat_window
-        self.encode_batch_size = encode_batch_size
-        self.decode_batch_size = decode_batch_size
+        self.prompt = opts.prompt
+        self.prompt_prefix, self.prompt_suffix = split_prompt(opts.prompt)
+        self.max_new_tokens = opts.max_new_tokens
+        self.no_repeat_ngram = opts.no_repeat_ngram
+        self.no_repeat_window = opts.no_repeat_window
+        self.encode_batch_size = opts.encode_batch_size
+        self.decode_batch_size = opts.decode_batch_size
         self._table: torch.Tensor | bool | None = None  # see _pixel_table
 
         text_config = model.config.text_config
