@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +27,34 @@ PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot back a codec (missing, incomplete, wrong model)."""
+
+
+DEFAULT_PROMPT = "<image>\nFree OCR."  # the plain-text OCR prompt of both DeepSeek-OCR models
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a DeepSeek-OCR backend prompts and decodes; each backend adds its modes."""
+
+    render_preset: str | None = None  # page geometry (default: the mode's own)
+    prompt: str = DEFAULT_PROMPT  # the OCR prompt around the image tokens
+    max_new_tokens: int = 2048  # greedy decoding length cap
+    no_repeat_ngram: int = 20  # block repeating n-grams of this size ...
+    no_repeat_window: int = 90  # ... within this many recent tokens
+    encode_batch_size: int = 16  # pages per encode call
+    decode_batch_size: int = 16  # pages per decode call
+
+
+def open_checkpoint(path: str | os.PathLike | None, codec_name: str, env_var: str,
+                    check: Callable[[Path, dict], Any]) -> tuple[Path, dict, list[Path], Any]:
+    """(directory, config.json, weight files, what `check(directory, config)` returns) of a
+    local checkpoint whose tokenizer is present; clear errors for anything missing."""
+    directory = resolve_checkpoint_dir(path, codec_name, env_var)
+    config = read_checkpoint_config(directory, codec_name)
+    checked = check(directory, config)
+    weights = weight_files(directory, codec_name)
+    require_tokenizer(directory, codec_name)
+    return directory, config, weights, checked
 
 
 def resolve_checkpoint_dir(path: str | os.PathLike | None, codec_name: str, env_var: str) -> Path:

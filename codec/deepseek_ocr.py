@@ -27,6 +27,7 @@ the full layout. The choice is part of `version`, so a token store records it.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -36,6 +37,8 @@ import torch
 from codec.base import Codec, PageImages, TextNLL
 from codec.registry import register_codec
 from codec.deepseek_common import (
+    ReadOptions,
+    open_checkpoint,
     CheckpointError,
     as_page_list,
     decoder_text_nll,
@@ -44,17 +47,12 @@ from codec.deepseek_common import (
     greedy_generate,
     pick_device,
     pick_dtype,
-    read_checkpoint_config,
-    require_tokenizer,
-    resolve_checkpoint_dir,
     split_prompt,
     split_rows,
-    weight_files,
     windowed_no_repeat_processor,
 )
 
 ENV_VAR = "VST_DEEPSEEK_OCR_PATH"
-DEFAULT_PROMPT = "<image>\nFree OCR."
 PATCH, DOWNSAMPLE = 16, 4  # SAM patch size, then 4x conv compression: one token per 64 px
 MODES = {"tiny": 512, "small": 640, "base": 1024, "large": 1280}
 PRESETS = {"tiny": "ds-tiny", "small": "ds-small", "base": "ds-base", "large": "ds-large"}
@@ -107,6 +105,14 @@ def _check_checkpoint(directory: Path, config: dict) -> list[str]:
     return files
 
 
+@dataclass(frozen=True)
+class OcrOptions(ReadOptions):
+    """How the backend reads a page (see `ReadOptions`), and its resolution mode."""
+
+    mode: str = "small"  # tiny | small | base | large (512 / 640 / 1024 / 1280 px pages)
+    keep_layout_tokens: bool = False  # keep the newline-per-row and view-separator tokens
+
+
 @register_codec("deepseek-ocr")
 class DeepseekOcrCodec(Codec):
     name = "deepseek-ocr"
@@ -116,24 +122,17 @@ class DeepseekOcrCodec(Codec):
         path: str | os.PathLike | None = None,
         *,
         trust_remote_code: bool = False,
-        mode: str = "small",
-        keep_layout_tokens: bool = False,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
-        render_preset: str | None = None,
-        prompt: str = DEFAULT_PROMPT,
-        max_new_tokens: int = 2048,
-        no_repeat_ngram: int = 20,
-        no_repeat_window: int = 90,
-        encode_batch_size: int = 16,
-        decode_batch_size: int = 16,
+        **options,
     ) -> None:
+        """Load a local DeepSeek-OCR checkpoint (its own code: only with trust_remote_code=True);
+        `options` are `OcrOptions` fields."""
+        opts = OcrOptions(**options)
+        mode, keep_layout_tokens = opts.mode, opts.keep_layout_tokens
         side, n, grid = mode_geometry(mode, keep_layout_tokens)
-        directory = resolve_checkpoint_dir(path, self.name, ENV_VAR)
-        config = read_checkpoint_config(directory, self.name)
-        code_files = _check_checkpoint(directory, config)
-        weights = weight_files(directory, self.name)
-        require_tokenizer(directory, self.name)
+        directory, _, weights, code_files = open_checkpoint(
+            path, self.name, ENV_VAR, lambda d, config: _check_checkpoint(d, config))
         if trust_remote_code is not True:
             raise RemoteCodeRefused(
                 "deepseek-ocr: DeepSeek-OCR v1 has no native transformers class, so loading it "
@@ -148,12 +147,12 @@ class DeepseekOcrCodec(Codec):
         self.n, self.grid = n, grid
         self.keep_layout_tokens = keep_layout_tokens
         self.rows_per_side = int(round(side / (PATCH * DOWNSAMPLE)))
-        self.prompt_prefix, self.prompt_suffix = split_prompt(prompt)
-        self.max_new_tokens = max_new_tokens
-        self.no_repeat_ngram = no_repeat_ngram
-        self.no_repeat_window = no_repeat_window
-        self.encode_batch_size = encode_batch_size
-        self.decode_batch_size = decode_batch_size
+        self.prompt_prefix, self.prompt_suffix = split_prompt(opts.prompt)
+        self.max_new_tokens = opts.max_new_tokens
+        self.no_repeat_ngram = opts.no_repeat_ngram
+        self.no_repeat_window = opts.no_repeat_window
+        self.encode_batch_size = opts.encode_batch_size
+        self.decode_batch_size = opts.decode_batch_size
         self._device = pick_device(device)
         self.dtype = pick_dtype(dtype, self._device)
 
@@ -168,7 +167,7 @@ class DeepseekOcrCodec(Codec):
         self.D = int(self.inner.image_newline.shape[-1])
         from render import get_preset
 
-        self.render_config = get_preset(render_preset or PRESETS[mode])
+        self.render_config = get_preset(opts.render_preset or PRESETS[mode])
         self.bos_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else 0
         self.eos_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 1
         self.prefix_ids = [self.bos_id] + self._ids(self.prompt_prefix)

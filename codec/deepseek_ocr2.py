@@ -29,6 +29,8 @@ import torch
 from codec.base import Codec, PageImages, TextNLL
 from codec.registry import register_codec
 from codec.deepseek_common import (
+    ReadOptions,
+    open_checkpoint,
     PROCESSOR_FILES,
     CheckpointError,
     as_page_list,
@@ -38,13 +40,9 @@ from codec.deepseek_common import (
     pad_rows,
     pick_device,
     pick_dtype,
-    read_checkpoint_config,
-    require_tokenizer,
-    resolve_checkpoint_dir,
     sequence_nll,
     split_prompt,
     split_rows,
-    weight_files,
     windowed_no_repeat_processor,
 )
 
@@ -53,7 +51,6 @@ log = logging.getLogger(__name__)
 MODEL_TYPE = "deepseek_ocr2"
 ENV_VAR = "VST_DEEPSEEK_OCR2_PATH"
 # The plain-OCR prompt of the model card ("<image>\nFree OCR."), after a BOS token.
-DEFAULT_PROMPT = "<image>\nFree OCR."
 MODES = ("global", "crops")
 # model_type values of releases that need the remote-code path instead.
 _REMOTE_CODE_TYPES = {"deepseek_vl_v2", "deepseekocr", "deepseek_ocr", "deepseekocr2"}
@@ -77,18 +74,11 @@ def _check_model_type(config: dict, directory) -> None:
 
 
 @dataclass(frozen=True)
-class Ocr2Options:
+class Ocr2Options(ReadOptions):
     """How the backend reads a page; declared once, for a checkpoint or an in-memory model."""
 
     mode: str = "global"  # global (the whole page as one view) | crops (global view + tiles)
     keep_separator: bool = True  # keep the view separator token as the page's last token
-    render_preset: str | None = None  # page geometry (default: the mode's own)
-    prompt: str = DEFAULT_PROMPT  # the OCR prompt around the image tokens
-    max_new_tokens: int = 2048  # greedy decoding length cap
-    no_repeat_ngram: int = 20  # block repeating n-grams of this size ...
-    no_repeat_window: int = 90  # ... within this many recent tokens
-    encode_batch_size: int = 16  # pages per encode call
-    decode_batch_size: int = 16  # pages per decode call
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -111,11 +101,8 @@ class DeepseekOcr2Codec(Codec):
     ) -> None:
         """Load a local DeepSeek-OCR-2 checkpoint; `options` are `Ocr2Options` fields."""
         opts = Ocr2Options(**options)
-        directory = resolve_checkpoint_dir(path, self.name, ENV_VAR)
-        config = read_checkpoint_config(directory, self.name)
-        _check_model_type(config, directory)
-        weights = weight_files(directory, self.name)
-        require_tokenizer(directory, self.name)
+        directory, _, weights, _ = open_checkpoint(
+            path, self.name, ENV_VAR, lambda d, config: _check_model_type(config, d))
         torch_device = pick_device(device)
         torch_dtype = pick_dtype(dtype, torch_device)
         processor = _load_processor(directory)

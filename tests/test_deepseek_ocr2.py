@@ -13,7 +13,7 @@ import torch
 
 from codec import available_codecs, load_codec
 from codec.deepseek_common import CheckpointError, greedy_generate, windowed_no_repeat_processor
-from codec.deepseek_ocr2 import DEFAULT_PROMPT
+from codec.deepseek_common import DEFAULT_PROMPT
 
 try:  # tests/ as a package or as a plain directory on sys.path
     from tests.codec_contract import CodecContract, check_codec_contract

@@ -111,18 +111,10 @@ def mean_token_norm(source: WindowSource, windows: int = 16) -> float:
 
 
 def build_model_config(cfg: TrainConfig, source: WindowSource) -> ModelConfig:
-    over: dict[str, Any] = dict(
-        modality=cfg.modality,
-        mlp=cfg.mlp,
-        head=cfg.head,
-        norm_proj=cfg.norm_proj,
-        energy_samples=cfg.energy_samples,
-        head_init=cfg.head_init,
-        aux_head=cfg.aux_head,
-        gate=cfg.gate,
-        D=source.D,
-        grid=tuple(source.grid),
-    )
+    copied = ("modality", "mlp", "head", "norm_proj", "energy_samples", "head_init", "aux_head",
+              "gate")  # the same name and meaning in both configs
+    over: dict[str, Any] = {name: getattr(cfg, name) for name in copied}
+    over.update(D=source.D, grid=tuple(source.grid))
     if cfg.depth is not None:
         over["depth"] = cfg.depth
     if cfg.modality == "text":

@@ -122,15 +122,9 @@ class TrainConfig:
             raise ValueError("the energy head needs --energy-samples >= 2")
 
     def loss_config(self) -> LossConfig:
-        return LossConfig(
-            mse=self.mse,
-            cos=self.cos,
-            dec=self.dec,
-            norm=self.norm,
-            energy=self.energy,
-            dec_pages=self.dec_pages,
-            dec_lines=self.dec_lines,
-        )
+        """The loss weights and coverage: the fields `LossConfig` shares with this config."""
+        return LossConfig(**{f.name: getattr(self, f.name) for f in fields(LossConfig)
+                             if hasattr(self, f.name)})
 
     def load_codec(self):
         """The frozen codec the run trains through and evaluates with ("auto" resolved)."""
