@@ -55,6 +55,17 @@ def _compare(cfg) -> dict:
     return summary
 
 
+def _run(target: str):
+    """A command's run function, imported when the command runs (`vst --help` stays fast)."""
+    def run(cfg):
+        import importlib
+
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)(cfg)
+
+    return run
+
+
 def _mount() -> None:
     from codec.mini import configs as mini
     from data.cli import corpus_app, store_app
@@ -77,9 +88,10 @@ def _mount() -> None:
     app.add_typer(corpus_app, name="corpus")
     app.command("render")(render)
     codec_app = typer.Typer(no_args_is_help=True, help="Train the shipped `mini` codec.")
-    codec_app.command("train")(config_command(mini.CodecTrainConfig, mini.run_codec_train))
-    codec_app.command("train-reader")(config_command(mini.ReaderTrainConfig, mini.run_reader_train))
-    codec_app.command("card")(config_command(mini.CardConfig, mini.run_card))
+    codec_app.command("train")(config_command(mini.CodecTrainConfig, _run("codec.mini.train:train")))
+    codec_app.command("train-reader")(
+        config_command(mini.ReaderTrainConfig, _run("codec.mini.train_reader:train")))
+    codec_app.command("card")(config_command(mini.CardConfig, _run("codec.mini.card:write_card")))
     app.add_typer(codec_app, name="codec", help="Train the shipped `mini` codec (stage 1: "
                   "encoder + CTC read-out, stage 2: causal reader) and write its model card.")
     app.command("fidelity")(fidelity)

@@ -118,23 +118,3 @@ def training_record(cfg: Any, prog: str) -> dict:
     return {"command": command_line(cfg, prog),
             "config": {k: (str(v) if isinstance(v, Path) else v)
                        for k, v in dataclasses.asdict(cfg).items()}}
-
-
-# The run functions `vst codec ...` calls (heavy imports inside, so `vst --help` stays fast).
-
-def run_codec_train(cfg: CodecTrainConfig) -> dict:
-    from codec.mini.train import train
-
-    return train(cfg)
-
-
-def run_reader_train(cfg: ReaderTrainConfig) -> dict:
-    from codec.mini.train_reader import train
-
-    return train(cfg)
-
-
-def run_card(cfg: CardConfig) -> Path:
-    from codec.mini.card import write_card
-
-    return write_card(cfg)
