@@ -30,69 +30,25 @@ import itertools
 import json
 import random
 import re
-import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from eval.prompts import load as _load_prompts
+from eval.ruler_haystack import (
+    cycle_from,
+    distinct_values,
+    haystack_sentences,
+    random_value,
+    word_pool,
+    zeta,
+)
 
 CountFn = Callable[[str], int]
 
 # RULER samples needle depths from 40 evenly spaced percentages, rounded to integers.
 DEPTHS: tuple[int, ...] = tuple(int(round(100 * i / 39)) for i in range(40))
-
-_ADJECTIVES = """
-able absent acid adept agile airy alert amber ample ancient angry arctic ashen awake
-bald balmy bare bitter blank bleak blond bold brave brief bright brisk broad bronze
-busy calm candid cheap chief chilly civil clean clever close cloudy coarse cold cosmic
-crisp cruel curly damp dark dear deep dense dim dizzy dry dull dusty eager early east
-easy elder empty equal even exact fair faint false fancy fast fatal feral fierce
-final fine firm flat fond foggy frail free fresh frosty full gentle giant glad glossy
-golden grand grave gray great green grim gritty happy hardy harsh hasty hazy heavy
-hidden hollow honest humble hungry icy idle inner ivory jolly keen kind large late
-lazy lean level light lively livid local lofty lone loud lucky lunar mad major mellow
-merry messy mild minor misty modern moist muddy mute narrow neat new nimble noble
-noisy odd olive open oval pale plain plump polite proud pure quick quiet rapid rare
-raw ready regal rich rigid ripe rocky rosy rough round royal rural rusty sacred sad
-safe salty sandy scarce secret sharp shiny short shy silent silky silver simple sleek
-slim slow small smart smooth snowy soft solar solid sour spare stark steady steep
-stiff still stormy strict strong sunny sweet swift tall tame tender thick thin tidy
-tiny tired tough true upper urban vast vivid warm wary weary west wet whole wide wild
-windy wise witty woody young zealous
-"""
-_NOUNS = """
-acorn admiral album anchor angle ankle apple apron arch arena arrow attic avenue
-badge bagel ball banjo barn barrel basket beacon beard bell bench berry bicycle
-blanket boat bonnet bottle boulder bowl bracket branch bread brick bridge broom bucket
-buffalo bugle button cabin cactus camel candle canoe canyon carpet castle cave cellar
-chair chalk channel cherry chimney circle cliff clock cloud coast comet compass copper
-cotton crane crater crown cup curtain cushion daisy desert diamond dolphin donkey door
-dragon drum eagle easel elbow engine falcon feather fence ferry fiddle field finch
-flag flute forest fountain fox garden garlic gate glacier globe goat gravel guitar
-hammer harbor harp hatchet helmet heron hill honey horizon island jacket jar jungle
-kettle kite ladder lagoon lantern lemon lighthouse lily lizard lobster locket magnet
-mango maple marble meadow mirror mitten monkey moss mountain needle nest oasis ocean
-orchard otter owl paddle palace parrot pebble pencil pepper piano pillow pine planet
-pond puzzle quarry quilt rabbit raft rainbow raven ribbon river robin rocket saddle
-salmon satchel scarf shelf shell ship shovel signal skillet sled spider spoon squirrel
-stable statue stone straw stream sunset swan table teapot temple thimble thistle
-thunder tiger timber tower trolley trumpet tulip tunnel turtle umbrella valley velvet
-violin volcano wagon walnut whistle willow window wizard wolf zebra
-"""
-ADJECTIVES: tuple[str, ...] = tuple(sorted(set(_ADJECTIVES.split())))
-NOUNS: tuple[str, ...] = tuple(sorted(set(_NOUNS.split())))
-
-_STDLIB_MODULES = (
-    "collections", "functools", "itertools", "json", "re", "textwrap", "string", "difflib",
-    "heapq", "bisect", "random", "statistics", "fractions", "decimal", "datetime", "calendar",
-    "pathlib", "shutil", "csv", "argparse", "logging", "threading", "queue", "subprocess",
-    "typing", "dataclasses", "enum", "contextlib", "abc", "io", "os", "zipfile", "tarfile",
-    "gzip", "hashlib", "base64", "html", "email", "unittest", "doctest", "pdb", "timeit",
-    "sqlite3", "socket", "selectors", "asyncio", "inspect", "pickle", "copy", "pprint",
-)  # fmt: skip
-
 
 # ---------------------------------------------------------------- lengths
 
@@ -112,110 +68,6 @@ def count_fn_for(unit: str | CountFn) -> CountFn:
 
 def _unit_name(unit: str | CountFn) -> str:
     return unit if isinstance(unit, str) else getattr(unit, "__name__", "custom")
-
-
-# ---------------------------------------------------------------- haystacks
-
-
-def split_sentences(text: str) -> list[str]:
-    """Whitespace-squeezed sentences: split after . ! ? followed by a space."""
-    text = " ".join(text.split())
-    return [s for s in re.split(r"(?<=[.!?])\s+", text) if s]
-
-
-@lru_cache(maxsize=1)
-def stdlib_haystack() -> tuple[str, ...]:
-    """Prose paragraphs from stdlib docstrings: a haystack that needs no download.
-
-    Code examples (lines starting with `>>>` or indented) are dropped so that the
-    haystack reads like an essay. The text depends on the Python version.
-    """
-    import importlib
-    import inspect
-
-    paras: list[str] = []
-    for name in _STDLIB_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ImportError:  # pragma: no cover - platform without the module
-            continue
-        docs = [inspect.getdoc(mod) or ""]
-        for attr in sorted(getattr(mod, "__all__", None) or dir(mod)):
-            if not attr.startswith("_"):
-                docs.append(inspect.getdoc(getattr(mod, attr, None)) or "")
-        for doc in docs:
-            for para in doc.split("\n\n"):
-                lines = para.splitlines()
-                if not lines or any(ln.startswith((">>>", "...", " ", "\t")) for ln in lines):
-                    continue
-                para = " ".join(lines)
-                if ". " in para and len(para) > 80 and para not in paras:
-                    paras.append(para)
-    return tuple(paras)
-
-
-def haystack_sentences(texts: Sequence[str] | None) -> list[str]:
-    texts = stdlib_haystack() if texts is None else texts
-    sents = [s for t in texts for s in split_sentences(t)]
-    if not sents:
-        raise ValueError("the haystack texts contain no sentences")
-    return sents
-
-
-def _cycle(items: Sequence[str], start: int, n: int) -> list[str]:
-    """n items from `start`, wrapping around (long targets repeat the haystack, as RULER)."""
-    return [items[(start + i) % len(items)] for i in range(n)]
-
-
-# ---------------------------------------------------------------- random values
-
-
-def _word(rng: random.Random) -> str:
-    return f"{rng.choice(ADJECTIVES)}-{rng.choice(NOUNS)}"
-
-
-def _value(rng: random.Random, kind: str) -> str:
-    if kind == "numbers":
-        return str(rng.randint(10**6, 10**7 - 1))
-    if kind == "words":
-        return _word(rng)
-    if kind == "uuids":
-        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    raise ValueError(f"unknown needle type {kind!r}")
-
-
-def _distinct(
-    rng: random.Random, kind: str, n: int, avoid: frozenset[str] = frozenset()
-) -> list[str]:
-    """n distinct random values, none of them in `avoid`."""
-    out: dict[str, None] = {}
-    while len(out) < n:
-        v = _value(rng, kind)
-        if v not in avoid:
-            out.setdefault(v)
-    return list(out)
-
-
-@lru_cache(maxsize=1)
-def _pseudo_words() -> tuple[str, ...]:
-    """Pronounceable three-syllable non-words, in a fixed shuffled order (cwe's big lists)."""
-    syll = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
-    words = [a + b + c for a in syll for b in syll for c in syll]
-    random.Random("ruler-pseudo-words").shuffle(words)
-    return tuple(words)
-
-
-def _word_pool(n: int) -> list[str]:
-    real = sorted(set(ADJECTIVES) | set(NOUNS))
-    if n <= len(real):
-        return real
-    return real + list(_pseudo_words()[: n - len(real)])
-
-
-def _zeta(s: float, k: int = 1000) -> float:
-    """Riemann zeta for s > 1 (Euler-Maclaurin tail), for Zipf word counts in fwe."""
-    head = sum(i**-s for i in range(1, k))
-    return head + k ** (1 - s) / (s - 1) + 0.5 * k**-s + s * k ** (-s - 1) / 12
 
 
 # ---------------------------------------------------------------- task specs
@@ -312,8 +164,8 @@ def _niah(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[fl
     a = args
     rng = random.Random(rng_seed + "/needles")
     num_k = max(a["num_needle_k"], a["num_needle_q"])
-    keys = _distinct(rng, a["type_needle_k"], num_k)
-    values = [_distinct(rng, a["type_needle_v"], a["num_needle_v"]) for _ in keys]
+    keys = distinct_values(rng, a["type_needle_k"], num_k)
+    values = [distinct_values(rng, a["type_needle_v"], a["num_needle_v"]) for _ in keys]
     needle_fmt = _load_prompts("ruler")["niah_needle"]
     needles = [
         needle_fmt.format(type_needle_v=a["type_needle_v"], key=k, value=v)
@@ -331,13 +183,13 @@ def _niah(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[fl
     kind = a["type_haystack"]
     hay_rng = random.Random(rng_seed + "/haystack")
     if kind == "essay":
-        units, joiner = _cycle(hay, start, n), " "
+        units, joiner = cycle_from(hay, start, n), " "
     elif kind == "noise":
         units, joiner = [_load_prompts("ruler")["noise_sentence"]] * n, "\n"
     elif kind == "needle":  # distractor needles with other keys
-        dk = _distinct(hay_rng, a["type_needle_k"], n, avoid=frozenset(keys))
+        dk = distinct_values(hay_rng, a["type_needle_k"], n, avoid=frozenset(keys))
         tv = a["type_needle_v"]
-        units = [needle_fmt.format(type_needle_v=tv, key=k, value=_value(hay_rng, tv)) for k in dk]
+        units = [needle_fmt.format(type_needle_v=tv, key=k, value=random_value(hay_rng, tv)) for k in dk]
         joiner = "\n"
     else:
         raise ValueError(f"unknown haystack type {kind!r}")
@@ -407,7 +259,7 @@ def _vt(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[floa
     example = icl_q + icl_ap + " ".join(icl_vars[0]) + "\n"
 
     if args.get("type_haystack", "noise") == "essay":
-        units, joiner = _cycle(hay, rng.randrange(len(hay)), n), " "
+        units, joiner = cycle_from(hay, rng.randrange(len(hay)), n), " "
         flat = [s + "." for s in flat]
     else:
         units, joiner = [noise] * n, "\n"
@@ -419,7 +271,7 @@ def _vt(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[floa
 
 
 def _cwe_list(rng: random.Random, n_words: int, reps_common: int, reps_rare: int, n_common: int):
-    words = rng.sample(_word_pool(n_words), n_words)
+    words = rng.sample(word_pool(n_words), n_words)
     common, rare = words[:n_common], words[n_common:]
     seq = common * reps_common + rare * reps_rare
     rng.shuffle(seq)
@@ -455,7 +307,7 @@ def _coded_vocab(rng_seed: str, size: int) -> tuple[str, ...]:
 def _fwe(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[float] | None):
     alpha, vocab_size = float(args.get("alpha", 2.0)), int(args.get("vocab_size", 2000))
     vocab = _coded_vocab(rng_seed, vocab_size)
-    z = _zeta(alpha)
+    z = zeta(alpha)
     words = [w for k, w in enumerate(vocab, 1) for _ in range(int(n * k**-alpha / z))]
     random.Random(rng_seed + f"/order/{n}").shuffle(words)
     t = _template("freq_words_extraction")

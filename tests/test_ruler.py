@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from typer.testing import CliRunner
 
-from eval import ruler
+from eval import ruler, ruler_haystack
 from eval.eval_cli import app
 
 # A small local haystack: plain strings, as a corpus reader would hand them over.
@@ -106,7 +106,7 @@ def test_needle_at_requested_depth(depth):
     def chars(t: str) -> int:
         return len(re.sub(r"\s", "", t))
     total = chars(ctx[:start] + ctx[end:])
-    longest = max(chars(s) for s in ruler.split_sentences(" ".join(HAYSTACK)))
+    longest = max(chars(s) for s in ruler_haystack.split_sentences(" ".join(HAYSTACK)))
     assert abs(100 * chars(ctx[:start]) / total - depth) <= 100 * longest / total + 0.5
     assert needle["actual_depth"] == pytest.approx(depth, abs=100 * (longest + 20) / total)
 
@@ -212,7 +212,7 @@ def test_fwe_answers_are_top_three_after_noise():
 
 
 def test_stdlib_fallback_haystack():
-    texts = ruler.stdlib_haystack()
+    texts = ruler_haystack.stdlib_haystack()
     assert len(texts) > 50
     rec = ruler.generate_sample("niah_single_2", 1000, unit="tokens")
     assert rec["answers"][0] in rec["context"]
