@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -42,11 +42,11 @@ def demo_corpus_command(
 
 @corpus_app.command("read")
 def read_command(
-    path: Annotated[Path, typer.Argument(help="Corpus file or directory.")],
+    path: Annotated[Path, typer.Argument(exists=True, help="Corpus file or directory.")],
     text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
     skips: Annotated[Optional[Path], typer.Option(
         "--skips", help="Write the skip log here (JSONL).")] = None,
-    oversized: Annotated[str, typer.Option(
+    oversized: Annotated[Literal["split", "drop"], typer.Option(
         help="A document over max_chars: 'split' into parts or 'drop' it.")] = "split",
 ) -> None:
     """Stream a corpus; print counts of documents, characters, skips, repairs and splits."""

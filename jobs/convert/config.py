@@ -9,7 +9,7 @@ command line from its fields, defaults and `metadata["help"]`, so nothing is typ
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 OVERSIZED_CHOICES = ("split", "drop")
 
@@ -47,7 +47,7 @@ class ConvertConfig:
     text_field: str = "text"  # Text field of JSONL / parquet records.
     max_chars: Optional[int] = None  # Longest document read whole (default: the reader's limit);
         # see --oversized.
-    oversized: str = "split"  # A document over max_chars: 'split' into ordered parts that keep the
+    oversized: Literal["split", "drop"] = "split"  # A document over max_chars: 'split' into ordered parts that keep the
         # document id, or 'drop' it with a recorded skip.
     max_retries: int = 2  # Retries of a failed part before giving up on it.
     progress_every: float = 5.0  # Seconds between progress lines.
