@@ -12,6 +12,7 @@
     vst store info|verify ROOT        # inspect and check a token store
     vst train --recipe learn ...      # train the VST or a text baseline (alias: vst-train)
     vst generate CKPT ...             # continue a document with a trained VST
+    vst sft --base RUN --data FILE    # instruction tuning; vst chat CKPT: talk to it
     vst eval run|lm-eval|compare|...  # benchmarks, runners, efficiency, comparisons
 
 jobs/ sits on top of the data flow (corpus -> render -> codec -> store -> vst -> eval), so
@@ -79,7 +80,8 @@ def _mount() -> None:
     from jobs.speedrun import speedrun_command
     from jobs.sweep import SweepConfig, run_sweep_and_print
     from render.cli import render
-    from vst.cli import generate
+    from vst.cli import chat, generate
+    from vst.sft_config import SFTConfig
     from vst.train_config import TrainConfig
 
     app.command("demo")(demo_command())
@@ -99,6 +101,8 @@ def _mount() -> None:
     app.add_typer(store_app, name="store")
     app.command("train")(config_command(TrainConfig, _train, doc=TRAIN_DOC))
     app.command("generate")(generate)
+    app.command("sft")(config_command(SFTConfig, _run("vst.sft:sft_and_print"), doc=SFT_DOC))
+    app.command("chat")(chat)
     eval_app.command("run")(run)
     eval_app.command("lm-eval")(lm_eval_cmd)
     eval_app.command("efficiency")(config_command(EfficiencyConfig, report))
@@ -111,6 +115,10 @@ TRAIN_DOC = """Train a VST (--modality vector) or the same-shape text baseline (
 
 --recipe learn | text-bytes | text-cl100k fills every flag you do not give. DDP:
 torchrun --standalone --nproc_per_node N -m jobs.cli train ... (see vst/train.py)."""
+
+SFT_DOC = """Instruction-tune a VST run (--base) on [instruction, context, response] samples.
+
+Full-parameter fine-tuning; the loss falls on response positions only (see vst/sft.py)."""
 
 _mount()
 

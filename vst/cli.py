@@ -70,3 +70,58 @@ def torch_tensor(x):
     import torch
 
     return torch.as_tensor(x).float()
+
+
+def chat(
+    checkpoint: Path = typer.Argument(..., help="an SFT run directory (`vst sft --out`) or step dir"),
+    prompt: Optional[str] = typer.Option(
+        None, help="one-shot: answer this and exit (default: stdin when it is not a terminal, "
+        "else an interactive session)"),
+    context_file: Optional[Path] = typer.Option(
+        None, help="a text file given as the context segment (of the first turn)"),
+    max_pages: int = typer.Option(4, help="response pages at most"),
+    stop_threshold: float = typer.Option(0.5, help="the stop head's probability that ends an answer"),
+    seed: int = typer.Option(0, help="sampling seed (energy head)"),
+    codec: Optional[str] = typer.Option(None, help="codec spec (default: the checkpoint's own)"),
+    codec_mode: Optional[str] = typer.Option(None, help="codec mode (default: the checkpoint's)"),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Chat with an instruction-tuned VST: your text is rendered and encoded, the answer is
+    generated page by page, decoded by the codec and printed as it comes."""
+    import sys
+
+    from vst.chat import ChatSession, CodecMismatch, NotSFTModel, load_chat_model
+
+    try:
+        model, cdc, _ = load_chat_model(checkpoint, device, codec, codec_mode)
+    except (NotSFTModel, CodecMismatch, FileNotFoundError) as e:
+        raise typer.BadParameter(str(e), param_hint="CHECKPOINT") from e
+    session = ChatSession(model, cdc, max_pages=max_pages, stop_threshold=stop_threshold,
+                          seed=seed)
+    context = context_file.read_text(encoding="utf-8") if context_file else ""
+
+    def answer(text: str, ctx: str) -> None:
+        for page in session.stream(text, ctx):
+            typer.echo(page, nl=False)
+        a = session.last
+        typer.echo(f"\n[{a.positions} visual positions vs {a.text_tokens} cl100k tokens; "
+                   f"{'stopped' if a.stopped else 'page cap'}; {a.seconds:.2f}s]")
+
+    if prompt is None and not sys.stdin.isatty():
+        prompt = sys.stdin.read().strip()
+    if prompt is not None:
+        answer(prompt, context)
+        return
+    typer.echo("vst chat: an empty line or Ctrl-D ends; /reset forgets earlier turns")
+    while True:
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        if line == "/reset":
+            session.reset()
+            continue
+        answer(line, context)
+        context = ""  # the context file belongs to the first turn

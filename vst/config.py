@@ -47,6 +47,9 @@ class ModelConfig:
     energy_noise_dim: int = 64
     energy_blocks: int = 2
     energy_samples: int = 8  # samples per position for the energy score
+    # instruction tuning (vst/sft.py): learned special input vectors that mark segment
+    # starts and the end of a response, and a stop head ("the response ended here")
+    specials: int = 0
 
     @property
     def d_model(self) -> int:

@@ -127,6 +127,11 @@ class VST(nn.Module):
             self.embed = nn.Embedding(cfg.vocab_size, d)
             self.lm_head = nn.Linear(d, cfg.vocab_size, bias=False)
         self.doc_start = nn.Parameter(torch.zeros(d))
+        if cfg.specials:
+            # segment markers of instruction tuning (vst/sft_data.py: SPECIAL) used as inputs,
+            # and the stop head read at every response position
+            self.special = nn.Embedding(cfg.specials, d)
+            self.stop = nn.Linear(d, 1)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.depth))
         self.norm = RMSNorm(d)
         self.reset_parameters()
@@ -148,6 +153,8 @@ class VST(nn.Module):
             if p.dim() == 1 and name.endswith("bias"):
                 p.zero_()
         nn.init.normal_(self.doc_start, std=1.0)
+        if self.cfg.specials:  # like doc_start: unit-scale input vectors
+            nn.init.normal_(self.special.weight, std=1.0)
         if self.cfg.modality == "vector" and self.cfg.head_init == "zero":
             # predictions start at the null token, so decoder-CE starts from the decoder's
             # prior instead of from random prompts (which decode worse than the prior)
@@ -158,7 +165,7 @@ class VST(nn.Module):
             self.gate.bias.fill_(GATE_INIT_LOGIT)
 
     def num_params(self, trunk_only: bool = False) -> int:
-        skip = ("inp.", "embed.", "lm_head.", "head.", "aux.", "gate.") if trunk_only else ()
+        skip = ("inp.", "embed.", "lm_head.", "head.", "aux.", "gate.", "special.", "stop.") if trunk_only else ()
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith(skip))
 
     def flops_per_token(self, seq_len: int) -> float:
@@ -177,9 +184,14 @@ class VST(nn.Module):
             extra = (c.energy_samples - 1) * per_sample
         return 6 * (self.num_params() - table + extra) + attn
 
-    def embed_inputs(self, inputs: torch.Tensor, bos: torch.Tensor) -> torch.Tensor:
+    def embed_inputs(self, inputs: torch.Tensor, bos: torch.Tensor,
+                     special: torch.Tensor | None = None) -> torch.Tensor:
         x = self.inp(inputs) if self.cfg.modality == "vector" else self.embed(inputs)
-        return torch.where(bos[..., None], self.doc_start.to(x.dtype), x)
+        x = torch.where(bos[..., None], self.doc_start.to(x.dtype), x)
+        if special is not None:  # [B, T] long: a special vector's index, -1 where none
+            marked = special >= 0
+            x = torch.where(marked[..., None], self.special(special.clamp(min=0)).to(x.dtype), x)
+        return x
 
     def forward(
         self,
@@ -188,14 +200,16 @@ class VST(nn.Module):
         positions: torch.Tensor,
         doc_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        special: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hidden states [B, T, d_model].
 
         inputs: [B, T, D] vectors or [B, T] ids; bos: [B, T] positions whose input is the
         document-start vector; positions: [B, T] (1D) or [B, T, 3] (page, row, col);
-        doc_ids: [B, T] document ordinal, for masking attention across documents.
+        doc_ids: [B, T] document ordinal, for masking attention across documents;
+        special: [B, T] index of a special input vector (models with `specials`), -1: none.
         """
-        x = self.embed_inputs(inputs, bos)
+        x = self.embed_inputs(inputs, bos, special)
         cos, sin = cos_sin(
             rope_angles(positions, self.cfg.head_dim, self.cfg.rope_base, self.cfg.rope_sections),
             x.dtype,

@@ -1,0 +1,269 @@
+"""Instruction tuning (SFT) of a pretrained VST on [V_instruction, V_context, V_response].
+
+Full-parameter fine-tuning (peft is not installed in this environment, so no LoRA): the
+base run's weights plus the new special vectors and stop head (vst/sft_data.py). The loss
+falls only on response positions: L_reg (MSE + cosine) or the energy score, decoder-CE of
+the response pages through the frozen codec, and the stop head's BCE.
+
+    vst sft --base runs/vst --data sft.jsonl --val-data heldout.jsonl --max-seconds 300 \
+        --out runs/sft
+    vst sft --base runs/vst --data sft.jsonl --out runs/sft --resume   # continue exactly
+    vst chat runs/sft --prompt "What is the value of the key cedar-1234?"
+
+Single process (the CPU codec reads every response page); from Python:
+`from vst.sft import sft; sft(SFTConfig(base=..., data=..., out=...))`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vst.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
+from vst.config import ModelConfig
+from vst.heads import energy_score
+from vst.losses import decoder_nll, window_mean
+from vst.model import VST
+from vst.sft_config import SFTConfig
+from vst.sft_data import N_SPECIALS, EncodedSample, SFTBatch, collate_sft, encode_sample
+
+
+def resolve_base(path: str | Path) -> Path:
+    p = Path(path)
+    if (p / "state.json").exists():
+        return p
+    found = latest_checkpoint(p)
+    if found is None:
+        raise FileNotFoundError(f"no checkpoint in {p} (a `vst train` run directory?)")
+    return found
+
+
+def codec_of_state(state: dict[str, Any], spec: str | None = None, mode: str | None = None):
+    """The codec a checkpoint was trained through (or `spec` instead)."""
+    from codec import load_codec
+    from vst.train_config import TrainConfig, resolve_codec
+
+    if "sft" in state:
+        c = state["sft"]["codec"]
+        return load_codec(spec or c["spec"], mode=mode if spec else (mode or c["mode"]))
+    tcfg = resolve_codec(TrainConfig.from_dict(state["train_config"]))
+    return load_codec(spec or tcfg.codec, mode=mode if spec else (mode or tcfg.codec_mode),
+                      path=None if spec else tcfg.codec_path, options=tcfg.codec_option)
+
+
+def codec_record(codec) -> dict[str, Any]:
+    return {"spec": codec.name, "mode": codec.mode, "D": codec.D, "n": codec.n,
+            "version": str(codec.version)}
+
+
+def sft_model_from_base(base: Path, device) -> VST:
+    """The base run's model with the special vectors and stop head added (fresh weights)."""
+    state = read_state(base)
+    mcfg = ModelConfig.from_dict(state["model_config"])
+    if mcfg.modality != "vector":
+        raise ValueError("vst sft tunes a VST (vector modality); the base is a text model")
+    model = VST(mcfg.with_(specials=N_SPECIALS)).to(device)
+    from safetensors.torch import load_file
+
+    missing, unexpected = model.load_state_dict(
+        load_file(base / "model.safetensors", device=str(device)), strict=False)
+    if unexpected or any(not k.startswith(("special.", "stop.")) for k in missing):
+        raise ValueError(f"base checkpoint does not fit: missing {missing}, unexpected {unexpected}")
+    return model
+
+
+def sft_losses(model: VST, batch: SFTBatch, cfg: SFTConfig, codec=None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss on response positions only (batch.resp), plus the stop BCE on batch.stop_mask."""
+    h = model(batch.inputs, torch.zeros_like(batch.valid), batch.positions,
+              special=batch.special)
+    x, m = batch.targets, batch.resp
+    terms: dict[str, torch.Tensor] = {}
+    total = h.new_zeros(())
+    if model.cfg.head == "energy":
+        samples = model.head.sample(h, model.cfg.energy_samples).float()
+        terms["energy"] = window_mean(energy_score(samples, x), m)
+        total = total + cfg.energy * terms["energy"]
+        x_hat = samples[0]
+    else:
+        x_hat = model.head(h).float()
+    terms["mse"] = window_mean((x_hat - x).square().mean(-1), m)
+    terms["cos"] = window_mean(1 - F.cosine_similarity(x_hat, x, dim=-1, eps=1e-6), m)
+    total = total + cfg.mse * terms["mse"] + cfg.cos * terms["cos"]
+    stop_logit = model.stop(h)[..., 0].float()
+    bce = F.binary_cross_entropy_with_logits(stop_logit, batch.stop_label, reduction="none")
+    # balanced: a response has one end among its n * pages positions, so an unweighted BCE
+    # would learn "never stop" first; positives and negatives count half each
+    pos = batch.stop_mask & (batch.stop_label > 0)
+    neg = batch.stop_mask & (batch.stop_label == 0)
+    terms["stop"] = 0.5 * (bce[pos].mean() if pos.any() else bce.new_zeros(())) + \
+        0.5 * (bce[neg].mean() if neg.any() else bce.new_zeros(()))
+    total = total + cfg.stop * terms["stop"]
+    if cfg.dec > 0 and codec is not None:
+        n = model.cfg.tokens_per_page
+        rows = [(b, t0, text) for b, pages in enumerate(batch.resp_pages) for t0, text in pages]
+        pred = torch.stack([x_hat[b, t0 : t0 + n] for b, t0, _ in rows])
+        nll, nbytes = decoder_nll(codec, pred, [t for _, _, t in rows])
+        terms["dec"] = (nll / nbytes.clamp(min=1)).mean()
+        terms["dec_bpb"] = (nll.sum() / (math.log(2) * nbytes.sum().clamp(min=1))).detach()
+        total = total + cfg.dec * terms["dec"]
+    terms["loss"] = total
+    return total, {k: v.detach() for k, v in terms.items()}
+
+
+def load_samples(path: str, cfg: SFTConfig, skips):
+    from data.corpus.instructions import read_instructions
+
+    return list(read_instructions(path, fmt=cfg.format, skips=skips,
+                                  max_context_chars=cfg.max_context_chars))
+
+
+def split_samples(cfg: SFTConfig, skips):
+    from data.corpus.splits import split_of
+
+    train = load_samples(cfg.data, cfg, skips)
+    if cfg.val_data:
+        return train, load_samples(cfg.val_data, cfg, skips)
+    return ([s for s in train if split_of(s.id, 0.05) == "train"],
+            [s for s in train if split_of(s.id, 0.05) == "val"])
+
+
+def _lr(step: int, cfg: SFTConfig, used: float) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, used))))
+
+
+@torch.no_grad()
+def evaluate_sft(model: VST, samples: list[EncodedSample], cfg: SFTConfig, codec) -> dict:
+    model.eval()
+    sums: dict[str, float] = {}
+    chunks = [samples[i : i + cfg.batch_size] for i in range(0, len(samples), cfg.batch_size)]
+    for chunk in chunks:
+        batch = collate_sft(chunk, model.cfg.grid, model.cfg.D, model.cfg.rope,
+                            cfg.max_context_pages).to(next(model.parameters()).device)
+        _, terms = sft_losses(model, batch, cfg, codec)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v) / len(chunks)
+    model.train()
+    return sums
+
+
+def sft(cfg: SFTConfig) -> dict[str, Any]:
+    """Fine-tune; returns {"history", "eval", "checkpoint", "skips", ...}."""
+    from data.corpus import SkipLog
+    from data.corpus.instruct_gen import mix_by_answer_tokens
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = resolve_base(cfg.base)
+    base_state = read_state(base)
+    codec = codec_of_state(base_state, cfg.codec, cfg.codec_mode)
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        model = VST(ModelConfig.from_dict(read_state(ckpt)["model_config"])).to(device)
+    else:
+        model = sft_model_from_base(base, device)
+    if (codec.D, codec.n) != (model.cfg.D, model.cfg.tokens_per_page):
+        raise ValueError(f"codec D={codec.D}, n={codec.n} does not match the base model's "
+                         f"D={model.cfg.D}, n={model.cfg.tokens_per_page}")
+    skips = SkipLog()
+    train_s, val_s = split_samples(cfg, skips)
+    if cfg.mix_budget > 0:
+        pools: dict[str, list] = {}
+        for s in train_s:
+            pools.setdefault(s.family, []).append(s)
+        train_s = mix_by_answer_tokens(pools, {k: 1.0 for k in pools}, cfg.mix_budget, cfg.seed)
+    if not train_s:
+        raise ValueError(f"no usable training samples in {cfg.data} ({len(skips)} skipped)")
+    cache: dict[str, EncodedSample] = {}
+
+    def enc(s):  # each distinct sample is rendered and encoded once
+        if s.id not in cache:
+            cache[s.id] = encode_sample(codec, s)
+        return cache[s.id]
+
+    val_enc = [enc(s) for s in val_s[: cfg.eval_samples]]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    step, seconds = 0, 0.0
+    if ckpt is not None:
+        st = load_checkpoint(ckpt, model, opt)
+        step, seconds = st["step"], st.get("train_seconds", 0.0)
+    (out / "config.json").write_text(json.dumps({"sft": asdict(cfg),
+                                                 "model": model.cfg.to_dict()}, indent=1))
+    skips.write_jsonl(out / "skips.jsonl")
+    log = (out / "metrics.jsonl").open("a")
+    history: list[dict[str, float]] = []
+
+    def order(i: int) -> int:  # a seeded permutation per epoch: the data position is the step
+        epoch, j = divmod(i, len(train_s))
+        perm = list(range(len(train_s)))
+        random.Random(f"{cfg.seed}|{epoch}").shuffle(perm)
+        return perm[j]
+
+    def state() -> dict[str, Any]:
+        return {"sft": {"config": asdict(cfg), "base": str(base), "codec": codec_record(codec)},
+                "train_config": base_state.get("train_config", {}),
+                "model_config": model.cfg.to_dict(), "train_seconds": seconds,
+                "history_tail": history[-5:]}
+
+    model.train()
+    while step < cfg.steps and not (cfg.max_seconds and seconds >= cfg.max_seconds):
+        t0 = time.perf_counter()
+        lr = _lr(step, cfg, max(step / cfg.steps, seconds / cfg.max_seconds
+                                if cfg.max_seconds else 0.0))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        chunk = [enc(train_s[order(step * cfg.batch_size + k)]) for k in range(cfg.batch_size)]
+        batch = collate_sft(chunk, model.cfg.grid, model.cfg.D, model.cfg.rope,
+                            cfg.max_context_pages).to(device)
+        loss, terms = sft_losses(model, batch, cfg, codec)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        seconds += time.perf_counter() - t0
+        rec = {"step": step, "lr": lr, "train_seconds": seconds,
+               **{k: float(v) for k, v in terms.items()}}
+        history.append(rec)
+        if step % cfg.log_every == 0 or step == 1:
+            log.write(json.dumps({"split": "train", **rec}) + "\n")
+            log.flush()
+            print(f"sft step {step} loss {rec['loss']:.4f} stop {rec['stop']:.4f} "
+                  f"{seconds:.0f}s", flush=True)
+        if cfg.save_every > 0 and step % cfg.save_every == 0:
+            save_checkpoint(out, step, model, opt, state(), keep=cfg.keep)
+        if cfg.halt_at is not None and step >= cfg.halt_at:
+            log.close()
+            return {"halted_at": step, "history": history}
+    final = evaluate_sft(model, val_enc, cfg, codec) if val_enc else {}
+    log.write(json.dumps({"split": "val", "step": step, **final}) + "\n")
+    log.close()
+    path = save_checkpoint(out, step, model, opt, state(), keep=cfg.keep)
+    result = {"steps": step, "eval": final, "checkpoint": str(path), "train_seconds": seconds,
+              "train_samples": len(train_s), "val_samples": len(val_s),
+              "skips": len(skips), "skip_reasons": {f"{a}: {r}": c for (a, r), c in skips.counts().items()}}
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    return {**result, "history": history}
+
+
+def sft_and_print(cfg: SFTConfig) -> dict[str, Any]:
+    """`vst sft`: run and print the held-out losses and the checkpoint."""
+    result = sft(cfg)
+    print(json.dumps(result["eval"], indent=1))
+    print(f"checkpoint: {result['checkpoint']}")
+    return result
