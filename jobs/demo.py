@@ -11,6 +11,7 @@ Stages (each writes its own folder under OUT and a section of OUT/report.html):
   convert   corpus -> visual-token store, through the Ray conversion job
   train     a debug VST on the store, and the same-shape text baseline
   evaluate  RULER-style tasks through the runners, scored; efficiency table
+  chat      a short instruction tuning of the VST; chat transcripts on held-out tasks
 
 Sized to finish in a few minutes on a 2-core CPU. OUT/summary.json holds every number.
 """
@@ -56,9 +57,13 @@ class DemoSettings:
     dec_weight: float = 1.0  # weight of the decoder-CE loss (nats per byte)
     eval_samples: int = 4  # samples per synthetic task in the evaluate stage
     eval_chars: int = 3_000  # context length of the synthetic tasks, in characters
+    sft_seconds: float = 90.0  # chat stage: instruction-tuning wall-clock (encoding excluded)
+    sft_steps: int = 200  # chat stage: instruction-tuning steps at most
+    chat_chars: int = 1_500  # chat stage: context length of the instruction tasks, in characters
+    chat_samples: int = 3  # chat stage: held-out transcripts shown and scored
     seed: int = 0  # seed of the corpus sample, training and tasks
     only: list[str] = field(default_factory=list)  # run only these stages (repeatable):
-        # corpus, render, fidelity, convert, train, evaluate; what they need runs too
+        # corpus, render, fidelity, convert, train, evaluate, chat; what they need runs too
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -276,9 +281,15 @@ def stage_evaluate(s: DemoSettings, state: DemoState) -> Section:
                    links=["eval/efficiency/efficiency.md", "eval/vst", "eval/vst-text"])
 
 
+def stage_chat(s: DemoSettings, state: DemoState) -> Section:
+    from jobs.demo_chat import chat_section
+
+    return Section(**chat_section(s, state))
+
+
 # A stage reads what these earlier stages leave in `state`; --only pulls them in.
 PREREQUISITES = {"convert": ["corpus"], "render": ["corpus"], "train": ["convert"],
-                 "evaluate": ["train"]}
+                 "evaluate": ["train"], "chat": ["train"]}
 
 STAGES: list[tuple[str, Callable[[DemoSettings, DemoState], Section]]] = [
     ("corpus", stage_corpus),
@@ -287,6 +298,7 @@ STAGES: list[tuple[str, Callable[[DemoSettings, DemoState], Section]]] = [
     ("convert", stage_convert),
     ("train", stage_train),
     ("evaluate", stage_evaluate),
+    ("chat", stage_chat),
 ]
 
 

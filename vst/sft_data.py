@@ -174,7 +174,7 @@ def collate_sft(samples: Sequence[EncodedSample], grid, D: int, rope: str = "3d"
         out["positions"][b, :n] = r.pos[1:]
         out["targets"][b, :n] = r.vec[1:]
         out["valid"][b, :n] = True
-        tgt_role, in_role = r.role[1:], r.role[:-1]
+        tgt_role = r.role[1:]
         tgt_vec = r.special[1:] < 0
         out["resp"][b, :n] = (tgt_role == ROLE["response"]) & tgt_vec
         out["stop_mask"][b, :n] = out["resp"][b, :n]
