@@ -291,3 +291,16 @@ def test_demo_chat_stage_shows_transcripts_and_scores(base_run, tmp_path, toy):
     assert 0 <= sec.metrics["chat_exact_match"] <= 1 and "mean_positions" in sec.metrics
     assert sec.html.count("<img") == 3 and "held-out family" in sec.html
     assert (tmp_path / "chat" / "question-0.png").exists()
+
+
+def test_energy_head_sft_loss_and_sampled_chat(toy):
+    torch.manual_seed(0)
+    model = VST(flavour("debug", D=toy.D, grid=toy.grid, specials=N_SPECIALS, head="energy",
+                        energy_samples=2))
+    batch = collate_sft([encode_sample(toy, s) for s in toy_samples(2)], toy.grid, toy.D)
+    loss, terms = sft_losses(model, batch, SFTConfig(dec=1.0), toy)
+    loss.backward()
+    assert torch.isfinite(loss) and "energy" in terms
+    a = [ChatSession(model.eval(), toy, max_pages=1, seed=k).ask("short k0?", "k0: 1000").text
+         for k in (0, 0, 1)]
+    assert a[0] == a[1]  # the seed fixes the sample
