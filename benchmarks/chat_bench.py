@@ -3,8 +3,9 @@
 Held-out means documents never seen in SFT, and one task family (`section`) never seen at
 all. For each context length (characters) it scores, per family:
 - the SFT'd VST (`vst chat`'s session: prefill, page-by-page generation, stop head);
-- the text baseline (a `vst train --modality text` byte model, pretrained only: prompted
-  with context + instruction; its context is cut from the left to its max_seq_len);
+- the text baseline: a `vst train --modality text` byte model, instruction-tuned on the same
+  samples as bytes for as long as the VST (`vst.sft_text`; `--text-sft-seconds 0`: the
+  pretrained model, prompted alike); its context is cut from the left to its window;
 - the same text model with its context cut to as many positions as the VST used;
 by exact match (normalised), ROUGE-L F1, positions per sample and seconds per answer.
 
@@ -25,16 +26,6 @@ from pathlib import Path
 import torch
 
 
-def text_answer(model, prompt_context: str, instruction: str, room: int, n_new: int) -> str:
-    """Greedy byte-model answer with the context cut from the left to `room` bytes."""
-    from vst.generate import sample_text
-
-    ctx = prompt_context.encode()[-room:].decode("utf-8", "ignore") if room > 0 else ""
-    out = sample_text(model, "bytes", f"{ctx}\n{instruction}\n", n_new, temperature=0.0)
-    lines = [x for x in out.split("\n") if x.strip()]
-    return lines[0] if lines else ""
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", default="/work/speedrun/vst")
@@ -44,6 +35,8 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/chat_bench")
     ap.add_argument("--sft", default=None, help="a tuned checkpoint (skip the SFT stage)")
     ap.add_argument("--sft-seconds", type=float, default=300)
+    ap.add_argument("--text-sft-seconds", type=float, default=None,
+                    help="text baseline tuning (default: --sft-seconds; 0: pretrained only)")
     ap.add_argument("--train-samples", type=int, default=160)
     ap.add_argument("--contexts", type=int, nargs="+", default=[2000, 4000, 8000])
     ap.add_argument("--per-cell", type=int, default=2, help="held-out samples per family/context")
@@ -53,14 +46,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from data.corpus import read_corpus
-    from eval.chat_score import exact_match as exact
-    from eval.metrics import rouge_l
     from data.corpus.instruct_gen import generate_split
     from data.corpus.instructions import write_instructions
+    from eval.chat_score import exact_match as exact
+    from eval.metrics import rouge_l
     from vst.chat import ChatSession, load_chat_model
+    from vst.data import text_codec
     from vst.generate import load_model
     from vst.sft import sft
     from vst.sft_config import SFTConfig
+    from vst.sft_text import text_answer, text_prompt, text_sft
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,22 +83,32 @@ def main() -> None:
         ckpt = sft_result["checkpoint"]
         sft_result.pop("history")
     model, codec, _ = load_chat_model(ckpt)
-    text_model, _ = load_model(args.text_base)
+    text_model, text_state = load_model(args.text_base)
+    tokenizer = text_state["train_config"].get("tokenizer", "bytes")
     room = text_model.cfg.max_seq_len
+    text_seconds = args.sft_seconds if args.text_sft_seconds is None else args.text_sft_seconds
+    text_hist = []
+    if text_seconds > 0:
+        torch.manual_seed(0)
+        text_hist = text_sft(text_model, tokenizer, train, seconds=text_seconds)
+        print(f"text SFT: {len(text_hist)} steps, response loss {text_hist[0]['loss']:.3f} -> "
+              f"{text_hist[-1]['loss']:.3f}", flush=True)
+    encode = text_codec(tokenizer)[0]
 
     rows = []
     for s in held:
         sess = ChatSession(model, codec, max_pages=1, max_new_tokens=80)
         a = sess.ask(s.instruction, s.context)
         t0 = time.perf_counter()
-        full = text_answer(text_model, s.context, s.instruction,
-                           room - len(s.instruction.encode()) - 48, 40)
+        full = text_answer(text_model, tokenizer, s.instruction, s.context)
         t_full = time.perf_counter() - t0
+        # as many positions in all as the VST used: the context gets what the rest leaves
+        overhead = len(encode(text_prompt(s.instruction, ""))) + 2
         t0 = time.perf_counter()
-        trunc = text_answer(text_model, s.context, s.instruction,
-                            a.positions - len(s.instruction.encode()) - 2, 40)
+        trunc = text_answer(text_model, tokenizer, s.instruction, s.context,
+                            context_tokens=max(0, a.positions - overhead))
         t_trunc = time.perf_counter() - t0
-        text_positions = min(room, len((s.context + s.instruction).encode()) + 2)
+        text_positions = min(room, len(encode(text_prompt(s.instruction, s.context))) + 1)
         rows.append({"id": s.id, "family": s.family, "chars": s.meta["context_chars"],
                      "ref": s.response, "vst": a.text, "text": full, "trunc": trunc,
                      "vst_em": exact(a.text, s.response), "vst_rouge": rouge_l([a.text], [s.response]),
@@ -131,7 +136,10 @@ def main() -> None:
             f"{mean('text_s'):.2f} |")
     report = "\n".join(table)
     if sft_result is not None:
-        report += "\n\nSFT: " + json.dumps(sft_result)
+        report += "\n\nVST SFT: " + json.dumps(sft_result)
+    if text_hist:
+        report += (f"\n\ntext SFT: {len(text_hist)} steps in {text_hist[-1]['seconds']:.0f}s, "
+                   f"response loss {text_hist[0]['loss']:.3f} -> {text_hist[-1]['loss']:.3f}")
     (out / "table.md").write_text(report + "\n")
     print(report)
 

@@ -304,3 +304,19 @@ def test_energy_head_sft_loss_and_sampled_chat(toy):
     a = [ChatSession(model.eval(), toy, max_pages=1, seed=k).ask("short k0?", "k0: 1000").text
          for k in (0, 0, 1)]
     assert a[0] == a[1]  # the seed fixes the sample
+
+
+def test_text_baseline_sft_lowers_its_response_loss():
+    from vst.data import byte_tokenizer
+    from vst.sft_text import text_answer, text_batch, text_response_loss, text_sft
+
+    torch.manual_seed(0)
+    model = VST(flavour("debug", modality="text", rope="1d", vocab_size=256, max_seq_len=128))
+    samples = toy_samples(4)
+    batch = text_batch(byte_tokenizer, samples, 128)
+    # the loss mask covers the response bytes (and its closing newline) only
+    assert int(batch[3].sum()) == sum(len(s.response) + 1 for s in samples)
+    before = text_response_loss(model, *batch).item()
+    text_sft(model, "bytes", samples, seconds=60, steps=30, lr=3e-3)
+    assert text_response_loss(model, *batch).item() < 0.5 * before
+    assert isinstance(text_answer(model, "bytes", "short k0?", "k0: 1000", context_tokens=4), str)
