@@ -108,6 +108,14 @@ def main() -> None:
         trunc = text_answer(text_model, tokenizer, s.instruction, s.context,
                             context_tokens=max(0, a.positions - overhead))
         t_trunc = time.perf_counter() - t0
+        # the reference answer's bits per byte under the frozen decoder given the VST's
+        # tokens, the true tokens (floor) and null tokens (the decoder's prior alone)
+        true_toks, ref_pages = codec.encode_text(s.response)
+        k = min(len(ref_pages), len(a.tokens))
+        with torch.no_grad():
+            bpb = {name: float(codec.text_nll(t[:k], ref_pages[:k]).bits_per_byte())
+                   for name, t in (("pred", a.tokens), ("true", true_toks),
+                                   ("null", codec.null_tokens(k)))}
         text_positions = min(room, len(encode(text_prompt(s.instruction, s.context))) + 1)
         rows.append({"id": s.id, "family": s.family, "chars": s.meta["context_chars"],
                      "ref": s.response, "vst": a.text, "text": full, "trunc": trunc,
@@ -117,13 +125,14 @@ def main() -> None:
                      "trunc_rouge": rouge_l([trunc], [s.response]),
                      "vst_positions": a.positions, "cl100k": a.text_tokens,
                      "text_positions": text_positions, "stopped": a.stopped,
+                     "bpb_pred": bpb["pred"], "bpb_true": bpb["true"], "bpb_null": bpb["null"],
                      "vst_s": a.seconds, "text_s": t_full, "trunc_s": t_trunc})
         print(json.dumps({k: rows[-1][k] for k in ("id", "ref", "vst", "text", "trunc")},
                          ensure_ascii=False)[:400], flush=True)
     (out / "rows.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     table = ["| family | context chars | n | VST EM | VST ROUGE-L | text EM | text ROUGE-L | "
-             "trunc EM | trunc ROUGE-L | VST positions | text positions | cl100k tokens | "
-             "VST s/answer | text s/answer |", "|" + "---|" * 14]
+             "trunc EM | trunc ROUGE-L | answer bpb given VST / true / null tokens | VST positions | "
+             "text positions | cl100k tokens | VST s/answer | text s/answer |", "|" + "---|" * 15]
     for key in sorted({(r["family"], r["chars"]) for r in rows}):
         rs = [r for r in rows if (r["family"], r["chars"]) == key]
         mean = lambda k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
@@ -131,7 +140,8 @@ def main() -> None:
         table.append(
             f"| {key[0]}{held_out} | {key[1]} | {len(rs)} | {mean('vst_em'):.2f} | "
             f"{mean('vst_rouge'):.3f} | {mean('text_em'):.2f} | {mean('text_rouge'):.3f} | "
-            f"{mean('trunc_em'):.2f} | {mean('trunc_rouge'):.3f} | {mean('vst_positions'):.0f} | "
+            f"{mean('trunc_em'):.2f} | {mean('trunc_rouge'):.3f} | {mean('bpb_pred'):.2f} / "
+            f"{mean('bpb_true'):.2f} / {mean('bpb_null'):.2f} | {mean('vst_positions'):.0f} | "
             f"{mean('text_positions'):.0f} | {mean('cl100k'):.0f} | {mean('vst_s'):.1f} | "
             f"{mean('text_s'):.2f} |")
     report = "\n".join(table)

@@ -59,6 +59,7 @@ class Answer:
     positions: int  # visual positions of the whole conversation after this answer
     text_tokens: int  # cl100k tokens of the same text (instructions, contexts, answers)
     seconds: float
+    tokens: torch.Tensor | None = None  # the response's visual tokens [pages, n, D]
 
 
 @dataclass
@@ -134,7 +135,7 @@ class ChatSession:
         used = count + 1  # the closing special
         self.last = Answer(answer, texts, stopped, used,
                            sum(self.codec.count_text_tokens(t) for t in self.history_text),
-                           time.perf_counter() - t0)
+                           time.perf_counter() - t0, resp)
 
     def ask(self, instruction: str, context: str = "") -> Answer:
         for _ in self.stream(instruction, context):
