@@ -116,7 +116,7 @@ TRAIN_DOC = """Train a VST (--modality vector) or the same-shape text baseline (
 --recipe learn | text-bytes | text-cl100k fills every flag you do not give. DDP:
 torchrun --standalone --nproc_per_node N -m jobs.cli train ... (see vst/train.py)."""
 
-SFT_DOC = """Instruction-tune a VST run (--base) on [instruction, context, response] samples.
+SFT_DOC = """Instruction-tune a VST run (--base) on instruction / context / response samples.
 
 Full-parameter fine-tuning; the loss falls on response positions only (see vst/sft.py)."""
 

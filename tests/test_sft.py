@@ -320,3 +320,28 @@ def test_text_baseline_sft_lowers_its_response_loss():
     text_sft(model, "bytes", samples, seconds=60, steps=30, lr=3e-3)
     assert text_response_loss(model, *batch).item() < 0.5 * before
     assert isinstance(text_answer(model, "bytes", "short k0?", "k0: 1000", context_tokens=4), str)
+
+
+def test_samples_go_through_the_store_as_segment_documents(tmp_path, toy):
+    """SAMPLE#instruction / #context / #response store documents read back as the sample."""
+    from data.store import Store, StoreMeta, StoreWriter, consolidate
+    from vst.sft_data import encoded_from_store, segment_documents
+
+    samples = toy_samples(3) + [Instruction("noctx", "short k9?", "", "answer 9 ok", "kv")]
+    meta = StoreMeta(D=toy.D, n=toy.n, grid=toy.grid, codec_name="toy", codec_mode="toy",
+                     codec_version=toy.version, render_config={}, render_config_id="toy",
+                     dtype="float16", layout="zarr")
+    with StoreWriter(tmp_path, 0, meta) as writer:
+        for doc in segment_documents(samples):
+            pages = toy.paginate(doc.text)
+            tokens = toy.encode([toy.rasterize(p) for p in pages])
+            writer.add_document(doc.id, [(p.start, p.end, p.text) for p in pages],
+                                [t.numpy() for t in tokens])
+    consolidate(tmp_path)
+    store = Store(tmp_path)
+    for s in samples:
+        got, want = encoded_from_store(store, s), encode_sample(toy, s)
+        assert got.texts == want.texts
+        for seg in want.tokens:
+            assert got.tokens[seg].shape == want.tokens[seg].shape
+            torch.testing.assert_close(got.tokens[seg], want.tokens[seg], atol=0.05, rtol=0.01)
