@@ -78,7 +78,7 @@ def text_sft(model: VST, tokenizer: str, samples: Sequence, *, seconds: float, s
         opt.zero_grad(set_to_none=True)
         step += 1
         spent += time.perf_counter() - t0
-        history.append({"step": step, "loss": float(loss), "seconds": spent})
+        history.append({"step": step, "loss": loss.detach().item(), "seconds": spent})
     return history
 
 
