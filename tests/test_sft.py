@@ -4,6 +4,7 @@ head, and `vst chat` end to end (toy codec, debug flavour)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -259,6 +260,12 @@ def test_vst_chat_one_shot_cli(sft_run, base_run):
     assert "visual positions vs" in res.output and "cl100k tokens" in res.output
     res = runner.invoke(app, ["chat", str(Path(result["checkpoint"]).parent)], input="value of k3?\n")
     assert res.exit_code == 0 and "visual positions vs" in res.output
+    # interactive: one turn a line, earlier turns kept (positions grow), an empty line ends
+    res = runner.invoke(app, ["chat", str(Path(result["checkpoint"]).parent), "--interactive",
+                              "--max-pages", "1"], input="short k1?\nshort k2?\n\n")
+    assert res.exit_code == 0, res.output
+    used = [int(x) for x in re.findall(r"\[(\d+) visual positions", res.output)]
+    assert len(used) == 2 and used[1] > used[0]
     # a base (not SFT) checkpoint and a mismatched codec are refused with a clear message
     res = runner.invoke(app, ["chat", str(base_run), "--prompt", "hi"])
     flat = " ".join(res.output.replace("│", " ").split())  # typer's error box wraps lines

@@ -79,6 +79,8 @@ def chat(
         "else an interactive session)"),
     context_file: Optional[Path] = typer.Option(
         None, help="a text file given as the context segment (of the first turn)"),
+    interactive: bool = typer.Option(
+        False, help="a multi-turn session even when stdin is not a terminal (one turn a line)"),
     max_pages: int = typer.Option(4, help="response pages at most"),
     stop_threshold: float = typer.Option(0.5, help="the stop head's probability that ends an answer"),
     seed: int = typer.Option(0, help="sampling seed (energy head)"),
@@ -109,7 +111,7 @@ def chat(
         typer.echo(f"\n[{a.positions} visual positions vs {a.text_tokens} cl100k tokens; "
                    f"{'stopped' if a.stopped else 'page cap'}; {a.seconds:.2f}s]")
 
-    if prompt is None and not sys.stdin.isatty():
+    if prompt is None and not interactive and not sys.stdin.isatty():
         prompt = sys.stdin.read().strip()
     if prompt is not None:
         answer(prompt, context)
