@@ -119,8 +119,10 @@ def main() -> None:
         text_positions = min(room, len(encode(text_prompt(s.instruction, s.context))) + 1)
         rows.append({"id": s.id, "family": s.family, "chars": s.meta["context_chars"],
                      "ref": s.response, "vst": a.text, "text": full, "trunc": trunc,
-                     "vst_em": exact(a.text, s.response), "vst_rouge": rouge_l([a.text], [s.response]),
-                     "text_em": exact(full, s.response), "text_rouge": rouge_l([full], [s.response]),
+                     "vst_em": exact(a.text, s.response),
+                     "vst_rouge": rouge_l([a.text], [s.response]),
+                     "text_em": exact(full, s.response),
+                     "text_rouge": rouge_l([full], [s.response]),
                      "trunc_em": exact(trunc, s.response),
                      "trunc_rouge": rouge_l([trunc], [s.response]),
                      "vst_positions": a.positions, "cl100k": a.text_tokens,
@@ -131,7 +133,8 @@ def main() -> None:
                          ensure_ascii=False)[:400], flush=True)
     (out / "rows.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     table = ["| family | context chars | n | VST EM | VST ROUGE-L | text EM | text ROUGE-L | "
-             "trunc EM | trunc ROUGE-L | answer bpb given VST / true / null tokens | VST positions | "
+             "trunc EM | trunc ROUGE-L | answer bpb given VST / true / null tokens | "
+             "VST positions | "
              "text positions | cl100k tokens | VST s/answer | text s/answer |", "|" + "---|" * 15]
     for key in sorted({(r["family"], r["chars"]) for r in rows}):
         rs = [r for r in rows if (r["family"], r["chars"]) == key]

@@ -61,11 +61,13 @@ def test_sharegpt_one_sample_per_assistant_turn(tmp_path):
         {"from": "human", "value": "Name a colour."}, {"from": "gpt", "value": "Blue."}]},
         {"id": "c2", "conversations": [{"from": "gpt", "value": "orphan"}]},
         {"id": "c3", "conversations": []},
-        {"id": "c4", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": ""}]}]
+        {"id": "c4", "conversations": [{"from": "human", "value": "Q"},
+                                       {"from": "gpt", "value": ""}]}]
     (tmp_path / "s.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
     skips = SkipLog()
     got = list(read_instructions(tmp_path / "s.jsonl", skips=skips))
-    assert [(s.instruction, s.response) for s in got] == [("Hi", "Hello!"), ("Name a colour.", "Blue.")]
+    assert [(s.instruction, s.response) for s in got] == \
+        [("Hi", "Hello!"), ("Name a colour.", "Blue.")]
     assert got[0].context == "" and got[1].context == "User: Hi\nAssistant: Hello!"
     r = reasons(skips)
     assert len(r) == 3 and "empty response" in r and "missing or empty conversations" in r
@@ -258,7 +260,8 @@ def test_vst_chat_one_shot_cli(sft_run, base_run):
                               "--prompt", "value of k2?", "--max-pages", "2"])
     assert res.exit_code == 0, res.output
     assert "visual positions vs" in res.output and "cl100k tokens" in res.output
-    res = runner.invoke(app, ["chat", str(Path(result["checkpoint"]).parent)], input="value of k3?\n")
+    run_dir = str(Path(result["checkpoint"]).parent)
+    res = runner.invoke(app, ["chat", run_dir], input="value of k3?\n")
     assert res.exit_code == 0 and "visual positions vs" in res.output
     # interactive: one turn a line, earlier turns kept (positions grow), an empty line ends
     res = runner.invoke(app, ["chat", str(Path(result["checkpoint"]).parent), "--interactive",

@@ -73,7 +73,8 @@ def torch_tensor(x):
 
 
 def chat(
-    checkpoint: Path = typer.Argument(..., help="an SFT run directory (`vst sft --out`) or step dir"),
+    checkpoint: Path = typer.Argument(
+        ..., help="an SFT run directory (`vst sft --out`) or step dir"),
     prompt: Optional[str] = typer.Option(
         None, help="one-shot: answer this and exit (default: stdin when it is not a terminal, "
         "else an interactive session)"),
@@ -82,7 +83,8 @@ def chat(
     interactive: bool = typer.Option(
         False, help="a multi-turn session even when stdin is not a terminal (one turn a line)"),
     max_pages: int = typer.Option(4, help="response pages at most"),
-    stop_threshold: float = typer.Option(0.5, help="the stop head's probability that ends an answer"),
+    stop_threshold: float = typer.Option(
+        0.5, help="the stop head's probability that ends an answer"),
     seed: int = typer.Option(0, help="sampling seed (energy head)"),
     max_new_tokens: Optional[int] = typer.Option(
         None, help="the codec decodes at most this many tokens per page (default: all)"),

@@ -48,7 +48,7 @@ class ModelConfig:
     energy_blocks: int = 2
     energy_samples: int = 8  # samples per position for the energy score
     # instruction tuning (vst/sft.py): learned special input vectors that mark segment
-    # starts and the end of a response, and a stop head ("the response ended here")
+    # starts and the end of a response, and a stop head ("this page ends the answer")
     specials: int = 0
 
     @property

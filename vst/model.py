@@ -129,7 +129,7 @@ class VST(nn.Module):
         self.doc_start = nn.Parameter(torch.zeros(d))
         if cfg.specials:
             # segment markers of instruction tuning (vst/sft_data.py: SPECIAL) used as inputs,
-            # and the stop head read at every response position
+            # and the stop head ("this page ends the answer"), trained on response positions
             self.special = nn.Embedding(cfg.specials, d)
             self.stop = nn.Linear(d, 1)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.depth))
@@ -165,7 +165,8 @@ class VST(nn.Module):
             self.gate.bias.fill_(GATE_INIT_LOGIT)
 
     def num_params(self, trunk_only: bool = False) -> int:
-        skip = ("inp.", "embed.", "lm_head.", "head.", "aux.", "gate.", "special.", "stop.") if trunk_only else ()
+        heads = ("inp.", "embed.", "lm_head.", "head.", "aux.", "gate.", "special.", "stop.")
+        skip = heads if trunk_only else ()
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith(skip))
 
     def flops_per_token(self, seq_len: int) -> float:

@@ -76,7 +76,8 @@ def sft_model_from_base(base: Path, device) -> VST:
     missing, unexpected = model.load_state_dict(
         load_file(base / "model.safetensors", device=str(device)), strict=False)
     if unexpected or any(not k.startswith(("special.", "stop.")) for k in missing):
-        raise ValueError(f"base checkpoint does not fit: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"base checkpoint does not fit: missing {missing}, unexpected {unexpected}")
     return model
 
 
@@ -259,7 +260,8 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
     path = save_checkpoint(out, step, model, opt, state(), keep=cfg.keep)
     result = {"steps": step, "eval": final, "checkpoint": str(path), "train_seconds": seconds,
               "train_samples": len(train_s), "val_samples": len(val_s),
-              "skips": len(skips), "skip_reasons": {f"{a}: {r}": c for (a, r), c in skips.counts().items()}}
+              "skips": len(skips),
+              "skip_reasons": {f"{a}: {r}": c for (a, r), c in skips.counts().items()}}
     (out / "result.json").write_text(json.dumps(result, indent=1))
     return {**result, "history": history}
 

@@ -151,7 +151,8 @@ def _from_sharegpt(rec: Any, source: str, item: str, skips: SkipLog) -> list[Ins
         if role in ASSISTANT_ROLES:
             prev = history[-1] if history else None
             if prev is None or prev[0] not in USER_ROLES:
-                skips.add(source, f"{item} turn {j}", "assistant turn without a user turn before it")
+                skips.add(source, f"{item} turn {j}",
+                          "assistant turn without a user turn before it")
             else:
                 context = "\n".join(
                     f"{'User' if r in USER_ROLES else 'Assistant'}: {v}" for r, v in history[:-1])
