@@ -355,3 +355,14 @@ def test_samples_go_through_the_store_as_segment_documents(tmp_path, toy):
         for seg in want.tokens:
             assert got.tokens[seg].shape == want.tokens[seg].shape
             torch.testing.assert_close(got.tokens[seg], want.tokens[seg], atol=0.05, rtol=0.01)
+
+
+def test_ruler_tasks_as_instruction_samples():
+    from eval.ruler_instructions import ruler_instructions
+
+    hay = [" ".join(SENT.format(w=f"w{j}") for j in range(300))]
+    a = ruler_instructions(["niah_single_1", "vt"], [1500], 2, seed=1, haystack=hay)
+    assert a == ruler_instructions(["niah_single_1", "vt"], [1500], 2, seed=1, haystack=hay)
+    assert {s.family for s in a} == {"ruler:niah_single_1", "ruler:vt"} and len(a) == 4
+    for s in a:
+        assert s.response and all(str(x) in s.context for x in s.meta["answers"])
