@@ -218,8 +218,18 @@ def test_sft_resume_continues_from_its_checkpoint(base_run, tmp_path):
     kw = dict(base=str(base_run), data=str(data), val_data=str(data), out=str(tmp_path / "r"),
               steps=4, batch_size=2, log_every=100, save_every=2, dec=0.0)
     sft(SFTConfig(**kw, halt_at=2))
-    done = sft(SFTConfig(**kw, resume=True))
-    assert done["steps"] == 4 and len(done["history"]) == 2
+    # the rest through the command line: `vst sft ... --resume`
+    from jobs.cli import app
+
+    args = ["sft", "--resume"] + [a for k, v in kw.items()
+                                  for a in (f"--{k.replace('_', '-')}", str(v))]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    done = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert done["steps"] == 4 and "checkpoint: " in res.output
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(x)["step"] for x in lines if json.loads(x)["split"] == "train"]
+    assert steps == [1, 3]  # logged: step 1 of the first run, the resumed run's first step 3
 
 
 def test_stop_signal_ends_generation(sft_run, toy):

@@ -206,7 +206,13 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
     (out / "config.json").write_text(json.dumps({"sft": asdict(cfg),
                                                  "model": model.cfg.to_dict()}, indent=1))
     skips.write_jsonl(out / "skips.jsonl")
-    log = (out / "metrics.jsonl").open("a")
+    metrics = out / "metrics.jsonl"
+    if metrics.exists():  # as in pretraining: records after the checkpoint (a killed tail) go
+        kept = [x for x in metrics.read_text().splitlines()
+                if step and json.loads(x)["step"] <= step]
+        metrics.write_text("".join(x + "\n" for x in kept))
+    log = metrics.open("a")
+    first = step + 1
     history: list[dict[str, float]] = []
 
     def order(i: int) -> int:  # a seeded permutation per epoch: the data position is the step
@@ -244,7 +250,7 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
         rec = {"step": step, "lr": lr, "train_seconds": seconds,
                **{k: float(v) for k, v in terms.items()}}
         history.append(rec)
-        if step % cfg.log_every == 0 or step == 1:
+        if step % cfg.log_every == 0 or step == first:
             log.write(json.dumps({"split": "train", **rec}) + "\n")
             log.flush()
             print(f"sft step {step} loss {rec['loss']:.4f} stop {rec['stop']:.4f} "
