@@ -46,17 +46,27 @@ def resolve_base(path: str | Path) -> Path:
     return found
 
 
+def codec_source(state: dict[str, Any]) -> dict[str, Any]:
+    """How to load the codec a checkpoint was trained through: spec, mode, path, options
+    (an SFT checkpoint records its base run's, resolved, so its data need not be around)."""
+    from vst.train_config import TrainConfig, resolve_codec
+
+    if "sft" in state and "source" in state["sft"]:
+        return state["sft"]["source"]
+    t = resolve_codec(TrainConfig.from_dict(state["train_config"]))
+    return {"spec": t.codec, "mode": t.codec_mode, "path": t.codec_path,
+            "options": list(t.codec_option)}
+
+
 def codec_of_state(state: dict[str, Any], spec: str | None = None, mode: str | None = None):
     """The codec a checkpoint was trained through (or `spec` instead)."""
     from codec import load_codec
-    from vst.train_config import TrainConfig, resolve_codec
 
-    if "sft" in state:
-        c = state["sft"]["codec"]
-        return load_codec(spec or c["spec"], mode=mode if spec else (mode or c["mode"]))
-    tcfg = resolve_codec(TrainConfig.from_dict(state["train_config"]))
-    return load_codec(spec or tcfg.codec, mode=mode if spec else (mode or tcfg.codec_mode),
-                      path=None if spec else tcfg.codec_path, options=tcfg.codec_option)
+    if spec is not None:
+        return load_codec(spec, mode=mode)
+    src = codec_source(state)
+    return load_codec(src["spec"], mode=mode or src["mode"], path=src["path"],
+                      options=src["options"])
 
 
 def codec_record(codec) -> dict[str, Any]:
@@ -173,6 +183,8 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
     base = resolve_base(cfg.base)
     base_state = read_state(base)
     codec = codec if codec is not None else codec_of_state(base_state, cfg.codec, cfg.codec_mode)
+    source = codec_source(base_state) if cfg.codec is None else \
+        {"spec": cfg.codec, "mode": cfg.codec_mode, "path": None, "options": []}
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
         model = VST(ModelConfig.from_dict(read_state(ckpt)["model_config"])).to(device)
@@ -222,7 +234,8 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
         return perm[j]
 
     def state() -> dict[str, Any]:
-        return {"sft": {"config": asdict(cfg), "base": str(base), "codec": codec_record(codec)},
+        return {"sft": {"config": asdict(cfg), "base": str(base), "codec": codec_record(codec),
+                        "source": source},
                 "train_config": base_state.get("train_config", {}),
                 "model_config": model.cfg.to_dict(), "train_seconds": seconds,
                 "history_tail": history[-5:]}
