@@ -16,6 +16,7 @@ from data.corpus import Document, SkipLog
 from data.corpus.instruct_gen import generate, generate_split, mix_by_answer_tokens
 from data.corpus.instructions import Instruction, read_instructions, write_instructions
 from vst.chat import ChatSession, NotSFTModel, load_chat_model
+from vst.checkpoint import latest_checkpoint
 from vst.config import flavour
 from vst.model import VST
 from vst.sft import sft, sft_losses
@@ -376,3 +377,31 @@ def test_ruler_tasks_as_instruction_samples():
     assert {s.family for s in a} == {"ruler:niah_single_1", "ruler:vt"} and len(a) == 4
     for s in a:
         assert s.response and all(str(x) in s.context for x in s.meta["answers"])
+
+
+def test_lora_sft_trains_adapters_only_and_reloads(base_run, tmp_path):
+    """--lora-rank: peft adapters on the trunk; the base weights stay the base run's, the
+    response loss falls, and the checkpoint reloads with its adapters (it describes itself)."""
+    from safetensors.torch import load_file
+
+    from vst.generate import load_model
+
+    data = write_instructions(toy_samples(8), tmp_path / "d.jsonl")
+    cfg = SFTConfig(base=str(base_run), data=str(data), val_data=str(data),
+                    out=str(tmp_path / "lora"), steps=30, batch_size=4, lr=1e-2, warmup=2,
+                    log_every=100, save_every=0, lora_rank=4)
+    result = sft(cfg)
+    hist = result["history"]
+    first = sum(h["mse"] + h["cos"] + h["dec"] for h in hist[:4]) / 4
+    last = sum(h["mse"] + h["cos"] + h["dec"] for h in hist[-4:]) / 4
+    assert last < 0.9 * first, (first, last)
+    base = load_file(str(latest_checkpoint(base_run) / "model.safetensors"))
+    tuned = load_file(str(Path(result["checkpoint"]) / "model.safetensors"))
+    lora_keys = [k for k in tuned if "lora_" in k]
+    assert lora_keys, "no adapter weights saved"
+    q = next(k for k in base if k.endswith(".q.weight"))
+    frozen = q.replace(".q.weight", ".q.base_layer.weight")
+    assert torch.equal(tuned[frozen], base[q])  # a base weight, untouched
+    model, state = load_model(result["checkpoint"])
+    assert state["lora"]["rank"] == 4
+    assert any("lora_A" in n for n, _ in model.named_parameters())

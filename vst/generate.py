@@ -101,6 +101,10 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[VST, dict]:
         ckpt = found
     state = read_state(ckpt)
     model = VST(ModelConfig.from_dict(state["model_config"])).to(device)
+    if state.get("lora"):  # an SFT checkpoint with adapters: the same modules, then weights
+        from vst.lora import apply_lora
+
+        apply_lora(model, **state["lora"])
     load_checkpoint(ckpt, model, restore_rng=False)
     return model.eval(), state
 

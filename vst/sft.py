@@ -210,7 +210,13 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
         return cache[s.id]
 
     val_enc = [enc(s) for s in val_s[: cfg.eval_samples]]
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    lora = None
+    if cfg.lora_rank > 0:
+        from vst.lora import apply_lora
+
+        lora = apply_lora(model, cfg.lora_rank, cfg.lora_alpha)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            betas=(0.9, 0.95), weight_decay=0.0)
     step, seconds = 0, 0.0
     if ckpt is not None:
         st = load_checkpoint(ckpt, model, opt)
@@ -237,7 +243,7 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
         return {"sft": {"config": asdict(cfg), "base": str(base), "codec": codec_record(codec),
                         "source": source},
                 "train_config": base_state.get("train_config", {}),
-                "model_config": model.cfg.to_dict(), "train_seconds": seconds,
+                "model_config": model.cfg.to_dict(), "train_seconds": seconds, "lora": lora,
                 "history_tail": history[-5:]}
 
     model.train()

@@ -25,6 +25,9 @@ class SFTConfig:
     dec: float = 1.0  # weight of decoder-CE on the response pages (nats/byte, frozen decoder)
     energy: float = 1.0  # weight of the energy score (energy-head models)
     stop: float = 1.0  # weight of the stop head's BCE ("the response ended here")
+    lora_rank: int = 0  # >0: LoRA adapters of this rank (peft) on the trunk's linear layers,
+        # base weights frozen; 0: full-parameter fine-tuning
+    lora_alpha: float = 16.0  # LoRA scale numerator (the update is alpha / rank * B A)
     # optimisation
     batch_size: int = 4  # samples per step
     steps: int = 200  # optimizer steps (with --max-seconds: the most)
