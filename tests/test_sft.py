@@ -405,3 +405,38 @@ def test_lora_sft_trains_adapters_only_and_reloads(base_run, tmp_path):
     model, state = load_model(result["checkpoint"])
     assert state["lora"]["rank"] == 4
     assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+def test_two_process_sft_matches_single_process(base_run, tmp_path):
+    """torchrun with 2 ranks: each takes half of every batch and the gradients are averaged,
+    so the losses and the weights follow the single-process run's. (Samples of one shape:
+    ranks average their own means, as torch's DDP does, which equals the batch mean when
+    every sample has as many response positions.)"""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    root = Path(__file__).resolve().parents[1]
+    same_shape = [s for s in toy_samples(16) if s.instruction.startswith("short")]
+    data = write_instructions(same_shape, tmp_path / "d.jsonl")
+    kw = dict(base=str(base_run), data=str(data), val_data=str(data), steps=4, batch_size=4,
+              lr=3e-3, warmup=1, log_every=1, save_every=0, dec=0.0, eval_samples=1)
+    single = sft(SFTConfig(**kw, out=str(tmp_path / "single")))
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    if "GLOO_SOCKET_IFNAME" not in env and Path("/sys/class/net/lo").exists():
+        env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo on loopback in sandboxes without DNS
+    args = [a for k, v in kw.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "jobs.cli", "sft", *args, "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logged = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in logged if r["split"] == "train"]
+    assert losses == pytest.approx([h["loss"] for h in single["history"]], rel=1e-4, abs=1e-6)
+    a = load_file(str(Path(single["checkpoint"]) / "model.safetensors"))
+    b = load_file(str(tmp_path / "ddp" / "step-0000004" / "model.safetensors"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4), k

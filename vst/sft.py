@@ -17,6 +17,7 @@ Single process (the CPU codec reads every response page); from Python:
 from __future__ import annotations
 
 import json
+import os
 import math
 import random
 import time
@@ -27,7 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vst.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
+from vst.checkpoint import (latest_checkpoint, load_checkpoint, read_state, save_checkpoint,
+                            step_dir)
 from vst.config import ModelConfig
 from vst.heads import energy_score
 from vst.losses import decoder_nll, window_mean
@@ -170,14 +172,52 @@ def evaluate_sft(model: VST, samples: list[EncodedSample], cfg: SFTConfig, codec
 
 def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
     """Fine-tune; returns {"history", "eval", "checkpoint", "skips", ...}. `codec`: an
-    already loaded codec (the base run's own by default)."""
+    already loaded codec (the base run's own by default).
+
+    Data-parallel under torchrun (`torchrun --standalone --nproc_per_node N -m jobs.cli sft
+    ...`): each rank takes its share of every batch and the gradients are averaged across
+    ranks before each step, so N ranks take the steps one process would; rank 0 logs and
+    writes the checkpoints.
+    """
+    from vst.train import dist_env
+
+    rank, world, local_rank = dist_env()
+    own_group = False
+    if world > 1:
+        import torch.distributed as dist
+
+        if cfg.batch_size % world:
+            raise ValueError(f"--batch-size {cfg.batch_size} must split evenly over {world} ranks")
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
+            own_group = True
+    try:
+        return _sft(cfg, codec, rank, world, local_rank)
+    finally:
+        if own_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _average_across_ranks(tensors: list[torch.Tensor], world: int) -> None:
+    import torch.distributed as dist
+
+    for t in tensors:
+        dist.all_reduce(t)
+        t.div_(world)
+
+
+def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[str, Any]:
     from data.corpus import SkipLog
     from data.corpus.instruct_gen import mix_by_answer_tokens
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = torch.device(cfg.device)
+    device = torch.device(f"cuda:{local_rank}" if cfg.device == "cuda" and world > 1
+                          else cfg.device)
+    lead = rank == 0  # logs, checkpoints and the final evaluation
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     base = resolve_base(cfg.base)
@@ -221,15 +261,16 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
     if ckpt is not None:
         st = load_checkpoint(ckpt, model, opt)
         step, seconds = st["step"], st.get("train_seconds", 0.0)
-    (out / "config.json").write_text(json.dumps({"sft": asdict(cfg),
-                                                 "model": model.cfg.to_dict()}, indent=1))
-    skips.write_jsonl(out / "skips.jsonl")
+    if lead:
+        (out / "config.json").write_text(json.dumps({"sft": asdict(cfg),
+                                                     "model": model.cfg.to_dict()}, indent=1))
+        skips.write_jsonl(out / "skips.jsonl")
     metrics = out / "metrics.jsonl"
-    if metrics.exists():  # as in pretraining: records after the checkpoint (a killed tail) go
+    if lead and metrics.exists():  # as in pretraining: records after the checkpoint (a killed tail) go
         kept = [x for x in metrics.read_text().splitlines()
                 if step and json.loads(x)["step"] <= step]
         metrics.write_text("".join(x + "\n" for x in kept))
-    log = metrics.open("a")
+    log = metrics.open("a") if lead else open(os.devnull, "w")
     first = step + 1
     history: list[dict[str, float]] = []
 
@@ -250,7 +291,8 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
     while step < cfg.steps and not (cfg.max_seconds and seconds >= cfg.max_seconds):
         # rendering + encoding a sample the first time it is drawn is data preparation (the
         # conversion job's work at scale), so the training clock starts after it
-        chunk = [enc(train_s[order(step * cfg.batch_size + k)]) for k in range(cfg.batch_size)]
+        chunk = [enc(train_s[order(step * cfg.batch_size + k)])
+                 for k in range(rank, cfg.batch_size, world)]
         t0 = time.perf_counter()
         lr = _lr(step, cfg, max(step / cfg.steps, seconds / cfg.max_seconds
                                 if cfg.max_seconds else 0.0))
@@ -260,6 +302,13 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
                             cfg.max_context_pages).to(device)
         loss, terms = sft_losses(model, batch, cfg, codec)
         loss.backward()
+        if world > 1:  # each rank's mean over equal shares: their average is the batch mean
+            _average_across_ranks([p.grad for p in model.parameters() if p.grad is not None],
+                                  world)
+            terms = dict(terms)
+            vals = torch.stack([v.detach().float() for v in terms.values()])
+            _average_across_ranks([vals], world)
+            terms = dict(zip(terms, vals))
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
@@ -269,26 +318,38 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
         rec = {"step": step, "lr": lr, "train_seconds": seconds,
                **{k: float(v) for k, v in terms.items()}}
         history.append(rec)
-        if step % cfg.log_every == 0 or step == first:
+        if lead and (step % cfg.log_every == 0 or step == first):
             log.write(json.dumps({"split": "train", **rec}) + "\n")
             log.flush()
             print(f"sft step {step} loss {rec['loss']:.4f} stop {rec['stop']:.4f} "
                   f"{seconds:.0f}s", flush=True)
         if cfg.save_every > 0 and step % cfg.save_every == 0:
-            save_checkpoint(out, step, model, opt, state(), keep=cfg.keep)
+            _save(lead, world, out, step, model, opt, state(), cfg.keep)
         if cfg.halt_at is not None and step >= cfg.halt_at:
             log.close()
             return {"halted_at": step, "history": history}
-    final = evaluate_sft(model, val_enc, cfg, codec) if val_enc else {}
+    final = evaluate_sft(model, val_enc, cfg, codec) if val_enc and lead else {}
     log.write(json.dumps({"split": "val", "step": step, **final}) + "\n")
     log.close()
-    path = save_checkpoint(out, step, model, opt, state(), keep=cfg.keep)
+    path = _save(lead, world, out, step, model, opt, state(), cfg.keep)
     result = {"steps": step, "eval": final, "checkpoint": str(path), "train_seconds": seconds,
               "train_samples": len(train_s), "val_samples": len(val_s),
               "skips": len(skips),
               "skip_reasons": {f"{a}: {r}": c for (a, r), c in skips.counts().items()}}
-    (out / "result.json").write_text(json.dumps(result, indent=1))
+    if lead:
+        (out / "result.json").write_text(json.dumps(result, indent=1))
     return {**result, "history": history}
+
+
+def _save(lead: bool, world: int, out: Path, step: int, model, opt, state: dict, keep: int):
+    """Rank 0 writes the checkpoint; the others wait for it (a resume reads one checkpoint)."""
+    path = save_checkpoint(out, step, model, opt, state, keep=keep) if lead else \
+        step_dir(out, step)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return path
 
 
 def sft_and_print(cfg: SFTConfig) -> dict[str, Any]:
