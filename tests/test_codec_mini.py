@@ -382,7 +382,8 @@ def test_fast_decode_is_greedy_decode_exactly_on_real_pages(mode):
     # `tiny` has one near-tie on these pages (its batch is read step by step)
     assert st.fallbacks <= (mode == "tiny") and st.gave_up == 0
     assert st.accepted >= 0.6 * st.chars  # most characters came from the draft
-    assert st.rounds <= 100 and (st.fallbacks or st.min_margin >= MARGIN)
+    assert 10 * st.rounds < st.chars  # passes, not steps
+    assert st.fallbacks or st.min_margin >= MARGIN
     # one page at a time (the batch of lines and its padding differ) reads the same
     codec.batch_size = 1
     assert codec.decode(tokens[:3]) == plain[:3]
