@@ -93,8 +93,9 @@ class MiniCodec(Codec):
 
         `fast` (default `fast_decode`, True): the CTC read-out drafts each line and the
         reader verifies drafts in batched passes (codec/mini/speculative.py), the same
-        text as plain step-by-step greedy decoding (`fast=False`) to the character, about
-        4-9x faster on the 2-core dev machine (benchmarks/codec_bench.py).
+        text as plain step-by-step greedy decoding (`fast=False`) to the character; `small`
+        3.0x faster at batch 1 and 4.7x at 16 on the loaded 2-core dev machine
+        (benchmarks/codec_bench.py).
 
         Lines that end in a soft wrap the renderer could not have made are read as ending
         in a hard line break (`settle_line_ends`); blank lines below the page's last
