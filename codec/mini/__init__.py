@@ -55,7 +55,7 @@ class MiniCodec(Codec):
     name = "mini"
 
     def __init__(self, net: MiniNet, render_config, version: str, batch_size: int = 16,
-                 fast_decode: bool = True):
+                 fast_decode: bool | None = None):
         cfg = net.cfg
         self.net = net.eval().requires_grad_(False)  # frozen: no codec weight ever trains here
         self.cfg = cfg
@@ -66,7 +66,9 @@ class MiniCodec(Codec):
         self.render_config = render_config
         self.version = version
         self.batch_size = batch_size
-        self.fast_decode = fast_decode  # `decode`'s default: drafted and verified (exact)
+        # `decode`'s default: drafted and verified (exact). Not for `tiny`, whose weaker
+        # drafts (41% of characters) and one near-tie fallback made it 0.5x at batch 16.
+        self.fast_decode = cfg.mode != "tiny" if fast_decode is None else fast_decode
         self.last_decode_stats: ReadStats | None = None  # what the last fast decode did
         if Geometry.of(render_config) != cfg.geometry:
             raise ValueError("render config does not match the geometry the codec was trained on")
@@ -91,11 +93,11 @@ class MiniCodec(Codec):
         characters. The causal reader reads every line of the page at once; checkpoints
         without one use the CTC best path of each band.
 
-        `fast` (default `fast_decode`, True): the CTC read-out drafts each line and the
-        reader verifies drafts in batched passes (codec/mini/speculative.py), the same
-        text as plain step-by-step greedy decoding (`fast=False`) to the character; `small`
-        3.0x faster at batch 1 and 4.7x at 16 on the loaded 2-core dev machine
-        (benchmarks/codec_bench.py).
+        `fast` (default `fast_decode`: True but for `tiny`): the CTC read-out drafts each
+        line and the reader verifies drafts in batched passes (codec/mini/speculative.py):
+        the same text as plain step-by-step greedy decoding (`fast=False`) to the
+        character; `small` 3.0x faster at batch 1 and 4.7x at 16 on the loaded 2-core dev
+        machine (benchmarks/codec_bench.py).
 
         Lines that end in a soft wrap the renderer could not have made are read as ending
         in a hard line break (`settle_line_ends`); blank lines below the page's last
