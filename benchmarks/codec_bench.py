@@ -1,6 +1,11 @@
 """Codec throughput on CPU: encode, greedy decode and text_nll (forward + backward),
 pages per second per mode and batch size, on freshly rendered held-out pages.
 
+Codecs with a fast greedy path (`mini`: `decode(fast=True)`, drafted by the CTC read-out
+and verified by the causal reader) are timed both ways, interleaved repeat by repeat so a
+shared machine's load hits both alike: the plain step-by-step greedy decode ("old"), the
+fast one, their ratio, and whether every page's text was identical.
+
     python benchmarks/codec_bench.py [--codec mini] [--modes tiny,small,base] [--batch 1,16]
     python benchmarks/codec_bench.py --random   # untrained weights (no checkpoint needed)
 
@@ -11,9 +16,17 @@ shared machine vary; each number is the best of --repeats runs.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 def best_time(fn, repeats: int) -> float:
@@ -55,7 +68,18 @@ def main(argv: list[str] | None = None) -> dict:
             render_s = time.perf_counter() - t0
             tokens = codec.encode(images)
             enc = best_time(lambda: codec.encode(images), args.repeats)
-            dec = best_time(lambda: codec.decode(tokens), args.repeats)
+            two_ways = "fast" in inspect.signature(codec.decode).parameters
+            old_s, fast_s, same = [], [], True
+            for _ in range(args.repeats):  # interleaved: the same load for both
+                t0 = time.perf_counter()
+                old = codec.decode(tokens, fast=False) if two_ways else codec.decode(tokens)
+                old_s.append(time.perf_counter() - t0)
+                if two_ways:
+                    t0 = time.perf_counter()
+                    new = codec.decode(tokens, fast=True)
+                    fast_s.append(time.perf_counter() - t0)
+                    same &= new == old
+            dec = min(old_s)
 
             def nll_step():
                 leaf = tokens.clone().requires_grad_(True)
@@ -65,15 +89,29 @@ def main(argv: list[str] | None = None) -> dict:
             row = {"codec": args.codec, "mode": mode, "n": codec.n, "D": codec.D, "batch": len(chunk),
                    "render_pages_per_s": len(chunk) / render_s,
                    "encode_pages_per_s": len(chunk) / enc, "decode_pages_per_s": len(chunk) / dec,
-                   "text_nll_fwd_bwd_pages_per_s": len(chunk) / nll}
+                   "text_nll_fwd_bwd_pages_per_s": len(chunk) / nll, "load": load_average()}
+            if two_ways:
+                st = codec.last_decode_stats
+                row.update(fast_decode_pages_per_s=len(chunk) / min(fast_s),
+                           decode_speedup=dec / min(fast_s), decode_identical=same,
+                           draft_accepted=st.accepted / max(st.drafted, 1),
+                           chars_from_draft=st.accepted / max(st.chars, 1),
+                           verify_rounds=st.rounds, fallbacks=st.fallbacks)
             results.append(row)
             print(f"{args.codec}:{mode:5s} n={codec.n:3d} batch={len(chunk):3d}  "
                   f"encode {row['encode_pages_per_s']:7.1f} p/s  decode {row['decode_pages_per_s']:7.1f} p/s  "
                   f"text_nll+grad {row['text_nll_fwd_bwd_pages_per_s']:6.1f} p/s  "
                   f"(render {row['render_pages_per_s']:.0f} p/s)")
+            if two_ways:
+                print(f"    greedy decode: old {row['decode_pages_per_s']:6.2f} p/s  fast "
+                      f"{row['fast_decode_pages_per_s']:6.2f} p/s  x{row['decode_speedup']:.1f}  "
+                      f"identical {same} ({len(chunk)} pages)  draft accepted "
+                      f"{row['draft_accepted']:.1%}, {row['chars_from_draft']:.1%} of chars, "
+                      f"{st.rounds} rounds, {st.fallbacks} fallbacks  [load {row['load']}]")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"threads": args.threads, "results": results}, indent=2) + "\n")
+    print(f"load average (1, 5, 15 min) at the end: {load_average()}")
     return {"results": results}
 
 

@@ -340,3 +340,122 @@ def test_sampling_at_a_low_temperature_is_the_greedy_read_and_differs_when_hot()
     blind = codec.null_tokens(1)
     hot = [codec.sample(blind, 1.0, torch.Generator().manual_seed(s))[0] for s in (1, 2)]
     assert hot[0] != hot[1]  # the prior, sampled: different seeds, different pages
+
+
+# ------------------------------------------------------------------- fast greedy decoding
+
+def _fast_test_pages(cfg) -> list:
+    """Held-out pages (full and dense), a short page, an empty page, non-ASCII and
+    unknown characters, a structured page (tables, runs of blanks), a page of long words."""
+    from codec.mini.data import structured_text
+    from data.corpus import heldout_texts
+
+    rng = random.Random(3)
+    texts = [t for t in heldout_texts(n=6, min_chars=1500)]
+    texts += ["Hello.\n", "",
+              "Café — naïve “quotes” ‘x’ 3×4 ≤ 5 ± 2 µs § © ® € £ ¥ … → é è ß ñ Ü\n"
+              "Unknown: 中文 and emoji 🙂 in a line.\n" * 3,
+              structured_text(rng, ["alpha", "beta", "gamma"], n_lines=40),
+              " ".join(rng.choice(["internationalization", "of", "x", "compression",
+                                   "tokens"]) for _ in range(500))]
+    return [next(iter(paginate(t, cfg))) for t in texts]
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_fast_decode_is_greedy_decode_exactly_on_real_pages(mode):
+    """The drafted-and-verified read is the plain greedy read, page for page, character
+    for character, and it really is drafted (a fast path that quietly fell back to plain
+    greedy decoding would fail the draft assertions)."""
+    from codec.mini.speculative import MARGIN
+
+    codec = load_codec("mini", mode=mode, batch_size=4)  # 3 batches (a fallback is per batch)
+    cfg = codec.render_config
+    pages = _fast_test_pages(cfg)
+    tokens = codec.encode([rasterize(p, cfg) for p in pages])
+    plain = codec.decode(tokens, fast=False)
+    assert codec.last_decode_stats is None
+    fast = codec.decode(tokens, fast=True)  # the default but for `tiny`
+    for i, (a, b) in enumerate(zip(plain, fast)):
+        assert a == b, (mode, i, a, b)
+    st = codec.last_decode_stats
+    assert st.lines == 32 * len(pages)
+    # `tiny` has one near-tie on these pages (its batch is read step by step)
+    assert st.fallbacks <= (mode == "tiny") and st.gave_up == 0
+    assert st.accepted >= 0.6 * st.chars  # most characters came from the draft
+    assert 10 * st.rounds < st.chars  # passes, not steps
+    assert st.fallbacks or st.min_margin >= MARGIN
+    # one page at a time (the batch of lines and its padding differ) reads the same
+    codec.batch_size = 1
+    assert codec.decode(tokens[:3], fast=True) == plain[:3]
+    assert codec.last_decode_stats.fallbacks == 0
+
+
+def test_fast_decode_falls_back_to_greedy_at_near_ties(monkeypatch):
+    """Where the reader's top two characters are too close for a batched pass to be sure
+    of the greedy step's argmax, the batch is read step by step instead (same text)."""
+    from codec.mini import speculative
+
+    codec = load_codec("mini")
+    tokens, _ = codec.encode_text(TEXT)
+    plain = codec.decode(tokens, fast=False)
+    monkeypatch.setattr(speculative, "MARGIN", float("inf"))
+    assert codec.decode(tokens) == plain
+    assert codec.last_decode_stats.fallbacks == len(tokens)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_fast_decode_is_greedy_decode_with_wrong_drafts(mode, monkeypatch):
+    """Random-init codecs: the CTC draft is nearly always wrong, so nearly every verified
+    character is a rejection and a re-draft. The head is sharpened so that near-ties
+    (which fall back) stay rare and the verify path is what is tested; the early give-up
+    on hopeless drafts is switched off for the same reason."""
+    from codec.mini import speculative
+
+    monkeypatch.setattr(speculative, "GIVE_UP_BELOW", 0.0)
+    codec = load_codec("mini", mode=mode, random_init=True, batch_size=1)
+    codec.net.reader.head.weight.mul_(100)
+    cfg = codec.render_config
+    pages = _fast_test_pages(cfg)[5:9]
+    tokens = codec.encode([rasterize(p, cfg) for p in pages])
+    plain = codec.decode(tokens, fast=False)
+    fast = codec.decode(tokens, fast=True)
+    for i, (a, b) in enumerate(zip(plain, fast)):
+        assert a == b, (mode, i)
+    st = codec.last_decode_stats
+    assert st.fallbacks < len(pages)  # at least one page went through verification
+    assert st.drafted - st.accepted > 100  # ... with many rejected draft characters
+
+
+def test_fast_greedy_with_edited_drafts_is_greedy():
+    """The verifier alone, on drafts that are the greedy read with characters changed,
+    dropped and doubled: every one re-reads to the greedy read, and the draft helps."""
+    from codec.mini.speculative import ReadStats, fast_greedy
+
+    reader = _reader(2)
+    reader.head.weight.data.mul_(30)  # no near-ties (they would fall back)
+    cells = torch.randn(24, 12, 12)
+    truth = reader.greedy(cells, max_len=14)
+    rng = random.Random(0)
+    drafts = []
+    for ids in truth:
+        ids = list(ids)
+        for _ in range(rng.randint(0, 3)):
+            if not ids:
+                break
+            j = rng.randrange(len(ids))
+            edit = rng.choice(["change", "drop", "double"])
+            if edit == "change":
+                ids[j] = rng.randrange(2, vocab.N_CLASSES)
+            elif edit == "drop":
+                del ids[j]
+            else:
+                ids.insert(j, ids[j])
+        drafts.append((ids, [2 * j for j in range(len(ids))]))
+    stats = ReadStats()
+    assert fast_greedy(reader, cells, drafts, 14, stats) == truth
+    assert stats.fallbacks == 0 and stats.rounds > 1
+    assert stats.accepted > 0.5 * stats.chars
+    exact = ReadStats()  # drafts that are the read: one round
+    assert fast_greedy(reader, cells, [(t, [2 * j for j in range(len(t))]) for t in truth],
+                       14, exact) == truth
+    assert exact.rounds == 1 and exact.accepted >= exact.chars - len(truth)  # all but the last
