@@ -129,7 +129,8 @@ def plot(rows: list[dict], path: str | Path) -> None:
     ax.set_xlabel("context bytes per context position (compression ratio)")
     ax.set_ylabel("held-out continuation bits per byte")
     ax.set_title("Context-compression arms at equal positions and training FLOPs")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # an empty report (no run yet) has no lines
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -61,6 +61,7 @@ class CompressionConfig:
     recon_bytes: int = 256  # reconstruction target: the first bytes of each context
     recon_eval_pairs: int = 4  # held-out pairs read greedily for reconstruction precision
     threads: int = 0  # torch threads (0: torch's default)
+    report_only: bool = False  # write the report from the folder's runs.jsonl; train nothing
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -203,6 +204,24 @@ def frozen_decoder_recon(codec, pairs, index) -> dict:
             "recon_bpb": nll / (math.log(2) * max(nbytes, 1))}
 
 
+def _setup(cfg: CompressionConfig) -> dict:
+    """What makes two runs comparable (a result is reused only under the same setup)."""
+    keep = ("corpus", "codec", "random_init", "synthetic_docs", "pages", "cont_bytes",
+            "predict_bytes", "max_pairs", "per_doc", "val_fraction", "eval_pairs", "flavour",
+            "steps", "batch", "lr", "recon", "recon_bytes", "recon_eval_pairs")
+    return {k: getattr(cfg, k) for k in keep}
+
+
+def _done(path: Path, setup: dict) -> dict:
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("setup") == setup:
+                done[(r["mode"], r["arm"], r["seed"])] = r
+    return done
+
+
 # -- the whole measurement --------------------------------------------------------------------
 def run(cfg: CompressionConfig) -> dict:
     from eval.compression_report import write_report
@@ -214,9 +233,13 @@ def run(cfg: CompressionConfig) -> dict:
         raise ValueError(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    setup = _setup(cfg)
+    done = _done(out / "runs.jsonl", setup)
     log = (out / "runs.jsonl").open("a")
-    results = []
-    for mode in cfg.modes:
+    # runs of the same setup already in the folder (other modes, an interrupted run)
+    # are kept and not trained again, so modes can be run one invocation at a time
+    results = list(done.values())
+    for mode in [] if cfg.report_only else cfg.modes:
         pairs, codec = load_pairs(cfg, mode)
         val = np.flatnonzero(pairs.val)[: cfg.eval_pairs]
         if len(val) == 0 or len(val) == len(pairs):
@@ -229,6 +252,8 @@ def run(cfg: CompressionConfig) -> dict:
             per_step = {t: step_flops(cfg, arm, pairs, t) for t in targets}
             steps = {t: max(1, round(budget[t] / per_step[t])) for t in targets}
             for seed in cfg.seeds:
+                if (mode, arm, seed) in done:
+                    continue
                 t0 = time.time()
                 model = train_arm(cfg, arm, pairs, seed, steps["continuation"], "continuation")
                 r = {"mode": mode, "arm": arm, "seed": seed, "P": pairs.P,
@@ -237,7 +262,7 @@ def run(cfg: CompressionConfig) -> dict:
                      "ctx_bytes": ctx_bytes, "steps": steps["continuation"],
                      "flops": steps["continuation"] * per_step["continuation"],
                      "bpb": heldout_bpb(model, pairs, val, "continuation", cfg.predict_bytes),
-                     "n_train": int((~pairs.val).sum()), "n_val": len(val)}
+                     "n_train": int((~pairs.val).sum()), "n_val": len(val), "setup": setup}
                 if cfg.recon:
                     model = train_arm(cfg, arm, pairs, seed, steps["context"], "context")
                     r["recon_steps"] = steps["context"]
@@ -253,11 +278,15 @@ def run(cfg: CompressionConfig) -> dict:
                       f"({r['steps']} steps, {r['flops']:.3g} FLOPs, {r['seconds']:.0f}s)"
                       + (f", recon bpb {r['recon_bpb']:.3f} precision "
                          f"{r['recon_precision']:.3f}" if cfg.recon else ""), flush=True)
-        if cfg.recon:
-            fr = frozen_decoder_recon(codec, pairs, val[: cfg.recon_eval_pairs])
-            results.append({"mode": mode, "arm": "visual_frozen_decoder", "seed": 0,
-                            "P": pairs.P, "positions": float(pairs.P), "ctx_bytes": ctx_bytes,
-                            "steps": 0, "flops": 0, "bpb": None, **fr})
+        if (mode, "visual_frozen_decoder", 0) not in done:
+            # the frozen decoder needs no training: always measured (~1 s a page greedy)
+            r = {"mode": mode, "arm": "visual_frozen_decoder", "seed": 0, "P": pairs.P,
+                 "positions": float(pairs.P), "ctx_bytes": ctx_bytes, "steps": 0, "flops": 0,
+                 "bpb": None, "setup": setup,
+                 **frozen_decoder_recon(codec, pairs, val[: cfg.recon_eval_pairs])}
+            results.append(r)
+            log.write(json.dumps(r) + "\n")
+            log.flush()
     summary = write_report(results, out, notes=[PURE_VST_NOTE],
                            meta={"config": asdict(cfg)})
     print((out / "compression.md").read_text())

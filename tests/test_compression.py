@@ -203,6 +203,15 @@ def test_harness_end_to_end_has_every_arm_and_ratio(tmp_path):
     assert json.loads((tmp_path / "compression.json").read_text())["rows"]
     # the pairs are cached: a second run reads them back
     assert len(list((tmp_path / "pairs").glob("*.npz"))) == 2
+    # finished runs are kept: the report is rebuilt from runs.jsonl without training
+    from dataclasses import replace
+
+    lines = (tmp_path / "runs.jsonl").read_text().count("\n")
+    again = run(replace(cfg, report_only=True))
+    assert again["rows"] == json.loads(json.dumps(rows))
+    assert (tmp_path / "runs.jsonl").read_text().count("\n") == lines
+    # another setup does not reuse them
+    assert run(replace(cfg, steps=4, report_only=True))["rows"] == []
 
 
 def test_the_command_is_mounted():
