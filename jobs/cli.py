@@ -107,6 +107,8 @@ def _mount() -> None:
     eval_app.command("lm-eval")(lm_eval_cmd)
     eval_app.command("efficiency")(config_command(EfficiencyConfig, report))
     eval_app.command("compare")(config_command(CompareConfig, _compare))
+    from jobs.compression import CompressionConfig, run as run_compression
+    eval_app.command("compression")(config_command(CompressionConfig, run_compression))
     app.add_typer(eval_app, name="eval", help="Long-context benchmarks, runners, efficiency and "
                   "the comparison with text baselines.")
 

@@ -1,0 +1,293 @@
+"""`vst eval compression`: context-compression arms at equal positions and equal training
+FLOPs (issue #16, the protocol of arXiv 2512.03643); see docs/compression.md.
+
+    vst eval compression --out runs/compression --flavour debug --steps 300
+    vst eval compression --codec toy --random-init --max-pairs 64 --steps 5   # a smoke run
+
+For each codec mode (P = pages * n context positions): prepare context/continuation
+pairs once (cached in the report folder), then for every arm and seed train the same
+trunk on the continuation (and, with --recon, on reconstructing the context) for the
+same training FLOPs, counted on one real step of each arm (FlopCounterMode), and score
+held-out documents (`data.corpus.split_of`). The table, JSON and plot are written by
+`eval.compression_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vst.compression import ARMS, ArmsModel, arms_batch, context_positions
+
+# A "pure VST" row (continuation bpb through the frozen decoder given a trained VST's
+# predicted tokens of the continuation pages) is not measured here: that VST predicts
+# whole pages after whole-page contexts of its own store (`vst eval compare`), not the
+# 512-byte continuations of these pairs. docs/compression.md quotes its own comparison.
+PURE_VST_NOTE = ("Pure VST (a VST's predicted continuation pages through the frozen decoder): "
+                 "not measured in this harness; see docs/compression.md.")
+
+
+@dataclass
+class CompressionConfig:
+    """Context-compression arms at equal positions: visual tokens against truncation, mean
+    pooling, a learned conv1d compressor and the full text (issue #16)."""
+
+    out: str = "runs/compression"  # report folder: pairs cache, compression.md/.json/.png
+    corpus: str = "/work/speedrun/corpus/train.jsonl.zst"  # Pile-format corpus of documents
+    codec: str = "mini"  # codec name (load_codec); each mode below is one compression ratio
+    modes: list[str] = field(default_factory=lambda: ["tiny", "small", "base"])  # codec modes
+    random_init: bool = False  # an untrained codec of the same shapes (tests, smoke runs)
+    synthetic_docs: int = 0  # >0: this many synthetic documents instead of --corpus (tests)
+    pages: int = 2  # context pages per pair: P = pages * tokens per page
+    cont_bytes: int = 512  # continuation bytes kept after each context when pairs are made
+    predict_bytes: int = 512  # continuation bytes trained on and scored (<= cont_bytes)
+    max_pairs: int = 2000  # pairs prepared per mode (train and held-out together)
+    per_doc: int = 2  # at most this many non-overlapping windows per document
+    val_fraction: float = 0.05  # held-out share of documents (data.corpus.split_of)
+    eval_pairs: int = 128  # held-out pairs scored per run (at most)
+    arms: list[str] = field(default_factory=lambda: list(ARMS))  # arms to train
+    flavour: str = "debug"  # trunk size (vst.config flavours), the same for every arm
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # seeds per arm
+    steps: int = 300  # the visual arm's steps; its FLOPs are every arm's training budget
+    batch: int = 16  # pairs per step
+    lr: float = 3e-3  # AdamW peak learning rate (warmup 5%, cosine to 10%)
+    recon: bool = False  # also train each arm to reconstruct its context (same budget)
+    recon_bytes: int = 256  # reconstruction target: the first bytes of each context
+    recon_eval_pairs: int = 4  # held-out pairs read greedily for reconstruction precision
+    threads: int = 0  # torch threads (0: torch's default)
+    report_only: bool = False  # write the report from the folder's runs.jsonl; train nothing
+
+
+# -- data -------------------------------------------------------------------------------------
+def synthetic_texts(n: int, seed: int = 0) -> list:
+    """Documents of pseudo-English built from a small vocabulary (tests, smoke runs)."""
+    from data.corpus import Document
+
+    rng = np.random.default_rng(seed)
+    words = ("the page token codec reads text line model context bytes each visual "
+             "compression window document encoder decoder frozen pooling").split()
+    docs = []
+    for i in range(n):
+        lines = [" ".join(rng.choice(words, rng.integers(3, 8))) for _ in range(400)]
+        docs.append(Document(id=f"syn-{i}", text="\n".join(lines) + "\n", meta={}))
+    return docs
+
+
+def load_pairs(cfg: CompressionConfig, mode: str):
+    """The pairs of one mode, from the report folder's cache when present."""
+    from codec import load_codec
+    from vst.compression_data import Pairs, build_pairs
+
+    codec = load_codec(cfg.codec if mode in ("", "default") else f"{cfg.codec}:{mode}",
+                       random_init=cfg.random_init)
+    src = f"syn{cfg.synthetic_docs}" if cfg.synthetic_docs else Path(cfg.corpus).stem
+    if cfg.predict_bytes > cfg.cont_bytes:
+        raise ValueError("predict_bytes must not exceed cont_bytes")
+    key = (f"pairs-{codec.name}-{codec.mode}-{codec.version}-{src}-p{cfg.pages}"
+           f"-c{cfg.cont_bytes}-n{cfg.max_pairs}-d{cfg.per_doc}-v{cfg.val_fraction}.npz")
+    path = Path(cfg.out) / "pairs" / key
+    if path.exists():
+        return Pairs.load(path), codec
+    if cfg.synthetic_docs:
+        docs = synthetic_texts(cfg.synthetic_docs)
+    else:
+        from data.corpus import read_corpus
+
+        docs = read_corpus(cfg.corpus)
+    t0 = time.time()
+    pairs = build_pairs(docs, codec, pages=cfg.pages, cont_bytes=cfg.cont_bytes,
+                        per_doc=cfg.per_doc, max_pairs=cfg.max_pairs,
+                        val_fraction=cfg.val_fraction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pairs.save(path)
+    print(f"[{mode}] {len(pairs)} pairs ({int(pairs.val.sum())} held out), P={pairs.P}, "
+          f"{time.time() - t0:.0f}s -> {path}", flush=True)
+    return pairs, codec
+
+
+# -- one arm ----------------------------------------------------------------------------------
+def _model(cfg: CompressionConfig, arm: str, pairs, seed: int) -> ArmsModel:
+    from vst.config import flavour
+
+    torch.manual_seed(seed)
+    return ArmsModel(arm, flavour(cfg.flavour, modality="text", vocab_size=256, rope="1d"),
+                     P=pairs.P, D=pairs.vis.shape[2])
+
+
+def step_flops(cfg: CompressionConfig, arm: str, pairs, target: str) -> int:
+    """Counted FLOPs of one training step of `arm` (forward and backward) on a batch of
+    the training pairs: trunk, context encoder and head alike."""
+    from vst.flops import count_flops
+
+    model = _model(cfg, arm, pairs, 0)
+    train = np.flatnonzero(~pairs.val)
+    batch = arms_batch(pairs, train[: cfg.batch], target, _length(cfg, target))
+    _, flops = count_flops(lambda: model.loss(batch).backward())
+    return flops
+
+
+def train_arm(cfg: CompressionConfig, arm: str, pairs, seed: int, steps: int,
+              target: str) -> ArmsModel:
+    model = _model(cfg, arm, pairs, seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01,
+                            betas=(0.9, 0.95))
+    train = np.flatnonzero(~pairs.val)
+    rng = np.random.default_rng(seed)
+    warm = max(1, steps // 20)
+    model.train()
+    for step in range(steps):
+        lr = cfg.lr * min(1.0, (step + 1) / warm)
+        if step >= warm:  # cosine to 10% of the peak
+            lr = cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - warm) /
+                                                      max(1, steps - warm))))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = model.loss(arms_batch(pairs, rng.choice(train, cfg.batch), target,
+                                     _length(cfg, target)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    return model.eval()
+
+
+def _length(cfg: CompressionConfig, target: str) -> int:
+    return cfg.predict_bytes if target == "continuation" else cfg.recon_bytes
+
+
+@torch.no_grad()
+def heldout_bpb(model: ArmsModel, pairs, index, target: str, length: int | None = None,
+                batch: int = 16) -> float:
+    total, count = 0.0, 0
+    for i in range(0, len(index), batch):
+        nll, n = model.nll(arms_batch(pairs, index[i:i + batch], target, length))
+        total, count = total + float(nll), count + int(n)
+    return total / (math.log(2) * max(count, 1))
+
+
+def recon_precision(model: ArmsModel, pairs, index, length: int) -> float:
+    """Fox-style precision of the greedy reconstruction of each context's first `length`
+    bytes, mean over pairs."""
+    from codec.text_metrics import precision
+
+    b = arms_batch(pairs, index, "context")
+    out = model.greedy(b, length)
+    scores = []
+    for i, row in enumerate(out):
+        ref = bytes(b.ctx[i, :min(length, int(b.ctx_len[i]))].tolist()).decode("utf-8", "replace")
+        pred = bytes(row[:len(ref.encode())].tolist()).decode("utf-8", "replace")
+        scores.append(precision(pred, ref))
+    return float(np.mean(scores))
+
+
+def frozen_decoder_recon(codec, pairs, index) -> dict:
+    """The visual arm's reconstruction by the frozen codec decoder: greedy precision per
+    page (`codec.decode`) and the teacher-forced bpb of the page texts (`text_nll`)."""
+    from codec.text_metrics import precision
+
+    k = pairs.page_end.shape[1]
+    prec, nll, nbytes = [], 0.0, 0
+    for i in index:
+        texts = pairs.page_texts(int(i))
+        tokens = torch.from_numpy(pairs.vis[i].astype(np.float32)).view(k, codec.n, codec.D)
+        prec += [precision(p, t) for p, t in zip(codec.decode(tokens), texts)]
+        with torch.no_grad():
+            out = codec.text_nll(tokens, texts)
+        nll, nbytes = nll + float(out.nll.sum()), nbytes + int(out.n_bytes.sum())
+    return {"recon_precision": float(np.mean(prec)),
+            "recon_bpb": nll / (math.log(2) * max(nbytes, 1))}
+
+
+def _setup(cfg: CompressionConfig) -> dict:
+    """What makes two runs comparable (a result is reused only under the same setup)."""
+    keep = ("corpus", "codec", "random_init", "synthetic_docs", "pages", "cont_bytes",
+            "predict_bytes", "max_pairs", "per_doc", "val_fraction", "eval_pairs", "flavour",
+            "steps", "batch", "lr", "recon", "recon_bytes", "recon_eval_pairs")
+    return {k: getattr(cfg, k) for k in keep}
+
+
+def _done(path: Path, setup: dict) -> dict:
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("setup") == setup:
+                done[(r["mode"], r["arm"], r["seed"])] = r
+    return done
+
+
+# -- the whole measurement --------------------------------------------------------------------
+def run(cfg: CompressionConfig) -> dict:
+    from eval.compression_report import write_report
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    unknown = set(cfg.arms) - set(ARMS)
+    if unknown:
+        raise ValueError(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    setup = _setup(cfg)
+    done = _done(out / "runs.jsonl", setup)
+    log = (out / "runs.jsonl").open("a")
+    # runs of the same setup already in the folder (other modes, an interrupted run)
+    # are kept and not trained again, so modes can be run one invocation at a time
+    results = list(done.values())
+    for mode in [] if cfg.report_only else cfg.modes:
+        pairs, codec = load_pairs(cfg, mode)
+        val = np.flatnonzero(pairs.val)[: cfg.eval_pairs]
+        if len(val) == 0 or len(val) == len(pairs):
+            raise ValueError(f"[{mode}] need both training and held-out pairs; got "
+                             f"{len(val)} held out of {len(pairs)}")
+        ctx_bytes = float(pairs.ctx_len[val].mean())
+        targets = ["continuation"] + (["context"] if cfg.recon else [])
+        budget = {t: cfg.steps * step_flops(cfg, "visual", pairs, t) for t in targets}
+        for arm in cfg.arms:
+            per_step = {t: step_flops(cfg, arm, pairs, t) for t in targets}
+            steps = {t: max(1, round(budget[t] / per_step[t])) for t in targets}
+            for seed in cfg.seeds:
+                if (mode, arm, seed) in done:
+                    continue
+                t0 = time.time()
+                model = train_arm(cfg, arm, pairs, seed, steps["continuation"], "continuation")
+                r = {"mode": mode, "arm": arm, "seed": seed, "P": pairs.P,
+                     "positions": float(np.mean([context_positions(arm, pairs.P, int(n))
+                                                 for n in pairs.ctx_len[val]])),
+                     "ctx_bytes": ctx_bytes, "steps": steps["continuation"],
+                     "flops": steps["continuation"] * per_step["continuation"],
+                     "bpb": heldout_bpb(model, pairs, val, "continuation", cfg.predict_bytes),
+                     "n_train": int((~pairs.val).sum()), "n_val": len(val), "setup": setup}
+                if cfg.recon:
+                    model = train_arm(cfg, arm, pairs, seed, steps["context"], "context")
+                    r["recon_steps"] = steps["context"]
+                    r["recon_flops"] = steps["context"] * per_step["context"]
+                    r["recon_bpb"] = heldout_bpb(model, pairs, val, "context", cfg.recon_bytes)
+                    r["recon_precision"] = recon_precision(
+                        model, pairs, val[: cfg.recon_eval_pairs], cfg.recon_bytes)
+                r["seconds"] = time.time() - t0
+                results.append(r)
+                log.write(json.dumps(r) + "\n")
+                log.flush()
+                print(f"[{mode}] {arm} seed {seed}: bpb {r['bpb']:.3f} "
+                      f"({r['steps']} steps, {r['flops']:.3g} FLOPs, {r['seconds']:.0f}s)"
+                      + (f", recon bpb {r['recon_bpb']:.3f} precision "
+                         f"{r['recon_precision']:.3f}" if cfg.recon else ""), flush=True)
+        if (mode, "visual_frozen_decoder", 0) not in done:
+            # the frozen decoder needs no training: always measured (~1 s a page greedy)
+            r = {"mode": mode, "arm": "visual_frozen_decoder", "seed": 0, "P": pairs.P,
+                 "positions": float(pairs.P), "ctx_bytes": ctx_bytes, "steps": 0, "flops": 0,
+                 "bpb": None, "setup": setup,
+                 **frozen_decoder_recon(codec, pairs, val[: cfg.recon_eval_pairs])}
+            results.append(r)
+            log.write(json.dumps(r) + "\n")
+            log.flush()
+    summary = write_report(results, out, notes=[PURE_VST_NOTE],
+                           meta={"config": asdict(cfg)})
+    print((out / "compression.md").read_text())
+    return summary

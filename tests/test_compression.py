@@ -1,0 +1,223 @@
+"""Context-compression arms (issue #16): positions, no look-ahead, truncation, mean pooling,
+the layout map, and the `vst eval compression` harness end to end on a tiny setup."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from codec import load_codec
+from data.corpus import Document, split_of
+from vst.compression import ARMS, ArmsBatch, ArmsModel, arms_batch, segment_mean
+from vst.compression_data import build_pairs, token_of_chars
+from vst.config import flavour
+
+
+def _docs(n=12, seed=0):
+    from jobs.compression import synthetic_texts
+
+    return synthetic_texts(n, seed)
+
+
+@pytest.fixture(scope="module")
+def toy_pairs():
+    codec = load_codec("toy")  # 32-character pages, n = 8 tokens a page
+    return build_pairs(_docs(), codec, pages=2, cont_bytes=24, per_doc=3, val_fraction=0.3), codec
+
+
+def _model(arm, pairs, seed=0):
+    torch.manual_seed(seed)
+    return ArmsModel(arm, flavour("debug", modality="text", vocab_size=256), P=pairs.P,
+                     D=pairs.vis.shape[2]).eval()
+
+
+def test_pairs_hold_the_context_pages_and_what_follows(toy_pairs):
+    pairs, codec = toy_pairs
+    docs = {d.id: d.text for d in _docs()}
+    assert pairs.P == 2 * codec.n and pairs.vis.shape[1:] == (16, codec.D)
+    assert len(pairs) > 8 and pairs.val.any() and (~pairs.val).any()
+    i = 0
+    for doc_id, text in docs.items():  # the first pair of each document, in order
+        ctx = bytes(pairs.ctx[i, : pairs.ctx_len[i]]).decode()
+        assert text.startswith(ctx) and pairs.val[i] == (split_of(doc_id, 0.3) == "val")
+        assert bytes(pairs.cont[i]) == text[len(ctx):].encode()[:24]
+        assert "".join(pairs.page_texts(i)) == ctx
+        # the visual tokens are the codec's own tokens of these pages
+        want = codec.encode_texts(pairs.page_texts(i)).reshape(16, -1)
+        torch.testing.assert_close(torch.from_numpy(pairs.vis[i].astype(np.float32)), want,
+                                   atol=0.05, rtol=0.01)
+        i += 3  # per_doc windows each (the synthetic documents are long enough)
+        if i >= len(pairs):
+            break
+    assert pairs.seg[pairs.seg >= 0].max() == pairs.P - 1
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_each_arm_reads_P_positions_and_never_the_continuation(toy_pairs, arm):
+    pairs, _ = toy_pairs
+    model = _model(arm, pairs)
+    b = arms_batch(pairs, range(4))
+    x, real = model.context(b)
+    want = int(b.ctx_len.max()) if arm == "full" else pairs.P
+    assert x.shape[:2] == (4, want) and real.shape == (4, want)
+    if arm != "full":
+        assert real.all()
+    # another continuation: the same context representation and the same hidden states
+    # at every context position (captured at the last block's output)
+    other = ArmsBatch(b.vis, b.ctx, b.ctx_len, b.seg, torch.randint(0, 256, b.tgt.shape),
+                      b.tgt_valid)
+    torch.testing.assert_close(model.context(other)[0], x)
+    seen = []
+    hook = model.trunk.blocks[-1].register_forward_hook(
+        lambda m, i, o: seen.append(o[:, :want].detach()))
+    with torch.no_grad():
+        a, c = model(b), model(other)
+    hook.remove()
+    torch.testing.assert_close(seen[0], seen[1])
+    assert torch.equal(a[:, 0], c[:, 0])  # the first byte is predicted from context alone
+    # prediction t sees target bytes < t only: changing byte t0 moves logits after t0 only
+    t0 = 10
+    tgt = b.tgt.clone()
+    tgt[:, t0] = (tgt[:, t0] + 1) % 256
+    with torch.no_grad():
+        d = model(ArmsBatch(b.vis, b.ctx, b.ctx_len, b.seg, tgt, b.tgt_valid))
+    torch.testing.assert_close(d[:, : t0 + 1], a[:, : t0 + 1])
+    assert not torch.allclose(d[:, t0 + 1], a[:, t0 + 1])
+    # the context itself matters (else the arm would be blind): another context moves it
+    if arm != "visual":
+        flipped = ArmsBatch(b.vis, (b.ctx + 7) % 256, b.ctx_len, b.seg, b.tgt, b.tgt_valid)
+    else:
+        flipped = ArmsBatch(b.vis + 1, b.ctx, b.ctx_len, b.seg, b.tgt, b.tgt_valid)
+    with torch.no_grad():
+        assert not torch.allclose(model(flipped)[:, 0], a[:, 0])
+
+
+def test_truncation_keeps_the_last_P_bytes(toy_pairs):
+    pairs, _ = toy_pairs
+    model = _model("truncation", pairs)
+    b = arms_batch(pairs, range(4))
+    x, _ = model.context(b)
+    for i in range(4):
+        n = int(b.ctx_len[i])
+        last = b.ctx[i, n - pairs.P:n]
+        torch.testing.assert_close(x[i], model.trunk.embed(last))
+        assert bytes(last.tolist()) == bytes(pairs.ctx[i, n - pairs.P:n])
+
+
+def test_full_arm_padding_is_invisible(toy_pairs):
+    pairs, _ = toy_pairs
+    model = _model("full", pairs)
+    # a batch with one context cut short: its logits equal those of the same context alone
+    b = arms_batch(pairs, range(2))
+    b.ctx_len[1] -= 9
+    b.seg[1, b.ctx_len[1]:] = -1
+    with torch.no_grad():
+        both = model(b)
+        alone = model(ArmsBatch(b.vis[1:], b.ctx[1:, : b.ctx_len[1]], b.ctx_len[1:],
+                                b.seg[1:, : b.ctx_len[1]], b.tgt[1:], b.tgt_valid[1:]))
+    torch.testing.assert_close(both[1:], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_mean_pooling_matches_a_hand_computation():
+    torch.manual_seed(0)
+    emb = torch.randn(2, 7, 5)
+    seg = torch.tensor([[0, 0, 1, 1, 1, 3, -1], [2, 2, 2, 2, 0, 1, 1]])
+    mean, full = segment_mean(emb, seg, 4)
+    hand = torch.zeros(2, 4, 5)
+    for b in range(2):
+        for p in range(4):
+            rows = [emb[b, j] for j in range(7) if seg[b, j] == p]
+            if rows:
+                hand[b, p] = sum(rows) / len(rows)
+    torch.testing.assert_close(mean, hand)
+    assert full.tolist() == [[True, True, False, True], [True, True, True, False]]
+    # the arm: its byte embeddings averaged over each token's bytes, then its projection;
+    # an empty span reads the learned empty vector
+    model = ArmsModel("mean_pool", flavour("debug", modality="text"), P=4, D=8)
+    ctx = torch.randint(1, 256, (2, 7))
+    b = ArmsBatch(torch.zeros(2, 4, 8), ctx, torch.tensor([6, 7]), seg, ctx, ctx > -1)
+    x, _ = model.context(b)
+    e = model.trunk.embed(ctx)
+    want = model.enc.proj(e[0, 2:5].mean(0))
+    torch.testing.assert_close(x[0, 1], want)
+    torch.testing.assert_close(x[0, 2], model.enc.empty)
+
+
+def test_layout_map_follows_the_mini_grid():
+    text = "".join(f"line {i:02d}\n" for i in range(40))
+    # one line reaching past mid-page (~8.8 px a character on the 512 px mini page)
+    text = text.replace("line 03\n", "x" * 25 + " " + "y" * 25 + "\n")
+    for mode, per_token in (("tiny", 2), ("small", 1), ("base", 1)):
+        codec = load_codec(f"mini:{mode}", random_init=True)
+        page = codec.paginate(text)[0]
+        tok = token_of_chars(codec, page)
+        assert len(tok) == len(page.text) and tok.max() < codec.n
+        line_of = np.cumsum([0] + [c == "\n" for c in page.text[:-1]])
+        cols = codec.grid[1]
+        assert (tok // cols == line_of // per_token).all()
+        if mode == "base":  # the long line's right half is the second token of its row
+            start = page.text.index("x")
+            assert tok[start] == 6 and tok[start + 50] == 7
+            assert (tok[line_of != 3] % 2 == 0).all()
+        else:
+            assert cols == 1
+
+
+def test_harness_end_to_end_has_every_arm_and_ratio(tmp_path):
+    from jobs.compression import CompressionConfig, run
+
+    cfg = CompressionConfig(out=str(tmp_path), codec="mini", modes=["tiny", "small"],
+                            random_init=True, synthetic_docs=6, pages=1, cont_bytes=48,
+                            predict_bytes=32, max_pairs=18, per_doc=3, val_fraction=0.3,
+                            eval_pairs=4, steps=3, batch=4, seeds=[0, 1], recon=True,
+                            recon_bytes=12, recon_eval_pairs=2)
+    summary = run(cfg)
+    rows = summary["rows"]
+    got = {(r["mode"], r["arm"]) for r in rows}
+    assert got == {(m, a) for m in ("tiny", "small")
+                   for a in (*ARMS, "visual_frozen_decoder")}
+    for r in rows:
+        if r["arm"] != "visual_frozen_decoder":
+            assert r["bpb"]["n"] == 2 and 0 < r["bpb"]["mean"] < 20
+            assert r["recon_precision"]["n"] == 2
+        assert r["P"] == (16 if r["mode"] == "tiny" else 32)
+    by = {(r["mode"], r["arm"]): r for r in rows}
+    for mode in ("tiny", "small"):
+        budget = by[(mode, "visual")]["flops"]
+        assert by[(mode, "visual")]["steps"] == 3
+        assert by[(mode, "full")]["steps"] < 3  # more positions: fewer steps, same FLOPs
+        for arm in ARMS:
+            r = by[(mode, arm)]
+            per_step = r["flops"] / r["steps"]
+            # equal budgets to within half a step; at least one step for an arm whose
+            # step costs more than this tiny budget (the full text here)
+            assert abs(r["flops"] - budget) <= per_step / 2 + 1 or \
+                (r["steps"] == 1 and per_step > budget)
+    md = (tmp_path / "compression.md").read_text()
+    for name in ("truncation", "mean pooling", "conv1d", "full text", "visual"):
+        assert name in md
+    assert (tmp_path / "compression.png").stat().st_size > 0
+    assert json.loads((tmp_path / "compression.json").read_text())["rows"]
+    # the pairs are cached: a second run reads them back
+    assert len(list((tmp_path / "pairs").glob("*.npz"))) == 2
+    # finished runs are kept: the report is rebuilt from runs.jsonl without training
+    from dataclasses import replace
+
+    lines = (tmp_path / "runs.jsonl").read_text().count("\n")
+    again = run(replace(cfg, report_only=True))
+    assert again["rows"] == json.loads(json.dumps(rows))
+    assert (tmp_path / "runs.jsonl").read_text().count("\n") == lines
+    # another setup does not reuse them
+    assert run(replace(cfg, steps=4, report_only=True))["rows"] == []
+
+
+def test_the_command_is_mounted():
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    out = CliRunner().invoke(app, ["eval", "compression", "--help"])
+    assert out.exit_code == 0 and "--predict-bytes" in out.output
