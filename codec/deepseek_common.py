@@ -45,6 +45,17 @@ class ReadOptions:
     decode_batch_size: int = 16  # pages per decode call
 
 
+def apply_read_options(codec, opts: ReadOptions) -> None:
+    """Set a backend's prompt and decoding attributes from its options (both backends)."""
+    codec.prompt = opts.prompt
+    codec.prompt_prefix, codec.prompt_suffix = split_prompt(opts.prompt)
+    codec.max_new_tokens = opts.max_new_tokens
+    codec.no_repeat_ngram = opts.no_repeat_ngram
+    codec.no_repeat_window = opts.no_repeat_window
+    codec.encode_batch_size = opts.encode_batch_size
+    codec.decode_batch_size = opts.decode_batch_size
+
+
 def open_checkpoint(path: str | os.PathLike | None, codec_name: str, env_var: str,
                     check: Callable[[Path, dict], Any]) -> tuple[Path, dict, list[Path], Any]:
     """(directory, config.json, weight files, what `check(directory, config)` returns) of a

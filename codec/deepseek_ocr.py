@@ -37,6 +37,7 @@ import torch
 from codec.base import Codec, PageImages, TextNLL
 from codec.registry import register_codec
 from codec.deepseek_common import (
+    apply_read_options,
     ReadOptions,
     open_checkpoint,
     CheckpointError,
@@ -47,7 +48,6 @@ from codec.deepseek_common import (
     greedy_generate,
     pick_device,
     pick_dtype,
-    split_prompt,
     split_rows,
     windowed_no_repeat_processor,
 )
@@ -147,12 +147,7 @@ class DeepseekOcrCodec(Codec):
         self.n, self.grid = n, grid
         self.keep_layout_tokens = keep_layout_tokens
         self.rows_per_side = int(round(side / (PATCH * DOWNSAMPLE)))
-        self.prompt_prefix, self.prompt_suffix = split_prompt(opts.prompt)
-        self.max_new_tokens = opts.max_new_tokens
-        self.no_repeat_ngram = opts.no_repeat_ngram
-        self.no_repeat_window = opts.no_repeat_window
-        self.encode_batch_size = opts.encode_batch_size
-        self.decode_batch_size = opts.decode_batch_size
+        apply_read_options(self, opts)
         self._device = pick_device(device)
         self.dtype = pick_dtype(dtype, self._device)
 

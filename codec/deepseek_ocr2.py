@@ -29,6 +29,7 @@ import torch
 from codec.base import Codec, PageImages, TextNLL
 from codec.registry import register_codec
 from codec.deepseek_common import (
+    apply_read_options,
     ReadOptions,
     open_checkpoint,
     PROCESSOR_FILES,
@@ -41,7 +42,6 @@ from codec.deepseek_common import (
     pick_device,
     pick_dtype,
     sequence_nll,
-    split_prompt,
     split_rows,
     windowed_no_repeat_processor,
 )
@@ -131,13 +131,7 @@ class DeepseekOcr2Codec(Codec):
         mode, keep_separator, render_preset = opts.mode, opts.keep_separator, opts.render_preset
         self.mode = mode
         self.keep_separator = keep_separator
-        self.prompt = opts.prompt
-        self.prompt_prefix, self.prompt_suffix = split_prompt(opts.prompt)
-        self.max_new_tokens = opts.max_new_tokens
-        self.no_repeat_ngram = opts.no_repeat_ngram
-        self.no_repeat_window = opts.no_repeat_window
-        self.encode_batch_size = opts.encode_batch_size
-        self.decode_batch_size = opts.decode_batch_size
+        apply_read_options(self, opts)
         self._table: torch.Tensor | bool | None = None  # see _pixel_table
 
         text_config = model.config.text_config
