@@ -92,8 +92,11 @@ def chat(
     codec_mode: Optional[str] = typer.Option(None, help="codec mode (default: the checkpoint's)"),
     device: str = typer.Option("cpu"),
 ) -> None:
-    """Chat with an instruction-tuned VST: your text is rendered and encoded, the answer is
-    generated page by page, decoded by the codec and printed as it comes."""
+    """Chat with an instruction-tuned VST, text in and text out.
+
+    Your text is rendered and encoded; the answer is generated page by page, decoded by the
+    codec and printed as it comes.
+    """
     import sys
 
     from vst.chat import ChatSession, CodecMismatch, NotSFTModel, load_chat_model
