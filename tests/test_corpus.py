@@ -418,3 +418,15 @@ def test_typer_demo_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--n-docs", "2"])
     assert result.exit_code == 0, result.output
     assert len(list(read_corpus(tmp_path / DEMO_FILE_NAME))) == 2
+
+
+def test_id_field_names_documents_and_falls_back_to_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(
+        (json.dumps({"text": "first", "id": "s1#instruction"}) + "\n"
+         + json.dumps({"text": "second", "meta": {"id": "s1#context"}}) + "\n"
+         + json.dumps({"text": "third"}) + "\n").encode())
+    named = [d.id for d in read_corpus(path, id_field="id")]
+    assert named[:2] == ["s1#instruction", "s1#context"]
+    positional = [d.id for d in read_corpus(path)]
+    assert named[2] == positional[2] and positional[0] != "s1#instruction"

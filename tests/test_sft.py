@@ -440,3 +440,33 @@ def test_two_process_sft_matches_single_process(base_run, tmp_path):
     b = load_file(str(tmp_path / "ddp" / "step-0000004" / "model.safetensors"))
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-4), k
+
+
+@pytest.mark.slow
+def test_sft_samples_convert_through_the_ray_job(tmp_path):
+    """An SFT set converts like any corpus: its segment documents through `vst convert`
+    (a local Ray), read back from the store as the samples encoded in memory."""
+    import os
+
+    import zstandard
+
+    from data.store import Store
+    from jobs.convert.driver import run_conversion
+    from vst.sft_data import encoded_from_store, segment_documents
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    samples = toy_samples(4)
+    corpus = tmp_path / "sft.jsonl.zst"
+    lines = "".join(json.dumps({"text": d.text, "meta": {"id": d.id, **d.meta}}) + "\n"
+                    for d in segment_documents(samples))
+    corpus.write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
+    summary = run_conversion(corpus, tmp_path / "store", codec="mini:tiny", num_parts=2,
+                             num_actors=1, num_cpus=2, layout="npy", id_field="id")
+    assert summary["docs"] == 3 * len(samples) and summary["skips"] == 0
+    store = Store(tmp_path / "store")
+    codec = load_codec("mini:tiny")
+    for s in samples:
+        got, want = encoded_from_store(store, s), encode_sample(codec, s)
+        assert got.texts == want.texts
+        for seg in want.tokens:
+            torch.testing.assert_close(got.tokens[seg], want.tokens[seg], atol=0.05, rtol=0.01)

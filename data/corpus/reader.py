@@ -213,7 +213,8 @@ class _Context:
     """Per-call settings shared by the readers."""
 
     def __init__(self, text_field: str, shard_index: int, num_shards: int,
-                 max_chars: int | None, skips: SkipLog | None, oversized: str = "split") -> None:
+                 max_chars: int | None, skips: SkipLog | None, oversized: str = "split",
+                 id_field: str | None = None) -> None:
         if num_shards < 1 or not 0 <= shard_index < num_shards:
             raise ValueError(f"need 0 <= shard_index < num_shards, got {shard_index}/{num_shards}")
         if max_chars is not None and max_chars < 1:
@@ -222,6 +223,7 @@ class _Context:
             raise ValueError(f"oversized must be one of {OVERSIZED}, got {oversized!r}")
         self.text_field = text_field
         self.oversized = oversized
+        self.id_field = id_field
         self.max_chars = max_chars
         self.skips = skips if skips is not None else SkipLog()
         self.slices: FileSlices = (1, frozenset({0}))  # of the file being read
@@ -249,6 +251,9 @@ class _Context:
     def make_documents(self, source: str, doc_id: str, text: Any, meta: dict) -> list[Document]:
         """Validate and repair one text: one Document, several parts of an oversized one
         (``oversized="split"``), or none (with a recorded skip) when it is unusable."""
+        named = meta.get(self.id_field) if self.id_field else None
+        if isinstance(named, str) and named:
+            doc_id = named
         if text is None:
             self.skip(source, doc_id, f"missing text field {self.text_field!r}")
             return []
@@ -484,8 +489,13 @@ def _files(root: Path) -> Iterator[Path]:
 
 def read_corpus(path: str | Path, *, text_field: str = "text", shard_index: int = 0,
                 num_shards: int = 1, max_chars: int | None = DEFAULT_MAX_CHARS,
-                skips: SkipLog | None = None, oversized: str = "split") -> Iterator[Document]:
+                skips: SkipLog | None = None, oversized: str = "split",
+                id_field: str | None = None) -> Iterator[Document]:
     """Stream the documents of one corpus file or a directory of them (any mix of formats).
+
+    ``id_field``: a record field (top-level or in ``meta``) whose string names the document
+    (e.g. an SFT set's ``SAMPLE#segment``); default, and for records without it, the file
+    and line (``<file>:<n>``).
 
     ``oversized``: what becomes of a document over ``max_chars``: "split" into ordered parts
     (ids ``<id>#part-<k>``; see the module docstring) or "drop" (skipped); both are recorded.
@@ -494,7 +504,7 @@ def read_corpus(path: str | Path, *, text_field: str = "text", shard_index: int 
     raise; problems with the data itself become entries in ``skips``.
     """
     path = Path(path)
-    ctx = _Context(text_field, shard_index, num_shards, max_chars, skips, oversized)
+    ctx = _Context(text_field, shard_index, num_shards, max_chars, skips, oversized, id_field)
     if not path.exists():
         raise FileNotFoundError(f"corpus path does not exist: {path}")
     if path.is_file() and corpus_suffix(path) is None:

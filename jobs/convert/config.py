@@ -45,6 +45,8 @@ class ConvertConfig:
     layout: str = "zarr"  # Store layout: zarr or npy (numpy memmap).
     dtype: str = "float16"  # Stored token dtype: float16 or bfloat16.
     text_field: str = "text"  # Text field of JSONL / parquet records.
+    id_field: Optional[str] = None  # Record field naming each document (top-level or in
+        # meta, e.g. an SFT set's SAMPLE#segment); default: the file and line.
     max_chars: Optional[int] = None  # Longest document read whole (default: the reader's limit);
         # see --oversized.
     oversized: Literal["split", "drop"] = "split"  # A document over max_chars: 'split' into ordered parts that keep the
@@ -69,7 +71,7 @@ class ConvertConfig:
 
     def read_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `data.corpus.read_corpus` for this job."""
-        kw: dict[str, Any] = {"text_field": self.text_field}
+        kw: dict[str, Any] = {"text_field": self.text_field, "id_field": self.id_field}
         if self.max_chars is not None:
             kw["max_chars"] = self.max_chars
         kw["oversized"] = self.oversized

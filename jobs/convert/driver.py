@@ -177,7 +177,7 @@ def _plan(cfg: ConvertConfig, meta: Optional[dict]) -> dict:
     listing = json.dumps(corpus_files(cfg.corpus)).encode("utf-8")
     return {"version": PLAN_VERSION, "corpus": cfg.corpus,
             "corpus_files": hashlib.sha256(listing).hexdigest(), "num_parts": cfg.num_parts,
-            "text_field": cfg.text_field, "max_chars": cfg.max_chars,
+            "text_field": cfg.text_field, "id_field": cfg.id_field, "max_chars": cfg.max_chars,
             "oversized": cfg.oversized, "batch_size": cfg.batch_size, "store": meta}
 
 
