@@ -179,25 +179,13 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
     ranks before each step, so N ranks take the steps one process would; rank 0 logs and
     writes the checkpoints.
     """
-    from vst.train import dist_env
+    from vst.train import dist_env, process_group
 
     rank, world, local_rank = dist_env()
-    own_group = False
-    if world > 1:
-        import torch.distributed as dist
-
-        if cfg.batch_size % world:
-            raise ValueError(f"--batch-size {cfg.batch_size} must split evenly over {world} ranks")
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
-            own_group = True
-    try:
+    if world > 1 and cfg.batch_size % world:
+        raise ValueError(f"--batch-size {cfg.batch_size} must split evenly over {world} ranks")
+    with process_group(world, cuda=cfg.device.startswith("cuda")):
         return _sft(cfg, codec, rank, world, local_rank)
-    finally:
-        if own_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
 
 
 def _average_across_ranks(tensors: list[torch.Tensor], world: int) -> None:

@@ -202,18 +202,25 @@ def train(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     rank, world, local_rank = dist_env()
-    own_group = False
+    with process_group(world, cuda=torch.cuda.is_available() and cfg.device != "cpu"):
+        return _train(cfg, rank, world, local_rank)
+
+
+@contextlib.contextmanager
+def process_group(world: int, cuda: bool):
+    """Under torchrun (world > 1): create the process group (NCCL on GPU, gloo on CPU) and
+    destroy it after, unless the caller already set one up."""
+    own = False
     if world > 1:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
-            dist.init_process_group(backend)
-            own_group = True
+            dist.init_process_group("nccl" if cuda else "gloo")
+            own = True
     try:
-        return _train(cfg, rank, world, local_rank)
+        yield
     finally:
-        if own_group:
+        if own:
             import torch.distributed as dist
 
             dist.destroy_process_group()
