@@ -36,6 +36,7 @@ from vst.losses import decoder_nll, window_mean
 from vst.model import VST
 from vst.sft_config import SFTConfig
 from vst.sft_data import N_SPECIALS, EncodedSample, SFTBatch, collate_sft, encode_sample
+from vst.train import dist_env, process_group, reduce_terms
 
 
 def resolve_base(path: str | Path) -> Path:
@@ -179,8 +180,6 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
     ranks before each step, so N ranks take the steps one process would; rank 0 logs and
     writes the checkpoints.
     """
-    from vst.train import dist_env, process_group
-
     rank, world, local_rank = dist_env()
     if world > 1 and cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} must split evenly over {world} ranks")
@@ -293,10 +292,6 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
         if world > 1:  # each rank's mean over equal shares: their average is the batch mean
             _average_across_ranks([p.grad for p in model.parameters() if p.grad is not None],
                                   world)
-            terms = dict(terms)
-            vals = torch.stack([v.detach().float() for v in terms.values()])
-            _average_across_ranks([vals], world)
-            terms = dict(zip(terms, vals))
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
@@ -304,7 +299,7 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
         step += 1
         seconds += time.perf_counter() - t0
         rec = {"step": step, "lr": lr, "train_seconds": seconds,
-               **{k: float(v) for k, v in terms.items()}}
+               **reduce_terms({k: v.detach() for k, v in terms.items()}, world)}
         history.append(rec)
         if lead and (step % cfg.log_every == 0 or step == first):
             log.write(json.dumps({"split": "train", **rec}) + "\n")

@@ -385,7 +385,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         # the step's time is averaged over ranks with the other terms, so every rank sees
         # the same budget and stops at the same step
         terms["step_seconds"] = torch.tensor(time.perf_counter() - t_step, device=device)
-        terms = _reduce_terms(terms, world)
+        terms = reduce_terms(terms, world)
         step_flops = positions * flops_tok
         if "dec_n" in terms:  # pages read by decoder-CE over all ranks and micro-batches
             step_flops += terms["dec_n"] * cfg.grad_accum * world * dec_page_flops
@@ -511,7 +511,7 @@ def _text_bytes(batch) -> float:
     return float(sum(len(text.encode()) for pages in batch.pages for _, _, text in pages))
 
 
-def _reduce_terms(terms: dict[str, torch.Tensor], world: int) -> dict[str, float]:
+def reduce_terms(terms: dict[str, torch.Tensor], world: int) -> dict[str, float]:
     keys = sorted(terms)
     vals = torch.stack([terms[k].float() for k in keys])
     if world > 1:
