@@ -23,6 +23,9 @@ ARM_NAMES = {
     "conv": "learned compressor (conv1d)",
     "truncation": "truncation (last P bytes)",
     "full": "full text (all bytes)",
+    "vst": "pure VST (predicted page tokens, frozen decoder)",
+    "decoder_prior": "frozen decoder, null tokens (its prior)",
+    "decoder_true_tokens": "frozen decoder, true page tokens",
     "visual_frozen_decoder": "visual, frozen codec decoder",
 }
 METRICS = ("bpb", "recon_bpb", "recon_precision")
@@ -102,7 +105,12 @@ def verdict(rows: list[dict]) -> list[str]:
             else:
                 word = "ties (seed ranges overlap)"
             parts.append(f"{word} {ARM_NAMES[other]} ({v['mean']:.3f} vs {o['mean']:.3f})")
-        out.append(f"P={P}: visual " + "; ".join(parts))
+        line = f"P={P}: visual " + "; ".join(parts)
+        vst, prior, true = (arms.get(a) for a in ("vst", "decoder_prior", "decoder_true_tokens"))
+        if vst and vst["n"] and prior and true:
+            line += (f". Pure VST {vst['mean']:.3f} through the frozen decoder (null tokens "
+                     f"{prior['mean']:.3f}, the true page tokens {true['mean']:.3f})")
+        out.append(line)
     return out
 
 

@@ -8,7 +8,10 @@ For each codec mode (P = pages * n context positions): prepare context/continuat
 pairs once (cached in the report folder), then for every arm and seed train the same
 trunk on the continuation (and, with --recon, on reconstructing the context) for the
 same training FLOPs, counted on one real step of each arm (FlopCounterMode), and score
-held-out documents (`data.corpus.split_of`). The table, JSON and plot are written by
+held-out documents (`data.corpus.split_of`). The `vst` arm is the pure VST
+(`vst.compression_vst`): the same trunk size predicting the continuation page as tokens,
+scored through the frozen decoder on the same bytes, at the same FLOPs (the decoder's
+forward and backward included). The table, JSON and plot are written by
 `eval.compression_report`.
 """
 
@@ -23,14 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vst.compression import ARMS, ArmsModel, arms_batch, context_positions
+from vst.compression import ARMS, TEXT_ONLY, ArmsModel, arms_batch, context_positions
 
-# A "pure VST" row (continuation bpb through the frozen decoder given a trained VST's
-# predicted tokens of the continuation pages) is not measured here: that VST predicts
-# whole pages after whole-page contexts of its own store (`vst eval compare`), not the
-# 512-byte continuations of these pairs. docs/compression.md quotes its own comparison.
-PURE_VST_NOTE = ("Pure VST (a VST's predicted continuation pages through the frozen decoder): "
-                 "not measured in this harness; see docs/compression.md.")
+ALL_ARMS = (*ARMS, "vst")  # the byte-level arms, then the pure VST
+NOTES = ["Every arm is scored on the same bytes: the first whole layout lines of the "
+         "continuation page within --predict-bytes. Pure VST: the frozen decoder's bpb of "
+         "those lines given the VST's teacher-forced tokens of the continuation page; "
+         "decoder prior: given null tokens; true page tokens: given the codec's own."]
 
 
 @dataclass
@@ -51,7 +53,9 @@ class CompressionConfig:
     per_doc: int = 2  # at most this many non-overlapping windows per document
     val_fraction: float = 0.05  # held-out share of documents (data.corpus.split_of)
     eval_pairs: int = 128  # held-out pairs scored per run (at most)
-    arms: list[str] = field(default_factory=lambda: list(ARMS))  # arms to train
+    arms: list[str] = field(default_factory=lambda: list(ALL_ARMS))  # arms to train
+    full_steps: int = 0  # >0: the full-text arm trains this many steps (an upper bound at
+        # more FLOPs than the budget, reported as such); 0: equal FLOPs like every arm
     flavour: str = "debug"  # trunk size (vst.config flavours), the same for every arm
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # seeds per arm
     steps: int = 300  # the visual arm's steps; its FLOPs are every arm's training budget
@@ -89,7 +93,7 @@ def load_pairs(cfg: CompressionConfig, mode: str):
     src = f"syn{cfg.synthetic_docs}" if cfg.synthetic_docs else Path(cfg.corpus).stem
     if cfg.predict_bytes > cfg.cont_bytes:
         raise ValueError("predict_bytes must not exceed cont_bytes")
-    key = (f"pairs-{codec.name}-{codec.mode}-{codec.version}-{src}-p{cfg.pages}"
+    key = (f"pairs2-{codec.name}-{codec.mode}-{codec.version}-{src}-p{cfg.pages}"
            f"-c{cfg.cont_bytes}-n{cfg.max_pairs}-d{cfg.per_doc}-v{cfg.val_fraction}.npz")
     path = Path(cfg.out) / "pairs" / key
     if path.exists():
@@ -100,10 +104,14 @@ def load_pairs(cfg: CompressionConfig, mode: str):
         from data.corpus import read_corpus
 
         docs = read_corpus(cfg.corpus)
+    from tqdm.auto import tqdm
+
     t0 = time.time()
-    pairs = build_pairs(docs, codec, pages=cfg.pages, cont_bytes=cfg.cont_bytes,
-                        per_doc=cfg.per_doc, max_pairs=cfg.max_pairs,
-                        val_fraction=cfg.val_fraction)
+    with tqdm(total=cfg.max_pairs, desc=f"pairs {mode}", unit="pair", disable=None) as bar:
+        pairs = build_pairs(docs, codec, pages=cfg.pages, cont_bytes=cfg.cont_bytes,
+                            per_doc=cfg.per_doc, max_pairs=cfg.max_pairs,
+                            val_fraction=cfg.val_fraction,
+                            progress=lambda n: bar.update(n - bar.n))
     path.parent.mkdir(parents=True, exist_ok=True)
     pairs.save(path)
     print(f"[{mode}] {len(pairs)} pairs ({int(pairs.val.sum())} held out), P={pairs.P}, "
@@ -120,41 +128,56 @@ def _model(cfg: CompressionConfig, arm: str, pairs, seed: int) -> ArmsModel:
                      P=pairs.P, D=pairs.vis.shape[2])
 
 
-def step_flops(cfg: CompressionConfig, arm: str, pairs, target: str) -> int:
+def _learner(cfg: CompressionConfig, arm: str, pairs, codec, seed: int, target: str):
+    """(model, loss of a batch of pair indices) for one arm and target."""
+    if arm == "vst":
+        from vst.compression_vst import PureVST
+
+        vst = PureVST(pairs, codec, flavour=cfg.flavour, seed=seed, lr=cfg.lr)
+        return vst, vst.loss
+    model = _model(cfg, arm, pairs, seed)
+    return model, lambda index: model.loss(arms_batch(pairs, index, target,
+                                                      _length(cfg, target)))
+
+
+def step_flops(cfg: CompressionConfig, arm: str, pairs, target: str, codec=None) -> int:
     """Counted FLOPs of one training step of `arm` (forward and backward) on a batch of
-    the training pairs: trunk, context encoder and head alike."""
+    the training pairs: trunk, context encoder and head alike, and for the pure VST the
+    frozen decoder's forward and backward of its decoder-CE term."""
     from vst.flops import count_flops
 
-    model = _model(cfg, arm, pairs, 0)
+    _, loss = _learner(cfg, arm, pairs, codec, 0, target)
     train = np.flatnonzero(~pairs.val)
-    batch = arms_batch(pairs, train[: cfg.batch], target, _length(cfg, target))
-    _, flops = count_flops(lambda: model.loss(batch).backward())
+    _, flops = count_flops(lambda: loss(train[: cfg.batch]).backward())
     return flops
 
 
 def train_arm(cfg: CompressionConfig, arm: str, pairs, seed: int, steps: int,
-              target: str) -> ArmsModel:
-    model = _model(cfg, arm, pairs, seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01,
-                            betas=(0.9, 0.95))
+              target: str, codec=None):
+    """The arm's model after `steps` AdamW steps (warmup 5%, cosine to 10% of the peak)
+    on random batches of the training pairs."""
+    from tqdm.auto import tqdm
+
+    model, loss_of = _learner(cfg, arm, pairs, codec, seed, target)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
     train = np.flatnonzero(~pairs.val)
     rng = np.random.default_rng(seed)
     warm = max(1, steps // 20)
-    model.train()
-    for step in range(steps):
+    for step in tqdm(range(steps), desc=f"{arm} seed {seed} {target}", disable=None,
+                     leave=False):
         lr = cfg.lr * min(1.0, (step + 1) / warm)
-        if step >= warm:  # cosine to 10% of the peak
+        if step >= warm:
             lr = cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - warm) /
                                                       max(1, steps - warm))))
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = model.loss(arms_batch(pairs, rng.choice(train, cfg.batch), target,
-                                     _length(cfg, target)))
+        loss = loss_of(rng.choice(train, cfg.batch))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-    return model.eval()
+    return model.eval() if isinstance(model, torch.nn.Module) else model
 
 
 def _length(cfg: CompressionConfig, target: str) -> int:
@@ -164,9 +187,12 @@ def _length(cfg: CompressionConfig, target: str) -> int:
 @torch.no_grad()
 def heldout_bpb(model: ArmsModel, pairs, index, target: str, length: int | None = None,
                 batch: int = 16) -> float:
+    """Held-out bits per byte: of the scored continuation bytes (`Pairs.score_len`), or
+    of the context's first `length` bytes (reconstruction)."""
     total, count = 0.0, 0
     for i in range(0, len(index), batch):
-        nll, n = model.nll(arms_batch(pairs, index[i:i + batch], target, length))
+        nll, n = model.nll(arms_batch(pairs, index[i:i + batch], target, length,
+                                      scored=target == "continuation"))
         total, count = total + float(nll), count + int(n)
     return total / (math.log(2) * max(count, 1))
 
@@ -208,7 +234,7 @@ def _setup(cfg: CompressionConfig) -> dict:
     """What makes two runs comparable (a result is reused only under the same setup)."""
     keep = ("corpus", "codec", "random_init", "synthetic_docs", "pages", "cont_bytes",
             "predict_bytes", "max_pairs", "per_doc", "val_fraction", "eval_pairs", "flavour",
-            "steps", "batch", "lr", "recon", "recon_bytes", "recon_eval_pairs")
+            "steps", "batch", "lr", "recon", "recon_bytes", "recon_eval_pairs", "full_steps")
     return {k: getattr(cfg, k) for k in keep}
 
 
@@ -228,9 +254,9 @@ def run(cfg: CompressionConfig) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    unknown = set(cfg.arms) - set(ARMS)
+    unknown = set(cfg.arms) - set(ALL_ARMS)
     if unknown:
-        raise ValueError(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
+        raise ValueError(f"unknown arms {sorted(unknown)}; choose from {', '.join(ALL_ARMS)}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     setup = _setup(cfg)
@@ -241,29 +267,58 @@ def run(cfg: CompressionConfig) -> dict:
     results = list(done.values())
     for mode in [] if cfg.report_only else cfg.modes:
         pairs, codec = load_pairs(cfg, mode)
-        val = np.flatnonzero(pairs.val)[: cfg.eval_pairs]
-        if len(val) == 0 or len(val) == len(pairs):
-            raise ValueError(f"[{mode}] need both training and held-out pairs; got "
+        val = np.flatnonzero(pairs.val)
+        # a pair is scored when its continuation page's first line fits the scored bytes
+        val = val[pairs.score_lines(min(cfg.predict_bytes, pairs.cont.shape[1]))[val] > 0]
+        val = val[: cfg.eval_pairs]
+        if len(val) == 0 or pairs.val.all():
+            raise ValueError(f"[{mode}] need both training and scorable held-out pairs; got "
                              f"{len(val)} held out of {len(pairs)}")
         ctx_bytes = float(pairs.ctx_len[val].mean())
+        digest = pairs.text_digest()
         targets = ["continuation"] + (["context"] if cfg.recon else [])
         budget = {t: cfg.steps * step_flops(cfg, "visual", pairs, t) for t in targets}
         for arm in cfg.arms:
-            per_step = {t: step_flops(cfg, arm, pairs, t) for t in targets}
-            steps = {t: max(1, round(budget[t] / per_step[t])) for t in targets}
+            own = ["continuation"] + (["context"] if cfg.recon and arm != "vst" else [])
+            per_step = {t: step_flops(cfg, arm, pairs, t, codec) for t in own}
+            steps = {t: max(1, round(budget[t] / per_step[t])) for t in own}
+            if arm == "full" and cfg.full_steps:
+                steps = {t: cfg.full_steps for t in own}
             for seed in cfg.seeds:
                 if (mode, arm, seed) in done:
                     continue
+                same = [r for r in results if r["arm"] == arm and r["seed"] == seed
+                        and r.get("text_digest") == digest] if arm in TEXT_ONLY else []
+                if same:  # another mode paged the same text: the same run, not trained again
+                    r = {**same[0], "mode": mode, "P": pairs.P, "reused_from": same[0]["mode"]}
+                    done[(mode, arm, seed)] = r
+                    results.append(r)
+                    log.write(json.dumps(r) + "\n")
+                    continue
                 t0 = time.time()
-                model = train_arm(cfg, arm, pairs, seed, steps["continuation"], "continuation")
+                model = train_arm(cfg, arm, pairs, seed, steps["continuation"], "continuation",
+                                  codec)
                 r = {"mode": mode, "arm": arm, "seed": seed, "P": pairs.P,
                      "positions": float(np.mean([context_positions(arm, pairs.P, int(n))
                                                  for n in pairs.ctx_len[val]])),
                      "ctx_bytes": ctx_bytes, "steps": steps["continuation"],
                      "flops": steps["continuation"] * per_step["continuation"],
-                     "bpb": heldout_bpb(model, pairs, val, "continuation", cfg.predict_bytes),
-                     "n_train": int((~pairs.val).sum()), "n_val": len(val), "setup": setup}
-                if cfg.recon:
+                     "scored_bytes": float(pairs.score_len(cfg.predict_bytes)[val].mean()),
+                     "n_train": int((~pairs.val).sum()), "n_val": len(val),
+                     "text_digest": digest, "setup": setup}
+                if arm == "vst":
+                    scores = model.heldout(val, cfg.predict_bytes)
+                    r["bpb"] = scores.pop("bpb")
+                    for ref, value in scores.items():  # the decoder's references, untrained
+                        if (mode, ref, 0) not in done:
+                            done[(mode, ref, 0)] = rr = {
+                                **r, "arm": ref, "seed": 0, "steps": 0,
+                                "flops": 0, "bpb": value}
+                            results.append(rr)
+                            log.write(json.dumps(rr) + "\n")
+                else:
+                    r["bpb"] = heldout_bpb(model, pairs, val, "continuation", cfg.predict_bytes)
+                if "context" in own:
                     model = train_arm(cfg, arm, pairs, seed, steps["context"], "context")
                     r["recon_steps"] = steps["context"]
                     r["recon_flops"] = steps["context"] * per_step["context"]
@@ -277,7 +332,8 @@ def run(cfg: CompressionConfig) -> dict:
                 print(f"[{mode}] {arm} seed {seed}: bpb {r['bpb']:.3f} "
                       f"({r['steps']} steps, {r['flops']:.3g} FLOPs, {r['seconds']:.0f}s)"
                       + (f", recon bpb {r['recon_bpb']:.3f} precision "
-                         f"{r['recon_precision']:.3f}" if cfg.recon else ""), flush=True)
+                         f"{r['recon_precision']:.3f}" if "context" in own else ""),
+                      flush=True)
         if (mode, "visual_frozen_decoder", 0) not in done:
             # the frozen decoder needs no training: always measured (~1 s a page greedy)
             r = {"mode": mode, "arm": "visual_frozen_decoder", "seed": 0, "P": pairs.P,
@@ -287,7 +343,7 @@ def run(cfg: CompressionConfig) -> dict:
             results.append(r)
             log.write(json.dumps(r) + "\n")
             log.flush()
-    summary = write_report(results, out, notes=[PURE_VST_NOTE],
+    summary = write_report(results, out, notes=NOTES,
                            meta={"config": asdict(cfg)})
     print((out / "compression.md").read_text())
     return summary

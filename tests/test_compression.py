@@ -25,7 +25,7 @@ def _docs(n=12, seed=0):
 @pytest.fixture(scope="module")
 def toy_pairs():
     codec = load_codec("toy")  # 32-character pages, n = 8 tokens a page
-    return build_pairs(_docs(), codec, pages=2, cont_bytes=24, per_doc=3, val_fraction=0.3), codec
+    return build_pairs(_docs(), codec, pages=2, cont_bytes=40, per_doc=3, val_fraction=0.3), codec
 
 
 def _model(arm, pairs, seed=0):
@@ -43,7 +43,7 @@ def test_pairs_hold_the_context_pages_and_what_follows(toy_pairs):
     for doc_id, text in docs.items():  # the first pair of each document, in order
         ctx = bytes(pairs.ctx[i, : pairs.ctx_len[i]]).decode()
         assert text.startswith(ctx) and pairs.val[i] == (split_of(doc_id, 0.3) == "val")
-        assert bytes(pairs.cont[i]) == text[len(ctx):].encode()[:24]
+        assert bytes(pairs.cont[i]) == text[len(ctx):].encode()[:40]
         assert "".join(pairs.page_texts(i)) == ctx
         # the visual tokens are the codec's own tokens of these pages
         want = codec.encode_texts(pairs.page_texts(i)).reshape(16, -1)
@@ -177,27 +177,35 @@ def test_harness_end_to_end_has_every_arm_and_ratio(tmp_path):
     summary = run(cfg)
     rows = summary["rows"]
     got = {(r["mode"], r["arm"]) for r in rows}
+    refs = ("decoder_prior", "decoder_true_tokens")
     assert got == {(m, a) for m in ("tiny", "small")
-                   for a in (*ARMS, "visual_frozen_decoder")}
+                   for a in (*ARMS, "vst", *refs, "visual_frozen_decoder")}
     for r in rows:
-        if r["arm"] != "visual_frozen_decoder":
+        if r["arm"] in (*ARMS, "vst"):
             assert r["bpb"]["n"] == 2 and 0 < r["bpb"]["mean"] < 20
-            assert r["recon_precision"]["n"] == 2
+            # the pure VST's reconstruction is the frozen decoder's (its own row)
+            assert r["recon_precision"]["n"] == (0 if r["arm"] == "vst" else 2)
+        if r["arm"] in refs:  # untrained: measured once
+            assert r["bpb"]["n"] == 1 and r["steps"] == 0
         assert r["P"] == (16 if r["mode"] == "tiny" else 32)
     by = {(r["mode"], r["arm"]): r for r in rows}
     for mode in ("tiny", "small"):
         budget = by[(mode, "visual")]["flops"]
         assert by[(mode, "visual")]["steps"] == 3
         assert by[(mode, "full")]["steps"] < 3  # more positions: fewer steps, same FLOPs
-        for arm in ARMS:
+        for arm in (*ARMS, "vst"):
             r = by[(mode, arm)]
             per_step = r["flops"] / r["steps"]
             # equal budgets to within half a step; at least one step for an arm whose
             # step costs more than this tiny budget (the full text here)
             assert abs(r["flops"] - budget) <= per_step / 2 + 1 or \
                 (r["steps"] == 1 and per_step > budget)
+    # both modes page the same text, so the full-text arm (which reads no token) ran once
+    assert by[("small", "full")]["bpb"] == by[("tiny", "full")]["bpb"]
+    reused = [r for r in summary["results"] if r.get("reused_from")]
+    assert {(r["mode"], r["arm"], r["reused_from"]) for r in reused} == {("small", "full", "tiny")}
     md = (tmp_path / "compression.md").read_text()
-    for name in ("truncation", "mean pooling", "conv1d", "full text", "visual"):
+    for name in ("truncation", "mean pooling", "conv1d", "full text", "visual", "pure VST"):
         assert name in md
     assert (tmp_path / "compression.png").stat().st_size > 0
     assert json.loads((tmp_path / "compression.json").read_text())["rows"]
@@ -212,6 +220,12 @@ def test_harness_end_to_end_has_every_arm_and_ratio(tmp_path):
     assert (tmp_path / "runs.jsonl").read_text().count("\n") == lines
     # another setup does not reuse them
     assert run(replace(cfg, steps=4, report_only=True))["rows"] == []
+    # --full-steps: the upper bound trains that many steps whatever its FLOPs
+    up = run(replace(cfg, out=str(tmp_path / "up"), modes=["tiny"], arms=["visual", "full"],
+                     seeds=[0], recon=False, full_steps=2))["rows"]
+    full = next(r for r in up if r["arm"] == "full")
+    visual = next(r for r in up if r["arm"] == "visual")
+    assert full["steps"] == 2 and full["flops"] > 2 * visual["flops"]
 
 
 def test_the_command_is_mounted():
@@ -221,3 +235,93 @@ def test_the_command_is_mounted():
 
     out = CliRunner().invoke(app, ["eval", "compression", "--help"])
     assert out.exit_code == 0 and "--predict-bytes" in out.output
+
+
+# -- the continuation page and the pure VST ---------------------------------------------------
+@pytest.fixture(scope="module")
+def mini_pairs():
+    codec = load_codec("mini:small", random_init=True)
+    text = "".join(f"{'word ' * (i % 9 + 1)}line {i:03d}\n" for i in range(200))
+    docs = [Document(id=f"doc-{j}", text=text[j * 7:], meta={}) for j in range(4)]
+    return build_pairs(docs, codec, pages=1, cont_bytes=256, per_doc=2, val_fraction=0.5), codec
+
+
+def test_the_continuation_page_starts_where_the_context_ends(mini_pairs):
+    from codec.mini.layout import text_bands
+
+    pairs, codec = mini_pairs
+    assert pairs.nxt.shape[1:] == (codec.n, codec.D)
+    for i in range(len(pairs)):
+        page = pairs.next_page_text(i)
+        assert bytes(pairs.cont[i]) == page.encode()[: pairs.cont.shape[1]]
+        # the codec's own tokens of that page
+        want = codec.encode(codec.rasterize(codec.paginate(page)[0])[None])[0]
+        torch.testing.assert_close(torch.from_numpy(pairs.nxt[i].astype(np.float32)), want,
+                                   atol=0.05, rtol=0.01)
+        # the scored bytes are exactly the first whole lines the decoder reads
+        for limit in (60, 128):
+            m, n = int(pairs.score_lines(limit)[i]), int(pairs.score_len(limit)[i])
+            assert 0 < n <= limit and m >= 1
+            bands = text_bands(page, codec.render_config, codec.n_lines, 1)
+            assert "".join(bands[:m]).encode() == page.encode()[:n]
+            assert len("".join(bands[: m + 1]).encode()) > limit  # the next line does not fit
+
+
+def test_every_arm_is_scored_on_the_same_bytes(mini_pairs):
+    from vst.compression_vst import scored_nll
+
+    pairs, codec = mini_pairs
+    idx = np.arange(len(pairs))
+    b = arms_batch(pairs, idx, "continuation", 128, scored=True)
+    assert b.tgt_valid.sum(1).tolist() == pairs.score_len(128)[idx].tolist()
+    # the decoder's scored lines are a slice of its page likelihood: all lines = text_nll
+    tok = torch.from_numpy(pairs.nxt[idx].astype(np.float32))
+    texts = [pairs.next_page_text(int(i)) for i in idx]
+    with torch.no_grad():
+        whole = codec.text_nll(tok, texts).nll.sum()
+        torch.testing.assert_close(scored_nll(codec, tok, pairs, idx, 10**6), whole)
+        lines = codec.line_nll(tok, texts).nll
+        m = torch.from_numpy(pairs.score_lines(128)[idx])
+        want = sum(lines[j, : m[j]].sum() for j in range(len(idx)))
+        torch.testing.assert_close(scored_nll(codec, tok, pairs, idx, 128), want)
+        # a first line longer than the scored bytes cannot be scored alike: refused
+        assert (pairs.score_lines(5) == 0).all()
+        with pytest.raises(ValueError, match="first line is longer"):
+            scored_nll(codec, tok, pairs, idx, 5)
+
+
+def test_pure_vst_reads_the_context_pages_and_predicts_the_next_page(mini_pairs):
+    from vst.compression_vst import PureVST
+    from vst.flops import count_flops
+
+    pairs, codec = mini_pairs
+    vst = PureVST(pairs, codec, flavour="debug")
+    w = vst.source.window(0)
+    n = codec.n
+    assert w.tokens.shape == (2 * n, codec.D) and not w.doc_start.any()
+    np.testing.assert_array_equal(w.tokens[n:], pairs.nxt[0].astype(np.float32))
+    assert w.pages[1][2] == pairs.next_page_text(0)
+    assert not vst.model.head.proj.weight.any()  # the recipe's head starts at null tokens
+    torch.nn.init.normal_(vst.model.head.proj.weight)  # so that predictions move below
+    pred = vst.predict_next_page([0, 1])
+    assert pred.shape == (2, n, codec.D)
+    # teacher forcing is causal: changing the true continuation tokens from j on leaves
+    # the predictions of tokens <= j unchanged (token j is predicted from tokens < j)
+    j = n // 2
+    saved = pairs.nxt.copy()
+    try:
+        pairs.nxt[:2, j:] += np.float16(1.0)
+        moved = vst.predict_next_page([0, 1])
+    finally:
+        pairs.nxt[:] = saved
+    torch.testing.assert_close(moved[:, : j + 1], pred[:, : j + 1])
+    assert not torch.allclose(moved[:, j + 1:], pred[:, j + 1:])
+    # a training step's FLOPs include the frozen decoder's forward and backward
+    idx = list(range(4))
+    trunk_only = PureVST(pairs, codec, flavour="debug", dec=0.0, mse=1.0)
+    _, with_dec = count_flops(lambda: vst.loss(idx).backward())
+    _, without = count_flops(lambda: trunk_only.loss(idx).backward())
+    assert with_dec > 2 * without
+    scores = vst.heldout(np.arange(len(pairs)), limit=128)
+    assert set(scores) == {"bpb", "decoder_prior", "decoder_true_tokens"}
+    assert all(0 < v < 20 for v in scores.values())

@@ -63,6 +63,26 @@ def test_zst_multi_frame_and_truncated(tmp_path: Path) -> None:
     assert len(docs) < 2000 and len(skips) > 0  # recorded, whatever the decoder made of it
 
 
+def test_a_reader_left_open_exits_quietly(tmp_path: Path) -> None:
+    """A generator suspended mid-file (the caller took what it needed) is closed at exit,
+    when module globals may already be gone: no 'Exception ignored' noise on stderr."""
+    import subprocess
+    import sys
+
+    path = write_zst(tmp_path / "00.jsonl.zst",
+                     b"".join(json.dumps({"text": f"doc {i}"}).encode() + b"\n"
+                              for i in range(50)))
+    # torch and a codec imported beside it change the teardown order enough to show it
+    code = ("import sys, torch; from codec import load_codec; "
+            "from data.corpus import read_corpus; "
+            f"it = read_corpus({str(path)!r}); next(it); load_codec('toy'); "
+            "sys.stdout.write('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert out.returncode == 0 and out.stdout == "ok"
+    assert "Exception ignored" not in out.stderr, out.stderr
+
+
 def write_zst_raw(path: Path, blob: bytes) -> Path:
     path.write_bytes(blob)
     return path

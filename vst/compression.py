@@ -38,6 +38,7 @@ from vst.model import VST
 from vst.rope import cos_sin, rope_angles
 
 ARMS = ("visual", "mean_pool", "conv", "truncation", "full")
+TEXT_ONLY = ("full",)  # arms that read neither the codec's tokens nor its P
 PAD = 0  # the padding byte (never scored: masks say which bytes are real)
 
 
@@ -52,9 +53,11 @@ class ArmsBatch:
 
 
 def arms_batch(pairs, index: Sequence[int], target: str = "continuation",
-               length: int | None = None) -> ArmsBatch:
+               length: int | None = None, scored: bool = False) -> ArmsBatch:
     """A batch from `vst.compression_data.Pairs` rows `index`; target "continuation" or
-    "context" (reconstruction), cut to its first `length` bytes when given."""
+    "context" (reconstruction), cut to its first `length` bytes when given. `scored`:
+    only the continuation bytes every arm and the frozen decoder are scored on count
+    (`Pairs.score_len(length)`: the first whole lines of the continuation page)."""
     index = np.asarray(list(index))
     lens = pairs.ctx_len[index].astype(np.int64)
     L = int(lens.max())
@@ -69,6 +72,11 @@ def arms_batch(pairs, index: Sequence[int], target: str = "continuation",
         raise ValueError(f"target is 'continuation' or 'context', got {target!r}")
     if length is not None:
         tgt, valid = tgt[:, :length], valid[:, :length]
+    if scored:
+        if target != "continuation" or length is None:
+            raise ValueError("scored bytes are a cut of the continuation: give its length")
+        n = torch.from_numpy(pairs.score_len(length)[index])
+        valid = valid & (torch.arange(tgt.size(1))[None] < n[:, None])
     return ArmsBatch(vis=torch.from_numpy(pairs.vis[index].astype(np.float32)), ctx=ctx,
                      ctx_len=torch.from_numpy(lens),
                      seg=torch.from_numpy(pairs.seg[index, :L].astype(np.int64)),

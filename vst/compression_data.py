@@ -7,7 +7,14 @@ Every arm reads the same context; they differ only in its representation:
 - `vis`: the frozen codec's tokens of the k rendered pages, [k*n, D] (the visual arm);
 - `ctx` / `ctx_len`: the context's UTF-8 bytes (truncation, full text, the conv encoder);
 - `seg`: for every context byte, the visual token whose region shows it (mean pooling
-  averages byte embeddings over exactly the span each visual token covers).
+  averages byte embeddings over exactly the span each visual token covers);
+- `nxt` / `nxt_text` / `nxt_line_end`: the codec's tokens, text and layout-line ends of
+  the page that follows the context (it starts where the continuation starts), for the
+  pure-VST row: a VST predicts those tokens and the frozen decoder scores the text.
+
+Every arm is scored on the same bytes: the first whole layout lines of the continuation
+page that fit in `predict_bytes` (`Pairs.score_len`), so the frozen decoder (which reads
+a page line by line) and the byte-level arms see exactly the same text.
 
 The layout map (`token_of_chars`) is the codec's own: the `mini` grid's rows are bands of
 `lines_per_page / rows` lines and its columns split the page width (mode `base`: two
@@ -42,6 +49,11 @@ class Pairs:
     cont: np.ndarray  # [N, cont_bytes] uint8: the continuation
     page_end: np.ndarray  # [N, k] int32: byte offset where each context page ends
     val: np.ndarray  # [N] bool: the document is held out (data.corpus.split_of)
+    nxt: np.ndarray  # [N, n, D] float16: the codec's tokens of the continuation page
+    nxt_text: np.ndarray  # [N, Lp] uint8: the continuation page's bytes, right-padded with 0
+    nxt_len: np.ndarray  # [N] int32: bytes of the continuation page
+    nxt_line_end: np.ndarray  # [N, lines] int32: byte end of each layout line of that page
+    #   (NO_LINE past the page's lines; one line for a codec without a line layout)
 
     @property
     def P(self) -> int:
@@ -59,6 +71,30 @@ class Pairs:
         bounds = [0, *self.page_end[i].tolist()]
         return [raw[a:b].decode("utf-8", "replace") for a, b in zip(bounds, bounds[1:])]
 
+    def text_digest(self) -> str:
+        """A digest of everything a text-only arm reads and is scored on: two modes of one
+        codec that page text alike give the same digest (their pairs differ in tokens)."""
+        import hashlib
+
+        h = hashlib.sha1()
+        for a in (self.ctx, self.ctx_len, self.cont, self.val, self.nxt_line_end):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
+
+    def next_page_text(self, i: int) -> str:
+        return bytes(self.nxt_text[i, : self.nxt_len[i]]).decode("utf-8", "replace")
+
+    def score_lines(self, limit: int) -> np.ndarray:
+        """[N] how many whole layout lines of each continuation page end within `limit`
+        bytes (0: even the first line is longer; such a pair cannot be scored alike)."""
+        return (self.nxt_line_end <= limit).sum(1)
+
+    def score_len(self, limit: int) -> np.ndarray:
+        """[N] bytes every arm is scored on: the first whole lines within `limit` bytes."""
+        m = self.score_lines(limit)
+        ends = np.take_along_axis(self.nxt_line_end, np.maximum(m - 1, 0)[:, None], 1)[:, 0]
+        return np.where(m > 0, ends, 0).astype(np.int64)
+
     def save(self, path: str | Path) -> None:
         np.savez_compressed(path, **{f.name: getattr(self, f.name) for f in fields(self)})
 
@@ -66,6 +102,18 @@ class Pairs:
     def load(cls, path: str | Path) -> Pairs:
         with np.load(path) as z:
             return cls(**{f.name: z[f.name] for f in fields(cls)})
+
+
+NO_LINE = np.iinfo(np.int32).max  # line-end padding: never within a byte limit
+
+
+def line_ends(codec, page) -> list[int]:
+    """Byte end of each layout line of `page` within its text, as the codec's `line_nll`
+    numbers them (the whole page as one line for a codec without a line layout)."""
+    lines = getattr(page, "lines", None)
+    if not lines or codec.n_lines == 1:
+        return [len(page.text.encode("utf-8"))]
+    return [len(page.text[: ln.end - page.start].encode("utf-8")) for ln in lines]
 
 
 def token_of_chars(codec, page) -> np.ndarray:
@@ -110,18 +158,21 @@ PAGE_CHARS_MAX = 4096
 
 def pair_windows(text: str, codec, pages: int, cont_chars: int, per_doc: int):
     """Up to `per_doc` non-overlapping windows of `pages` full pages of `text`, each
-    followed by at least `cont_chars` characters: [(pages, continuation text)]."""
+    followed by a whole page and at least `cont_chars` characters:
+    [(context pages, continuation page, continuation text)]."""
     # pages before the last one of a prefix are the pages of the whole text (layout is
-    # greedy and forward-only), so a long document is paged only as far as needed
+    # greedy and forward-only), so a long document is paged only as far as needed; the
+    # last page of a cut prefix may be short, so it never serves as a continuation page
     limit = (per_doc + 1) * pages * PAGE_CHARS_MAX + cont_chars
     all_pages = codec.paginate(text[:limit])
+    whole = len(all_pages) - (1 if len(text) > limit else 0)
     out = []
-    for start in range(0, len(all_pages) - pages, pages):
+    for start in range(0, whole - pages, pages):
         window = all_pages[start:start + pages]
         tail = text[window[-1].end:window[-1].end + cont_chars]
         if len(tail) < cont_chars:
             break
-        out.append((window, tail))
+        out.append((window, all_pages[start + pages], tail))
         if len(out) >= per_doc:
             break
     return out
@@ -131,7 +182,9 @@ def build_pairs(docs: Iterable, codec, pages: int = 2, cont_bytes: int = 512,
                 per_doc: int = 2, max_pairs: int | None = None, val_fraction: float = 0.05,
                 batch: int = 16, progress=None) -> Pairs:
     """Pairs from documents (`data.corpus.Document`s): render and encode the context pages
-    with the frozen codec, keep their text, the layout map and the continuation.
+    and the continuation page with the frozen codec (each page once: a window's
+    continuation page is the next window's first page), keep their text, the layout map
+    and the continuation.
 
     The continuation takes cont_bytes * 2 characters and keeps its first cont_bytes bytes
     (enough for any text under 2 bytes a character); windows without them are skipped.
@@ -139,28 +192,34 @@ def build_pairs(docs: Iterable, codec, pages: int = 2, cont_bytes: int = 512,
     from data.corpus import split_of
 
     rows: list[tuple] = []
+    todo: dict[tuple[int, int], object] = {}  # (doc ordinal, page index) -> page to encode
     pending: list[tuple] = []  # windows whose pages are not encoded yet
 
     def flush():
         if not pending:
             return
-        images = np.stack([codec.rasterize(p) for w, *_ in pending for p in w])
+        keys = list(todo)
+        images = np.stack([codec.rasterize(todo[k]) for k in keys])
         with torch.no_grad():
             toks = codec.encode(images).float().cpu().numpy()
-        toks = toks.reshape(len(pending), pages * codec.n, codec.D)
-        for (window, tail, val), vis in zip(pending, toks):
-            rows.append(_row(codec, window, tail, val, vis, cont_bytes))
+        of = dict(zip(keys, toks))
+        for d, window, nxt, tail, val in pending:
+            vis = np.concatenate([of[(d, p.index)] for p in window])
+            rows.append(_row(codec, window, nxt, tail, val, vis, of[(d, nxt.index)],
+                             cont_bytes))
         pending.clear()
+        todo.clear()
         if progress:
             progress(len(rows))
 
-    for doc in docs:
+    for d, doc in enumerate(docs):
         val = split_of(doc.id, val_fraction) == "val"
-        for window, tail in pair_windows(doc.text, codec, pages, 2 * cont_bytes, per_doc):
+        for window, nxt, tail in pair_windows(doc.text, codec, pages, 2 * cont_bytes, per_doc):
             if len(tail.encode("utf-8")) < cont_bytes:
                 continue
-            pending.append((window, tail, val))
-            if len(pending) * pages >= batch:
+            pending.append((d, window, nxt, tail, val))
+            todo.update({(d, p.index): p for p in (*window, nxt)})
+            if len(todo) >= batch:
                 flush()
         if max_pairs is not None and len(rows) + len(pending) >= max_pairs:
             break
@@ -168,25 +227,34 @@ def build_pairs(docs: Iterable, codec, pages: int = 2, cont_bytes: int = 512,
     rows = rows[:max_pairs]
     if not rows:
         raise ValueError("no document is long enough for a context/continuation pair")
-    L = max(len(r[1]) for r in rows)
     N = len(rows)
-    ctx = np.zeros((N, L), np.uint8)
-    seg = np.full((N, L), -1, np.int16)
-    for i, r in enumerate(rows):
-        ctx[i, : len(r[1])] = np.frombuffer(r[1], np.uint8)
-        seg[i, : len(r[2])] = r[2]
-    return Pairs(vis=np.stack([r[0] for r in rows]).astype(np.float16), ctx=ctx,
-                 ctx_len=np.array([len(r[1]) for r in rows], np.int32), seg=seg,
+
+    def padded(values, dtype, fill=0):
+        out = np.full((N, max(len(v) for v in values)), fill, dtype)
+        for i, v in enumerate(values):
+            out[i, : len(v)] = v
+        return out
+
+    ctx = [np.frombuffer(r[1], np.uint8) for r in rows]
+    nxt_text = [np.frombuffer(r[7], np.uint8) for r in rows]
+    return Pairs(vis=np.stack([r[0] for r in rows]).astype(np.float16),
+                 ctx=padded(ctx, np.uint8), ctx_len=np.array([len(c) for c in ctx], np.int32),
+                 seg=padded([r[2] for r in rows], np.int16, -1),
                  cont=np.stack([r[3] for r in rows]),
                  page_end=np.stack([r[4] for r in rows]).astype(np.int32),
-                 val=np.array([r[5] for r in rows], bool))
+                 val=np.array([r[5] for r in rows], bool),
+                 nxt=np.stack([r[6] for r in rows]).astype(np.float16),
+                 nxt_text=padded(nxt_text, np.uint8),
+                 nxt_len=np.array([len(t) for t in nxt_text], np.int32),
+                 nxt_line_end=padded([r[8] for r in rows], np.int32, NO_LINE))
 
 
-def _row(codec, window, tail, val, vis, cont_bytes):
+def _row(codec, window, nxt, tail, val, vis, nxt_vis, cont_bytes):
     raw, segs, ends = b"", [], []
     for j, page in enumerate(window):
         raw += page.text.encode("utf-8")
         segs.append(_byte_seg(page.text, token_of_chars(codec, page)) + j * codec.n)
         ends.append(len(raw))
     cont = np.frombuffer(tail.encode("utf-8")[:cont_bytes], np.uint8)
-    return vis, raw, np.concatenate(segs), cont, np.array(ends), val
+    return (vis, raw, np.concatenate(segs), cont, np.array(ends), val, nxt_vis,
+            nxt.text.encode("utf-8"), line_ends(codec, nxt))

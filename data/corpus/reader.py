@@ -336,6 +336,8 @@ def _read_jsonl_stream(stream: io.BufferedIOBase, source: str, ctx: _Context) ->
                 ctx.skip(source, doc_id, f"oversized: line longer than {limit} bytes")
                 continue
             yield from _parse_json_line(line, source, doc_id, ctx)
+    except GeneratorExit:  # closed early (at exit, module globals such as `zstandard`
+        raise  # may already be gone: the clause below must not be evaluated)
     except zstandard.ZstdError as err:
         if ctx.owns_file():
             ctx.skip(source, f"{source}:{line_no + 1}",
