@@ -230,6 +230,44 @@ def frozen_decoder_recon(codec, pairs, index) -> dict:
             "recon_bpb": nll / (math.log(2) * max(nbytes, 1))}
 
 
+def train_and_score(cfg: CompressionConfig, mode: str, arm: str, seed: int, pairs, codec,
+                    val, steps: dict, per_step: dict) -> list[dict]:
+    """Train one arm and seed (continuation, and reconstruction when `steps` has a
+    "context" target) and score it on the held-out pairs `val`: its record, and for the
+    pure VST the frozen decoder's two untrained references."""
+    t0 = time.time()
+    model = train_arm(cfg, arm, pairs, seed, steps["continuation"], "continuation", codec)
+    r = {"mode": mode, "arm": arm, "seed": seed, "P": pairs.P,
+         "positions": float(np.mean([context_positions(arm, pairs.P, int(n))
+                                     for n in pairs.ctx_len[val]])),
+         "ctx_bytes": float(pairs.ctx_len[val].mean()), "steps": steps["continuation"],
+         "flops": steps["continuation"] * per_step["continuation"],
+         "scored_bytes": float(pairs.score_len(cfg.predict_bytes)[val].mean()),
+         "n_train": int((~pairs.val).sum()), "n_val": len(val)}
+    refs = []
+    if arm == "vst":
+        scores = model.heldout(val, cfg.predict_bytes)
+        r["bpb"] = scores.pop("bpb")
+        refs = [{**r, "arm": ref, "seed": 0, "steps": 0, "flops": 0, "bpb": value}
+                for ref, value in scores.items()]
+    else:
+        r["bpb"] = heldout_bpb(model, pairs, val, "continuation", cfg.predict_bytes)
+    recon = "context" in steps
+    if recon:
+        model = train_arm(cfg, arm, pairs, seed, steps["context"], "context")
+        r["recon_steps"] = steps["context"]
+        r["recon_flops"] = steps["context"] * per_step["context"]
+        r["recon_bpb"] = heldout_bpb(model, pairs, val, "context", cfg.recon_bytes)
+        r["recon_precision"] = recon_precision(model, pairs, val[: cfg.recon_eval_pairs],
+                                               cfg.recon_bytes)
+    r["seconds"] = time.time() - t0
+    print(f"[{mode}] {arm} seed {seed}: bpb {r['bpb']:.3f} "
+          f"({r['steps']} steps, {r['flops']:.3g} FLOPs, {r['seconds']:.0f}s)"
+          + (f", recon bpb {r['recon_bpb']:.3f} precision {r['recon_precision']:.3f}"
+             if recon else ""), flush=True)
+    return [r, *refs]
+
+
 def _setup(cfg: CompressionConfig) -> dict:
     """What makes two runs comparable (a result is reused only under the same setup)."""
     keep = ("corpus", "codec", "random_init", "synthetic_docs", "pages", "cont_bytes",
@@ -265,6 +303,13 @@ def run(cfg: CompressionConfig) -> dict:
     # runs of the same setup already in the folder (other modes, an interrupted run)
     # are kept and not trained again, so modes can be run one invocation at a time
     results = list(done.values())
+
+    def emit(r: dict) -> None:
+        done[(r["mode"], r["arm"], r["seed"])] = r
+        results.append(r)
+        log.write(json.dumps(r) + "\n")
+        log.flush()
+
     for mode in [] if cfg.report_only else cfg.modes:
         pairs, codec = load_pairs(cfg, mode)
         val = np.flatnonzero(pairs.val)
@@ -274,7 +319,7 @@ def run(cfg: CompressionConfig) -> dict:
         if len(val) == 0 or pairs.val.all():
             raise ValueError(f"[{mode}] need both training and scorable held-out pairs; got "
                              f"{len(val)} held out of {len(pairs)}")
-        ctx_bytes = float(pairs.ctx_len[val].mean())
+        ctx_bytes = float(pairs.ctx_len[val].mean())  # the same for every arm's rows
         digest = pairs.text_digest()
         targets = ["continuation"] + (["context"] if cfg.recon else [])
         budget = {t: cfg.steps * step_flops(cfg, "visual", pairs, t) for t in targets}
@@ -290,59 +335,20 @@ def run(cfg: CompressionConfig) -> dict:
                 same = [r for r in results if r["arm"] == arm and r["seed"] == seed
                         and r.get("text_digest") == digest] if arm in TEXT_ONLY else []
                 if same:  # another mode paged the same text: the same run, not trained again
-                    r = {**same[0], "mode": mode, "P": pairs.P, "reused_from": same[0]["mode"]}
-                    done[(mode, arm, seed)] = r
-                    results.append(r)
-                    log.write(json.dumps(r) + "\n")
+                    emit({**same[0], "mode": mode, "P": pairs.P, "reused_from": same[0]["mode"]})
                     continue
-                t0 = time.time()
-                model = train_arm(cfg, arm, pairs, seed, steps["continuation"], "continuation",
-                                  codec)
-                r = {"mode": mode, "arm": arm, "seed": seed, "P": pairs.P,
-                     "positions": float(np.mean([context_positions(arm, pairs.P, int(n))
-                                                 for n in pairs.ctx_len[val]])),
-                     "ctx_bytes": ctx_bytes, "steps": steps["continuation"],
-                     "flops": steps["continuation"] * per_step["continuation"],
-                     "scored_bytes": float(pairs.score_len(cfg.predict_bytes)[val].mean()),
-                     "n_train": int((~pairs.val).sum()), "n_val": len(val),
-                     "text_digest": digest, "setup": setup}
-                if arm == "vst":
-                    scores = model.heldout(val, cfg.predict_bytes)
-                    r["bpb"] = scores.pop("bpb")
-                    for ref, value in scores.items():  # the decoder's references, untrained
-                        if (mode, ref, 0) not in done:
-                            done[(mode, ref, 0)] = rr = {
-                                **r, "arm": ref, "seed": 0, "steps": 0,
-                                "flops": 0, "bpb": value}
-                            results.append(rr)
-                            log.write(json.dumps(rr) + "\n")
-                else:
-                    r["bpb"] = heldout_bpb(model, pairs, val, "continuation", cfg.predict_bytes)
-                if "context" in own:
-                    model = train_arm(cfg, arm, pairs, seed, steps["context"], "context")
-                    r["recon_steps"] = steps["context"]
-                    r["recon_flops"] = steps["context"] * per_step["context"]
-                    r["recon_bpb"] = heldout_bpb(model, pairs, val, "context", cfg.recon_bytes)
-                    r["recon_precision"] = recon_precision(
-                        model, pairs, val[: cfg.recon_eval_pairs], cfg.recon_bytes)
-                r["seconds"] = time.time() - t0
-                results.append(r)
-                log.write(json.dumps(r) + "\n")
-                log.flush()
-                print(f"[{mode}] {arm} seed {seed}: bpb {r['bpb']:.3f} "
-                      f"({r['steps']} steps, {r['flops']:.3g} FLOPs, {r['seconds']:.0f}s)"
-                      + (f", recon bpb {r['recon_bpb']:.3f} precision "
-                         f"{r['recon_precision']:.3f}" if "context" in own else ""),
-                      flush=True)
+                for r in train_and_score(cfg, mode, arm, seed, pairs, codec, val, steps,
+                                         per_step):
+                    if (mode, r["arm"], r["seed"]) in done:  # a reference measured before
+                        continue
+                    r.update(text_digest=digest, setup=setup)
+                    emit(r)
         if (mode, "visual_frozen_decoder", 0) not in done:
             # the frozen decoder needs no training: always measured (~1 s a page greedy)
-            r = {"mode": mode, "arm": "visual_frozen_decoder", "seed": 0, "P": pairs.P,
-                 "positions": float(pairs.P), "ctx_bytes": ctx_bytes, "steps": 0, "flops": 0,
-                 "bpb": None, "setup": setup,
-                 **frozen_decoder_recon(codec, pairs, val[: cfg.recon_eval_pairs])}
-            results.append(r)
-            log.write(json.dumps(r) + "\n")
-            log.flush()
+            emit({"mode": mode, "arm": "visual_frozen_decoder", "seed": 0, "P": pairs.P,
+                  "positions": float(pairs.P), "ctx_bytes": ctx_bytes, "steps": 0, "flops": 0,
+                  "bpb": None, "setup": setup,
+                  **frozen_decoder_recon(codec, pairs, val[: cfg.recon_eval_pairs])})
     summary = write_report(results, out, notes=NOTES,
                            meta={"config": asdict(cfg)})
     print((out / "compression.md").read_text())
