@@ -104,7 +104,9 @@ def verdict(rows: list[dict]) -> list[str]:
                 word = "loses to"
             else:
                 word = "ties (seed ranges overlap)"
-            parts.append(f"{word} {ARM_NAMES[other]} ({v['mean']:.3f} vs {o['mean']:.3f})")
+            # one seed has no range: the word is a reading of two points
+            once = " on one seed" if min(v["n"], o["n"]) < 2 else ""
+            parts.append(f"{word} {ARM_NAMES[other]}{once} ({v['mean']:.3f} vs {o['mean']:.3f})")
         line = f"P={P}: visual " + "; ".join(parts)
         vst, prior, true = (arms.get(a) for a in ("vst", "decoder_prior", "decoder_true_tokens"))
         if vst and vst["n"] and prior and true:

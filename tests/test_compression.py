@@ -325,3 +325,17 @@ def test_pure_vst_reads_the_context_pages_and_predicts_the_next_page(mini_pairs)
     scores = vst.heldout(np.arange(len(pairs)), limit=128)
     assert set(scores) == {"bpb", "decoder_prior", "decoder_true_tokens"}
     assert all(0 < v < 20 for v in scores.values())
+
+
+def test_the_verdict_needs_separate_seed_ranges():
+    from eval.compression_report import summarize, verdict
+
+    def runs(arm, values, P=32):
+        return [{"mode": "m", "arm": arm, "seed": i, "P": P, "positions": P, "ctx_bytes": 1000,
+                 "bpb": v, "steps": 1, "flops": 1} for i, v in enumerate(values)]
+
+    rows = summarize(runs("visual", [2.0, 2.1]) + runs("truncation", [2.2, 2.3])
+                     + runs("mean_pool", [2.05, 2.4]) + runs("conv", [1.5]))
+    (line,) = verdict(rows)
+    assert "beats truncation" in line and "ties (seed ranges overlap) mean pooling" in line
+    assert "loses to learned compressor (conv1d) on one seed" in line
