@@ -133,7 +133,7 @@ def _learner(cfg: CompressionConfig, arm: str, pairs, codec, seed: int, target: 
     if arm == "vst":
         from vst.compression_vst import PureVST
 
-        vst = PureVST(pairs, codec, flavour=cfg.flavour, seed=seed, lr=cfg.lr)
+        vst = PureVST(pairs, codec, flavour=cfg.flavour, seed=seed)
         return vst, vst.loss
     model = _model(cfg, arm, pairs, seed)
     return model, lambda index: model.loss(arms_batch(pairs, index, target,
@@ -177,7 +177,7 @@ def train_arm(cfg: CompressionConfig, arm: str, pairs, seed: int, steps: int,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-    return model.eval() if isinstance(model, torch.nn.Module) else model
+    return model.eval()
 
 
 def _length(cfg: CompressionConfig, target: str) -> int:
@@ -231,10 +231,9 @@ def frozen_decoder_recon(codec, pairs, index) -> dict:
 
 
 def train_and_score(cfg: CompressionConfig, mode: str, arm: str, seed: int, pairs, codec,
-                    val, steps: dict, per_step: dict) -> list[dict]:
+                    val, steps: dict, per_step: dict) -> dict:
     """Train one arm and seed (continuation, and reconstruction when `steps` has a
-    "context" target) and score it on the held-out pairs `val`: its record, and for the
-    pure VST the frozen decoder's two untrained references."""
+    "context" target) and score it on the held-out pairs `val`: its record."""
     t0 = time.time()
     model = train_arm(cfg, arm, pairs, seed, steps["continuation"], "continuation", codec)
     r = {"mode": mode, "arm": arm, "seed": seed, "P": pairs.P,
@@ -244,12 +243,8 @@ def train_and_score(cfg: CompressionConfig, mode: str, arm: str, seed: int, pair
          "flops": steps["continuation"] * per_step["continuation"],
          "scored_bytes": float(pairs.score_len(cfg.predict_bytes)[val].mean()),
          "n_train": int((~pairs.val).sum()), "n_val": len(val)}
-    refs = []
     if arm == "vst":
-        scores = model.heldout(val, cfg.predict_bytes)
-        r["bpb"] = scores.pop("bpb")
-        refs = [{**r, "arm": ref, "seed": 0, "steps": 0, "flops": 0, "bpb": value}
-                for ref, value in scores.items()]
+        r["bpb"] = model.heldout(val, cfg.predict_bytes)
     else:
         r["bpb"] = heldout_bpb(model, pairs, val, "continuation", cfg.predict_bytes)
     recon = "context" in steps
@@ -265,7 +260,7 @@ def train_and_score(cfg: CompressionConfig, mode: str, arm: str, seed: int, pair
           f"({r['steps']} steps, {r['flops']:.3g} FLOPs, {r['seconds']:.0f}s)"
           + (f", recon bpb {r['recon_bpb']:.3f} precision {r['recon_precision']:.3f}"
              if recon else ""), flush=True)
-    return [r, *refs]
+    return r
 
 
 def _setup(cfg: CompressionConfig) -> dict:
@@ -314,7 +309,7 @@ def run(cfg: CompressionConfig) -> dict:
         pairs, codec = load_pairs(cfg, mode)
         val = np.flatnonzero(pairs.val)
         # a pair is scored when its continuation page's first line fits the scored bytes
-        val = val[pairs.score_lines(min(cfg.predict_bytes, pairs.cont.shape[1]))[val] > 0]
+        val = val[pairs.score_lines(cfg.predict_bytes)[val] > 0]
         val = val[: cfg.eval_pairs]
         if len(val) == 0 or pairs.val.all():
             raise ValueError(f"[{mode}] need both training and scorable held-out pairs; got "
@@ -337,12 +332,19 @@ def run(cfg: CompressionConfig) -> dict:
                 if same:  # another mode paged the same text: the same run, not trained again
                     emit({**same[0], "mode": mode, "P": pairs.P, "reused_from": same[0]["mode"]})
                     continue
-                for r in train_and_score(cfg, mode, arm, seed, pairs, codec, val, steps,
-                                         per_step):
-                    if (mode, r["arm"], r["seed"]) in done:  # a reference measured before
-                        continue
-                    r.update(text_digest=digest, setup=setup)
-                    emit(r)
+                r = train_and_score(cfg, mode, arm, seed, pairs, codec, val, steps, per_step)
+                emit({**r, "text_digest": digest, "setup": setup})
+        refs = ("decoder_prior", "decoder_true_tokens")
+        if "vst" in cfg.arms and any((mode, ref, 0) not in done for ref in refs):
+            # the pure VST's references: the frozen decoder given null and true tokens
+            from vst.compression_vst import decoder_references
+
+            for ref, bpb in decoder_references(codec, pairs, val, cfg.predict_bytes).items():
+                emit({"mode": mode, "arm": ref, "seed": 0, "P": pairs.P,
+                      "positions": float(pairs.P), "ctx_bytes": ctx_bytes, "steps": 0,
+                      "flops": 0, "bpb": bpb,
+                      "scored_bytes": float(pairs.score_len(cfg.predict_bytes)[val].mean()),
+                      "n_val": len(val), "setup": setup})
         if (mode, "visual_frozen_decoder", 0) not in done:
             # the frozen decoder needs no training: always measured (~1 s a page greedy)
             emit({"mode": mode, "arm": "visual_frozen_decoder", "seed": 0, "P": pairs.P,

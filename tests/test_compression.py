@@ -291,7 +291,7 @@ def test_every_arm_is_scored_on_the_same_bytes(mini_pairs):
 
 
 def test_pure_vst_reads_the_context_pages_and_predicts_the_next_page(mini_pairs):
-    from vst.compression_vst import PureVST
+    from vst.compression_vst import PureVST, decoder_references
     from vst.flops import count_flops
 
     pairs, codec = mini_pairs
@@ -301,6 +301,8 @@ def test_pure_vst_reads_the_context_pages_and_predicts_the_next_page(mini_pairs)
     assert w.tokens.shape == (2 * n, codec.D) and not w.doc_start.any()
     np.testing.assert_array_equal(w.tokens[n:], pairs.nxt[0].astype(np.float32))
     assert w.pages[1][2] == pairs.next_page_text(0)
+    # the optimizer gets the VST's own weights, never the frozen codec's
+    assert {id(q) for q in vst.parameters()} == {id(q) for q in vst.model.parameters()}
     assert not vst.model.head.proj.weight.any()  # the recipe's head starts at null tokens
     torch.nn.init.normal_(vst.model.head.proj.weight)  # so that predictions move below
     pred = vst.predict_next_page([0, 1])
@@ -322,7 +324,8 @@ def test_pure_vst_reads_the_context_pages_and_predicts_the_next_page(mini_pairs)
     _, with_dec = count_flops(lambda: vst.loss(idx).backward())
     _, without = count_flops(lambda: trunk_only.loss(idx).backward())
     assert with_dec > 2 * without
-    scores = vst.heldout(np.arange(len(pairs)), limit=128)
+    scores = {"bpb": vst.heldout(np.arange(len(pairs)), limit=128),
+              **decoder_references(codec, pairs, np.arange(len(pairs)), limit=128)}
     assert set(scores) == {"bpb", "decoder_prior", "decoder_true_tokens"}
     assert all(0 < v < 20 for v in scores.values())
 

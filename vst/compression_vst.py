@@ -11,22 +11,25 @@ predicts, from a head that starts at the decoder's prior), on windows
 Scored like the arms: teacher-forced (each continuation token predicted from the true
 tokens before it, as each arm's byte t reads the true bytes < t), then the frozen
 decoder's NLL of the first whole lines of the continuation page within `limit` bytes
-(`Pairs.score_len`), per byte of those lines. Two references come from the same call:
-the decoder given null tokens (its prior: what the VST's zero-initialised head starts
-at) and given the page's true tokens (what a perfect VST would reach).
+(`Pairs.score_len`), per byte of those lines. Two references are scored the same way
+(`decoder_references`): the decoder given null tokens (its prior: what the VST's
+zero-initialised head starts at) and given the page's true tokens (what a perfect VST
+would reach).
 
     from vst.compression_vst import PureVST
     vst = PureVST(pairs, codec, flavour="debug")
-    loss = vst.loss(range(8)); scores = vst.heldout(val_index, limit=128)
+    loss = vst.loss(range(8)); bpb = vst.heldout(val_index, limit=128)
+    refs = decoder_references(codec, pairs, val_index, limit=128)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from vst.data import Window, collate_vector
 from vst.losses import compute_losses
@@ -55,13 +58,14 @@ class PairWindows:
                       pages=[(j * n, n, t) for j, t in enumerate(texts)], doc_ids=[str(i)])
 
 
-class PureVST:
+class PureVST(nn.Module):
     """A VST trained on the pairs' windows with the `learn` recipe's objective."""
 
     def __init__(self, pairs, codec, flavour: str = "debug", seed: int = 0, **overrides) -> None:
         from vst.train import build_model_config
         from vst.train_config import TrainConfig
 
+        super().__init__()
         self.source = PairWindows(pairs, codec)
         self.codec = codec
         self.tcfg = TrainConfig.from_recipe("learn", flavour=flavour, seed=seed,
@@ -78,9 +82,6 @@ class PureVST:
         loss, _ = compute_losses(self.model, self.batch(index), self.lcfg, self.codec)
         return loss
 
-    def parameters(self):
-        return self.model.parameters()
-
     @torch.no_grad()
     def predict_next_page(self, index: Sequence[int]) -> torch.Tensor:
         """Teacher-forced predictions of the continuation page's tokens, [B, n, D]."""
@@ -89,26 +90,34 @@ class PureVST:
         k, n = self.source.k, self.source.n
         return self.model.head(h[:, k * n:(k + 1) * n]).float()
 
-    @torch.no_grad()
-    def heldout(self, index: Sequence[int], limit: int, batch: int = 16) -> dict:
+    def heldout(self, index: Sequence[int], limit: int) -> float:
         """Bits per byte of the scored continuation lines under the frozen decoder given
-        the VST's predicted tokens ("bpb"), null tokens ("decoder_prior") and the page's
-        true tokens ("decoder_true_tokens")."""
-        self.model.eval()
-        pairs = self.source.pairs
-        sums = dict.fromkeys(("bpb", "decoder_prior", "decoder_true_tokens"), 0.0)
-        nbytes = 0
-        for s in range(0, len(index), batch):
-            idx = np.asarray(index[s:s + batch])
-            true = torch.from_numpy(pairs.nxt[idx].astype(np.float32))
-            tokens = {"bpb": self.predict_next_page(idx),
-                      "decoder_prior": self.codec.null_tokens(len(idx)).float().cpu(),
-                      "decoder_true_tokens": true}
-            for key, tok in tokens.items():
-                sums[key] += float(scored_nll(self.codec, tok, pairs, idx, limit))
-            nbytes += int(pairs.score_len(limit)[idx].sum())
-        self.model.train()
-        return {k: v / (math.log(2) * max(nbytes, 1)) for k, v in sums.items()}
+        the VST's predicted tokens."""
+        return decoder_bpb(self.codec, self.source.pairs, index, limit, self.predict_next_page)
+
+
+def decoder_references(codec, pairs, index: Sequence[int], limit: int) -> dict[str, float]:
+    """The frozen decoder's bits per byte of the scored lines given null tokens (its prior:
+    where the VST's zero-initialised head starts) and given the page's true tokens (what a
+    perfect VST would reach)."""
+    return {"decoder_prior": decoder_bpb(codec, pairs, index, limit,
+                                         lambda idx: codec.null_tokens(len(idx)).float().cpu()),
+            "decoder_true_tokens": decoder_bpb(
+                codec, pairs, index, limit,
+                lambda idx: torch.from_numpy(pairs.nxt[idx].astype(np.float32)))}
+
+
+@torch.no_grad()
+def decoder_bpb(codec, pairs, index: Sequence[int], limit: int,
+                tokens_of: Callable[[np.ndarray], torch.Tensor], batch: int = 16) -> float:
+    """Bits per byte of the scored continuation lines of pairs `index` under the frozen
+    decoder given `tokens_of(idx)` ([B, n, D]) for each batch of pair indices."""
+    nll, nbytes = 0.0, 0
+    for s in range(0, len(index), batch):
+        idx = np.asarray(index[s:s + batch])
+        nll += float(scored_nll(codec, tokens_of(idx), pairs, idx, limit))
+        nbytes += int(pairs.score_len(limit)[idx].sum())
+    return nll / (math.log(2) * max(nbytes, 1))
 
 
 def scored_nll(codec, tokens: torch.Tensor, pairs, index, limit: int) -> torch.Tensor:
