@@ -36,7 +36,7 @@ from vst.losses import decoder_nll, window_mean
 from vst.model import VST
 from vst.sft_config import SFTConfig
 from vst.sft_data import N_SPECIALS, EncodedSample, SFTBatch, collate_sft, encode_sample
-from vst.train import dist_env, process_group, reduce_terms
+from vst.train import dist_env, process_group, reduce_terms, truncate_metrics
 
 
 def resolve_base(path: str | Path) -> Path:
@@ -253,10 +253,8 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
                                                      "model": model.cfg.to_dict()}, indent=1))
         skips.write_jsonl(out / "skips.jsonl")
     metrics = out / "metrics.jsonl"
-    if lead and metrics.exists():  # as in pretraining: records after the checkpoint (a killed tail) go
-        kept = [x for x in metrics.read_text().splitlines()
-                if step and json.loads(x)["step"] <= step]
-        metrics.write_text("".join(x + "\n" for x in kept))
+    if lead:
+        truncate_metrics(metrics, step)
     log = metrics.open("a") if lead else open(os.devnull, "w")
     first = step + 1
     history: list[dict[str, float]] = []

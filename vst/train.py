@@ -144,6 +144,15 @@ def make_optimizer(model: VST, cfg: TrainConfig, fused: bool) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
 
 
+def truncate_metrics(path: Path, resume_step: int) -> None:
+    """On resume, drop a metrics.jsonl's records from after the checkpoint (a killed run's
+    tail), and all of them when starting over (step 0)."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines()
+                if resume_step and json.loads(line)["step"] <= resume_step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
 class Logger:
     """TensorBoard (+ wandb when installed and asked for) and a metrics.jsonl, rank 0 only."""
 
@@ -152,13 +161,7 @@ class Logger:
         self.jsonl = (out / "metrics.jsonl") if active else None
         if not active:
             return
-        if self.jsonl.exists():  # on resume, drop records from after the checkpoint (a killed tail)
-            kept = [
-                line
-                for line in self.jsonl.read_text().splitlines()
-                if resume_step and json.loads(line)["step"] <= resume_step
-            ]
-            self.jsonl.write_text("".join(line + "\n" for line in kept))
+        truncate_metrics(self.jsonl, resume_step)
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
