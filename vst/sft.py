@@ -28,8 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vst.checkpoint import (latest_checkpoint, load_checkpoint, read_state, save_checkpoint,
-                            step_dir)
+from vst.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from vst.config import ModelConfig
 from vst.heads import energy_score
 from vst.losses import decoder_nll, window_mean
@@ -246,7 +245,7 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
                             betas=(0.9, 0.95), weight_decay=0.0)
     step, seconds = 0, 0.0
     if ckpt is not None:
-        st = load_checkpoint(ckpt, model, opt)
+        st = load_checkpoint(ckpt, model, opt, rank=rank)
         step, seconds = st["step"], st.get("train_seconds", 0.0)
     if lead:
         (out / "config.json").write_text(json.dumps({"sft": asdict(cfg),
@@ -305,14 +304,14 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
             print(f"sft step {step} loss {rec['loss']:.4f} stop {rec['stop']:.4f} "
                   f"{seconds:.0f}s", flush=True)
         if cfg.save_every > 0 and step % cfg.save_every == 0:
-            _save(lead, world, out, step, model, opt, state(), cfg.keep)
+            save_checkpoint(out, step, model, opt, state(), rank, world, cfg.keep)
         if cfg.halt_at is not None and step >= cfg.halt_at:
             log.close()
             return {"halted_at": step, "history": history}
     final = evaluate_sft(model, val_enc, cfg, codec) if val_enc and lead else {}
     log.write(json.dumps({"split": "val", "step": step, **final}) + "\n")
     log.close()
-    path = _save(lead, world, out, step, model, opt, state(), cfg.keep)
+    path = save_checkpoint(out, step, model, opt, state(), rank, world, cfg.keep)
     result = {"steps": step, "eval": final, "checkpoint": str(path), "train_seconds": seconds,
               "train_samples": len(train_s), "val_samples": len(val_s),
               "skips": len(skips),
@@ -320,17 +319,6 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
     if lead:
         (out / "result.json").write_text(json.dumps(result, indent=1))
     return {**result, "history": history}
-
-
-def _save(lead: bool, world: int, out: Path, step: int, model, opt, state: dict, keep: int):
-    """Rank 0 writes the checkpoint; the others wait for it (a resume reads one checkpoint)."""
-    path = save_checkpoint(out, step, model, opt, state, keep=keep) if lead else \
-        step_dir(out, step)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-    return path
 
 
 def sft_and_print(cfg: SFTConfig) -> dict[str, Any]:
