@@ -19,13 +19,14 @@ softmax) is not counted, as in 6N accounting. Attention counts the score and val
 matmuls; a causal kernel (`is_causal=True`, which skips the masked half) counts half the
 scores, an explicit mask counts them all (the kernel computes them all).
 
-Trunk: `VST.flops_per_token` (6N + attention). Checked against FlopCounterMode on a
-`tiny` training step (D=256, T=128, regression head): 1.886e7 counted vs 1.888e7
-analytic FLOPs per token (0.999x). The counted step differs in detail, in ways that
-cancel to <1% at this size: the input projection needs no input gradient (-2*D*d per
-token), and the attention backward recomputes the scores (5 matmuls for 4 in the 12*...
-term). With the energy head 6N undercounted 2.1x (the head runs `energy_samples` times
-per position in training); VST.flops_per_token now counts that.
+Trunk: `VST.flops_per_token` (6N + attention), checked against FlopCounterMode
+(`measured_trunk_flops_per_token`, tests/test_flops.py): a `tiny` text model at 1,024
+positions 0.999x, a `tiny` VST at 128 positions 0.999x. Attention counts the score and
+value matmuls twice forward and five times backward (the backward recomputes the
+scores): counting four undercounted a 1,024-position text model by 4%. The VST's input
+projection needs no input gradient (4 FLOPs a weight, not 6). With the energy head 6N
+undercounted 2.1x (the head runs `energy_samples` times per position in training);
+VST.flops_per_token counts that.
 """
 
 from __future__ import annotations
