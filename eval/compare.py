@@ -8,7 +8,9 @@ it scores exactly the same pages of the same windows:
 
 * bits per byte under the frozen decoder given the VST's predicted tokens, the true
   tokens (the floor) and null tokens (the decoder's prior);
-* each text model's own bits per byte, with its full context and truncated to the
+* each text model's own bits per byte (`vst.evaluate.score_text`, the path in-training
+  evaluation takes too): with its full context, with each token's context cut to its own
+  page (`_page_cut`: Delta_text is that minus the full score), and truncated to the
   positions the VST uses for the same context (the critique's truncation baseline);
 * positions per document and KV-cache bytes for both;
 
@@ -21,23 +23,17 @@ Training compute (FLOPs, decoder-CE included) and wall-clock come from the runs'
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 
 from eval.generation_judge import Judge, corpus_vocabulary, judge_continuations
-from vst.data import collate_text, collate_vector, text_codec
-from vst.evaluate import Spread, evaluate
+from vst.data import TextCollate, collate_vector, text_codec
+from vst.evaluate import eval_batches, evaluate, score_text
 from vst.generate import continue_tokens, load_model, sample_text
-from vst.losses import scored_pages
 from vst.model import VST
-
-LN2 = math.log(2)
-WHOLE_WINDOW = 1 << 20  # collate_text keeps every token of a window (scored in chunks)
 
 
 @dataclass
@@ -67,45 +63,6 @@ def load_run(run_dir: str | Path) -> tuple[VST, dict, dict]:
     result_path = Path(run_dir) / "result.json"
     result = json.loads(result_path.read_text()) if result_path.exists() else {}
     return model, state["train_config"], result
-
-
-@torch.no_grad()
-def text_bpb(model: VST, source, collate, context: int, windows: int, batch_size: int,
-             stride: int) -> float:
-    """Bits per byte of every scored page of the windows (the VST's pages) when each token
-    sees at most `context` tokens: the model's own max_seq_len for its full score, the
-    VST's positions for the truncation baseline.
-
-    Scored in strided chunks (each forward holds `context` inputs and scores its last
-    `stride` targets), so every target has between context - stride and context tokens
-    of context: truncation of the input, not a sliding attention band (whose receptive
-    field grows with depth). `collate` must keep whole windows.
-    """
-    nll = nbytes = 0.0
-    stride = max(1, min(stride, context))
-    source = Spread(source, (min(windows, len(source)) // batch_size) * batch_size or 1)
-    for start in range(0, len(source), batch_size):
-        idx = range(start, min(start + batch_size, len(source)))
-        batch = collate([source.window(i) for i in idx])
-        T = batch.inputs.size(1)
-        scored = torch.zeros_like(batch.valid)
-        for b, pages in enumerate(batch.pages):
-            for i in scored_pages(pages, bool(batch.first_valid[b]), -1):
-                scored[b] |= batch.page_of[b] == i
-        scored &= batch.valid
-        for end in range(stride, T + stride, stride):
-            end = min(end, T)
-            lo, first = max(0, end - context), max(0, end - stride)
-            h = model(batch.inputs[:, lo:end], batch.bos[:, lo:end],
-                      torch.arange(end - lo)[None].expand(len(idx), -1),
-                      batch.doc_ids[:, lo:end])
-            logits = model.lm_head(h[:, first - lo:]).float()
-            ce = F.cross_entropy(logits.transpose(1, 2), batch.targets[:, first:end],
-                                 reduction="none")
-            s = scored[:, first:end].float()
-            nll += float((ce * s).sum())
-            nbytes += float((batch.n_bytes[:, first:end] * s).sum())
-    return nll / (LN2 * max(nbytes, 1))
 
 
 def kv_bytes_per_position(model: VST, bytes_per_value: int = 2) -> int:
@@ -200,17 +157,17 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
                                                                     vst.cfg.rope),
                             codec=codec, k=-1, batches=max(1, k // cfg.batch_size),
                             batch_size=cfg.batch_size))
+        batches = max(1, k // cfg.batch_size)
         for label, (model, tcfg, _) in texts.items():
-            encode, nbytes, _ = text_codec(tcfg["tokenizer"])
-            collate = lambda ws, e=encode, b=nbytes: collate_text(  # noqa: E731
-                ws, e, b, WHOLE_WINDOW)
-            # stride = half the context: every target sees between half and all of it
-            ctx = model.cfg.max_seq_len
-            row[f"bpb_{label}"] = text_bpb(model, source, collate, ctx, k, cfg.batch_size,
-                                           ctx // 2)
-            if label == truncated:
-                row[f"bpb_{label}_truncated_{T}"] = text_bpb(
-                    model, source, collate, T, k, cfg.batch_size, T // 2)
+            collate = TextCollate(tcfg["tokenizer"])
+            scores = evaluate(model, source, collate, k=-1, batches=batches,
+                              batch_size=cfg.batch_size, page_cut=True)
+            row[f"bpb_{label}"] = scores["bpb_text"]
+            row[f"bpb_{label}_page_cut"] = scores["bpb_text_page_cut"]
+            if label == truncated:  # half the VST's positions: every target sees T/2 to T
+                row[f"bpb_{label}_truncated_{T}"] = score_text(
+                    model, eval_batches(source, batches, cfg.batch_size), collate, k=-1,
+                    context=T, stride=T // 2)["bpb"]
         docs = source.documents()[: max(8, k)]
         row["positions"] = positions_per_document(
             source.store, docs, vst.cfg.tokens_per_page,

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from codec import load_codec
 from data.store import StoreMeta, StoreWriter, consolidate
-from eval.compare import CompareConfig, compare, kv_bytes_per_position, text_bpb
+from eval.compare import CompareConfig, compare, kv_bytes_per_position, load_run
 from render import render_text
-from vst.data import collate_text, text_codec
-from vst.evaluate import evaluate
+from vst.data import collate_vector
+from vst.evaluate import Spread, evaluate
 from vst.generate import load_model
+from vst.losses import gather_pages
 from vst.store_source import StoreSource
-from vst.train import TrainConfig, train
+from vst.train import TrainConfig, make_collate, train
 
 DOCS = [
     ("The river rises in the hills and runs to the sea. " * 14
@@ -37,15 +38,19 @@ def build_store(root, codec, docs, prefix="d"):
     return root
 
 
+def _common(store) -> dict:
+    return dict(data=str(store), steps=3, batch_size=2, eval_every=0, eval_batches=1,
+                save_every=0, tensorboard=False, progress=False, warmup=1, val_fraction=0.5,
+                pages_per_window=2, codec_option=["random_init=true"], flavour="debug")
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compare")
     codec = load_codec("mini", random_init=True)
     store = build_store(tmp / "store", codec, DOCS * 2)
     held = build_store(tmp / "held", codec, DOCS[:2], prefix="h")
-    common = dict(data=str(store), steps=3, batch_size=2, eval_every=0, eval_batches=1,
-                  save_every=0, tensorboard=False, progress=False, warmup=1, val_fraction=0.5,
-                  pages_per_window=2, codec_option=["random_init=true"], flavour="debug")
+    common = _common(store)
     vst = tmp / "vst"
     train(TrainConfig(out=str(vst), dec=1.0, dec_pages=-1, dec_lines=4, head_init="zero",
                       **common))
@@ -55,22 +60,27 @@ def runs(tmp_path_factory):
     return codec, store, held, vst, text, tmp
 
 
-def test_truncation_with_the_whole_window_equals_full_context(runs):
-    from eval.compare import load_run
-
-    _, store, _, _, text, _ = runs
-    model, tcfg, _ = load_run(text)
-    source = StoreSource(store, 64, "val", 0.5, shuffle="none")
-    encode, nbytes, _ = text_codec("bytes")
-    collate = lambda ws: collate_text(ws, encode, nbytes, 1024)  # noqa: E731
-    # windows that fit the model: the chunked scorer equals one plain forward
-    full = evaluate(model, source, collate, k=-1, batches=1, batch_size=2)["bpb_text"]
-    same = text_bpb(model, source, collate, 4096, 2, 2, stride=4096)
-    chunked = text_bpb(model, source, collate, 4096, 2, 2, stride=1024)
-    assert chunked == pytest.approx(same, rel=1e-4)
-    assert same == pytest.approx(full, rel=1e-4)
-    short = text_bpb(model, source, collate, 8, 2, 2, stride=4)
-    assert short != pytest.approx(full, rel=1e-3)  # 8 tokens of context: a different score
+def test_evaluate_scores_a_text_model_on_the_vsts_bytes_as_compare_does(runs):
+    """In-training evaluation of a text model whose context (64 bytes) is shorter than a
+    window: it scores every byte of the pages the VST is scored on, as compare does."""
+    _, store, _, vst, _, tmp = runs
+    short = tmp / "text-short"
+    train(TrainConfig(out=str(short), modality="text", tokenizer="bytes", text_seq_len=64,
+                      **_common(store)))
+    model, tcfg, _ = load_run(short)
+    T = load_model(vst)[0].cfg.tokens_per_page * 2
+    source = StoreSource(store, T, "val", 0.5, shuffle="none")
+    collate = make_collate(TrainConfig.from_dict(tcfg), model.cfg)  # what training passes
+    ev = evaluate(model, source, collate, k=-1, batches=1, batch_size=2)
+    summary = compare(CompareConfig(store=str(store), vst=str(vst), text=[str(short)],
+                                    out=str(tmp / "short-report"), windows=2, batch_size=2,
+                                    val_fraction=0.5, generations=0))
+    assert ev["bpb_text"] == pytest.approx(
+        summary["splits"]["heldout_docs"]["bpb_text_bytes:text-short"], rel=1e-5)
+    spread = Spread(source, 2)  # the two windows evaluate() reads
+    batch = collate_vector([spread.window(i) for i in range(len(spread))], (1, T), "1d")
+    vst_pages = gather_pages(batch.targets, batch, -1)[1]  # what the VST's evaluation reads
+    assert ev["bytes_text"] == sum(len(t.encode()) for t in vst_pages) > 64
 
 
 def test_compare_scores_every_model_on_the_same_pages(runs):

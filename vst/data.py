@@ -9,6 +9,7 @@ seeded per-epoch permutation, so the data position is one integer and resume is 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -93,17 +94,25 @@ def byte_tokenizer(text: str) -> list[int]:
     return list(text.encode())
 
 
+WHOLE_WINDOW = 1 << 20  # a `seq_len` that keeps every token of a window
+
+
 def collate_text(
     windows: Sequence[Window],
     encode: Callable[[str], list[int]],
     token_bytes: Callable[[int], int],
     seq_len: int,
+    page_cut: bool = False,
 ) -> Batch:
     """The same windows as text: each page's text tokenized separately, in reading order.
 
     Tokenizing per page keeps every token inside one page, so bits per byte can be
     taken over exactly the pages the VST is scored on. Windows are cut to `seq_len`
     tokens from the end (the scored pages are the last ones) and right-padded.
+
+    page_cut: every page is its own document (its first token is predicted from the
+    document-start vector, and attention stops at page boundaries through `doc_ids`), so
+    each token sees only its own page: the context-cut text model (Delta_text).
     """
     rows = []
     for w in windows:
@@ -111,7 +120,7 @@ def collate_text(
         pending = False  # a document whose first page is empty starts at its next token
         for i, (t0, _, text) in enumerate(w.pages):
             toks = encode(text)
-            pending = pending or bool(w.doc_start[t0])
+            pending = pending or page_cut or bool(w.doc_start[t0])
             if toks:
                 ids += toks
                 start += [pending] + [False] * (len(toks) - 1)
@@ -148,6 +157,21 @@ def collate_text(
     )
 
 
+@dataclass(frozen=True)
+class TextCollate:
+    """`collate_text` bound to a tokenizer (`bytes` | `cl100k`): how a text model's windows
+    become batches. Evaluation derives its whole-window and page-cut variants from it."""
+
+    tokenizer: str
+    seq_len: int = WHOLE_WINDOW
+    page_cut: bool = False
+
+    def __call__(self, windows: Sequence[Window]) -> Batch:
+        encode, nbytes, _ = text_codec(self.tokenizer)
+        return collate_text(windows, encode, nbytes, self.seq_len, self.page_cut)
+
+
+@lru_cache(maxsize=None)  # one cache of token lengths per tokenizer, not one per batch
 def text_codec(name: str) -> tuple[Callable[[str], list[int]], Callable[[int], int], int]:
     """(encode, bytes-of-token, vocab size) for `bytes` or `cl100k`."""
     if name == "bytes":

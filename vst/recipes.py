@@ -2,6 +2,8 @@
 
     vst-train --recipe learn --data runs/speedrun/store --max-seconds 1080 --out runs/vst
     vst-train --recipe text-bytes --data runs/speedrun/store --max-seconds 1080 --out runs/text
+    vst-train --recipe text-bytes-page --data runs/speedrun/store --max-seconds 1080 \
+        --out runs/text-page
 
 Recipes are sized for one CPU core for ~20 minutes (the speedrun); on a GPU raise the
 flavour and the batch (`--flavour small --batch-size 64`).
@@ -49,6 +51,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         warmup=20,
     ),
 }
+# The page-cut arm of Delta_text: the byte model with each token's context cut to its own
+# page (attention stops at page boundaries), trained so; its held-out bpb_text_page_cut
+# minus text-bytes' bpb_text is what the context beyond the page is worth to a text model.
+RECIPES["text-bytes-page"] = {**RECIPES["text-bytes"], "text_context": "page"}
 # its 100k-way head costs ~9x the `tiny` trunk a token: smaller steps, more of them
 RECIPES["text-cl100k"] = {**RECIPES["text-bytes"], "tokenizer": "cl100k", "batch_size": 2}
 

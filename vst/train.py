@@ -36,7 +36,7 @@ import torch
 
 from vst.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vst.config import ModelConfig, flavour
-from vst.data import Loader, WindowSource, collate_text, collate_vector, text_codec
+from vst.data import Loader, TextCollate, WindowSource, collate_vector, text_codec
 from vst.evaluate import evaluate
 from vst.losses import compute_losses
 from vst.model import VST
@@ -127,9 +127,8 @@ def build_model_config(cfg: TrainConfig, source: WindowSource) -> ModelConfig:
 
 
 def make_collate(cfg: TrainConfig, mcfg: ModelConfig) -> Callable:
-    if cfg.modality == "text":
-        encode, nbytes, _ = text_codec(cfg.tokenizer)
-        return lambda ws: collate_text(ws, encode, nbytes, cfg.text_seq_len)
+    if cfg.modality == "text":  # evaluation scores whole windows from it (vst.evaluate)
+        return TextCollate(cfg.tokenizer, cfg.text_seq_len, cfg.text_context == "page")
     return lambda ws: collate_vector(ws, mcfg.grid, mcfg.rope)
 
 

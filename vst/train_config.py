@@ -16,14 +16,16 @@ from vst.losses import LossConfig
 @dataclass
 class TrainConfig:
     out: str = "runs/vst"  # run directory: checkpoints, metrics.jsonl, tb/, result.json
-    recipe: Optional[str] = None  # named recipe (learn | text-bytes | text-cl100k,
-        # vst/recipes.py): sets every flag you do not give
+    recipe: Optional[str] = None  # named recipe (learn | text-bytes | text-cl100k |
+        # text-bytes-page, vst/recipes.py): sets every flag you do not give
     # model
     flavour: str = "debug"  # model size: debug | tiny | small | base | large | 1b
     depth: Optional[int] = None  # override the flavour's depth, the size dial (width follows)
     modality: str = "vector"  # vector (the VST) | text (the same-shape text baseline)
     tokenizer: str = "bytes"  # text modality: bytes | cl100k
     text_seq_len: int = 2048  # text modality: max tokens per window
+    text_context: str = "window"  # text modality: window (a token sees its window) | page (each
+        # token attends only within its own page: the page-cut arm of Delta_text)
     rope: str = "3d"  # 1d (reading order) | 3d (page, row, col; interleaved); text is always 1d
     mlp: str = "swiglu"  # swiglu | relu2
     head: str = "regression"  # regression | energy (CALM-style sampler)
@@ -104,6 +106,7 @@ class TrainConfig:
         choices = {
             "modality": ("vector", "text"),
             "tokenizer": ("bytes", "cl100k"),
+            "text_context": ("window", "page"),
             "rope": ("1d", "3d"),
             "mlp": ("swiglu", "relu2"),
             "head": ("regression", "energy"),
