@@ -3,6 +3,7 @@
     vst demo --out runs/demo          # the main job, end to end on the embedded default
     vst speedrun --out DIR            # corpus -> store -> VST + text baselines -> comparison
     vst sweep --data STORE ...        # scaling study: a grid of trainings on Ray, fits, report
+    vst frontier --data STORE ...     # the best text model of several sizes at one budget
     vst corpus build --out DIR        # local corpus from Debian doc packages (Pile format)
     vst corpus demo --out DIR         # the small demo corpus (Python's own docs); also read
     vst render FILE --out DIR         # text -> page images + pages.jsonl
@@ -77,6 +78,7 @@ def _mount() -> None:
     from eval.runners_cli import lm_eval_cmd, run
     from jobs.convert.cli import convert
     from jobs.demo import demo_command
+    from jobs.frontier import FrontierConfig, run_frontier_and_print
     from jobs.speedrun import speedrun_command
     from jobs.sweep import SweepConfig, run_sweep_and_print
     from render.cli import render
@@ -87,6 +89,7 @@ def _mount() -> None:
     app.command("demo")(demo_command())
     app.command("speedrun")(speedrun_command())
     app.command("sweep")(config_command(SweepConfig, run_sweep_and_print))
+    app.command("frontier")(config_command(FrontierConfig, run_frontier_and_print))
     app.add_typer(corpus_app, name="corpus")
     app.command("render")(render)
     codec_app = typer.Typer(no_args_is_help=True, help="Train the shipped `mini` codec.")

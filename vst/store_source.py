@@ -26,6 +26,7 @@ class StoreSource:
         val_fraction: float = 0.05,
         shuffle: str = "blocks",
         shuffle_buffer: int | None = None,
+        docs: list[str] | None = None,  # these documents instead of the split's
     ) -> None:
         from data.store import DEFAULT_SHUFFLE_BUFFER, Store, WindowLoader
 
@@ -42,6 +43,7 @@ class StoreSource:
             val_fraction=val_fraction,
             shuffle=shuffle,
             shuffle_buffer=shuffle_buffer or DEFAULT_SHUFFLE_BUFFER,
+            docs=docs,
         )
 
     def __len__(self) -> int:

@@ -105,7 +105,11 @@ class WindowLoader:
 
     def __init__(self, store: Store, T: int, *, split: str = "train", val_fraction: float = 0.05,
                  seed: int = 0, shuffle: bool | str = True,
-                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER) -> None:
+                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+                 docs: Sequence[str] | None = None) -> None:
+        """docs: cut windows from these documents of the store (in store order) instead of
+        from the split's, e.g. a band of the hash split that is neither trained on nor
+        held out (the text frontier's selection documents)."""
         if T < 1:
             raise ValueError(f"T must be positive, got {T}")
         if split not in SPLITS:
@@ -121,7 +125,15 @@ class WindowLoader:
         self.seed = seed
         self.shuffle = mode
         self.shuffle_buffer = shuffle_buffer
-        self.doc_ids = store.doc_ids_in_split(split, val_fraction)
+        if docs is None:
+            self.doc_ids = store.doc_ids_in_split(split, val_fraction)
+        else:
+            wanted = set(docs)
+            missing = wanted - set(store.doc_ids)
+            if missing:
+                raise ValueError(f"{len(missing)} documents are not in the store, e.g. "
+                                 f"{sorted(missing)[0]!r}")
+            self.doc_ids = [d for d in store.doc_ids if d in wanted]
         self._plan_windows()
         self._epoch: tuple[int, int] | None = None
         self._order: np.ndarray | None = None
