@@ -5,7 +5,10 @@
 
 Prints one table: each target, the measured ratio, and whether it is met. The numbers
 come from one speedrun (corpus -> store -> VST and text baselines -> `vst eval compare`),
-so every ratio compares models scored on the same pages in the same run.
+so every ratio compares models scored on the same pages in the same run. The text model
+at equal FLOPs is the frontier's (`jobs.frontier`: the best of several sizes); the lines
+under the table say which size won for each tokenizer, and what context beyond the page
+is worth to it (Delta_text).
 """
 
 from __future__ import annotations
@@ -59,7 +62,25 @@ def table(s: dict) -> str:
         lines.append(f"| {what} | {value:.3f} | {target} | {'yes' if met else 'no'} |")
     lines.append(f"| the speedrun's wall-clock, minutes | {(s.get('wall_clock_s') or 0) / 60:.1f} "
                  f"| <= 60 | {'yes' if (s.get('wall_clock_s') or 1e9) <= 3600 else 'no'} |")
-    return "\n".join(lines)
+    return "\n".join(lines + frontier_lines(s))
+
+
+def frontier_lines(s: dict) -> list[str]:
+    """Which size of text model won at the VST's FLOPs, per tokenizer, and Delta_text."""
+    frontier = s.get("text_frontier")
+    if not frontier:
+        return ["", "text frontier: not in this summary (a speedrun before the frontier: one "
+                "fixed size per tokenizer)"]
+    out = [""] + [f"text frontier: {f['statement']}" for f in frontier.values()]
+    best = s.get("bpb_text_frontier_equal_flops")
+    if best is not None:
+        out.append(f"best text family at equal FLOPs: {s.get('text_frontier_family')} "
+                   f"({best:.3f} bpb on held-out documents)")
+    gain = s.get("context_gain_text")
+    if gain is not None:
+        out.append(f"context gain of the frontier byte model (page cut {s['bpb_text_page_cut']:.3f}"
+                   f" - full context {s['bpb_text_equal_flops']:.3f}): {gain:+.3f} bpb")
+    return out
 
 
 def main() -> None:

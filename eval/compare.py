@@ -8,10 +8,11 @@ it scores exactly the same pages of the same windows:
 
 * bits per byte under the frozen decoder given the VST's predicted tokens, the true
   tokens (the floor) and null tokens (the decoder's prior);
-* each text model's own bits per byte (`vst.evaluate.score_text`, the path in-training
-  evaluation takes too): with its full context, with each token's context cut to its own
-  page (`_page_cut`: Delta_text is that minus the full score), and truncated to the
-  positions the VST uses for the same context (the critique's truncation baseline);
+* each text model's own bits per byte with its full context (`vst.evaluate.score_text`,
+  the path in-training evaluation takes too); and for one of them (--truncation) with
+  each token's context cut to its own page (`_page_cut`: Delta_text is that minus the
+  full score) and truncated to the positions the VST uses for the same context (the
+  critique's truncation baseline);
 * positions per document and KV-cache bytes for both;
 
 and, on held-out documents, free-running continuations of both families from the same
@@ -48,8 +49,8 @@ class CompareConfig:
     windows: int = 32  # validation windows scored per split
     batch_size: int = 8  # windows per batch
     val_fraction: float = 0.05  # held-out share of documents; must match training's
-    truncation: Optional[str] = None  # text run scored with the VST's positions of context
-        # (default: the first --text)
+    truncation: Optional[str] = None  # text run also scored with the VST's positions of
+        # context and with its context cut to the page (default: the first --text)
     generations: int = 6  # held-out documents continued freely by every model
     prompt_pages: int = 2  # pages of prompt before a free-running continuation
     temperature: float = 0.8  # sampling temperature of the text models
@@ -160,11 +161,13 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         batches = max(1, k // cfg.batch_size)
         for label, (model, tcfg, _) in texts.items():
             collate = TextCollate(tcfg["tokenizer"])
+            # the context baselines of one model: its context cut to the page, and to the
+            # positions the VST holds (a stride of T/2: every target sees T/2 to T)
             scores = evaluate(model, source, collate, k=-1, batches=batches,
-                              batch_size=cfg.batch_size, page_cut=True)
+                              batch_size=cfg.batch_size, page_cut=label == truncated)
             row[f"bpb_{label}"] = scores["bpb_text"]
-            row[f"bpb_{label}_page_cut"] = scores["bpb_text_page_cut"]
-            if label == truncated:  # half the VST's positions: every target sees T/2 to T
+            if label == truncated:
+                row[f"bpb_{label}_page_cut"] = scores["bpb_text_page_cut"]
                 row[f"bpb_{label}_truncated_{T}"] = score_text(
                     model, eval_batches(source, batches, cfg.batch_size), collate, k=-1,
                     context=T, stride=T // 2)["bpb"]

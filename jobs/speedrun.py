@@ -10,11 +10,14 @@ Stages, each skipped when its output exists (re-run to resume after a kill):
 2. convert  the training file and the held-out source through the Ray conversion job
 3. train    the VST (`--recipe learn`) and the byte-level text model side by side, one
             CPU core each for the same wall-clock (equal wall-clock)
-4. train    the byte-level and cl100k text models at the VST's training FLOPs, decoder-CE
-            counted (equal FLOPs), side by side, capped at phase 1's wall-clock (a model
-            that is slower per FLOP stops there; its FLOPs are in the summary)
-5. compare  `eval.compare` on the held-out documents and the held-out source, free-running
-            continuations judged by the longest-trained text model
+4. train    the text frontier at the VST's training FLOPs, decoder-CE counted (equal
+            FLOPs): for bytes and for cl100k, --frontier-depth sizes (x --frontier-lr) side
+            by side, the best of each chosen on documents that are neither trained on nor
+            held out (`jobs.frontier`); all candidates share phase 1's wall-clock (one that
+            is slower per FLOP stops there; its FLOPs are in frontier.json)
+5. compare  `eval.compare` on the held-out documents and the held-out source (each text
+            model also with its context cut to the page), free-running continuations
+            judged by the longest-trained byte model
 
 It writes OUT/summary.json (the headline numbers), OUT/compare/compare.md and
 OUT/report.md with a plot of held-out bits per byte against training FLOPs.
@@ -27,7 +30,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -46,6 +49,10 @@ class SpeedrunConfig:
     corpus_max_chars_per_source: Optional[int] = None  # cap each corpus source
     compare_windows: int = 32  # held-out windows scored per split
     generations: int = 6  # held-out documents continued freely
+    frontier_depth: list[int] = field(default_factory=lambda: [2, 3, 4])  # text frontier sizes
+        # (the depth dial of the recipes' flavour), repeatable
+    frontier_lr: list[float] = field(default_factory=list)  # text frontier learning rates,
+        # repeatable (default: the recipes' own)
     seed: int = 0  # seed of every training run
 
 
@@ -119,6 +126,7 @@ def commit() -> str:
 
 def speedrun(cfg: SpeedrunConfig) -> dict:
     from eval.compare import CompareConfig, compare
+    from jobs.frontier import FrontierConfig, text_frontier
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,25 +144,32 @@ def speedrun(cfg: SpeedrunConfig) -> dict:
                                            max_seconds=train_s),
     })
     flops = phase1["vst"]["train_flops"]
-    _log(f"train phase 2 (equal FLOPs: {flops:.3g})")
-    phase2 = train_side_by_side(out, {
-        "text_bytes_flops": _train_cmd(out, "text_bytes_flops", "text-bytes", cfg,
-                                       max_flops=flops, max_seconds=train_s),
-        "text_cl100k_flops": _train_cmd(out, "text_cl100k_flops", "text-cl100k", cfg,
-                                        max_flops=flops, max_seconds=train_s),
-    })
-    texts = ["text_bytes_wallclock", "text_bytes_flops", "text_cl100k_flops"]
-    results = {**phase1, **phase2}
+    _log(f"train phase 2 (equal FLOPs: {flops:.3g}; the text frontier)")
+    frontiers = {family: text_frontier(FrontierConfig(
+        out=str(out / f"frontier_{family.split('-')[1]}"), data=str(out / "store"),
+        family=family, budget=flops, depth=cfg.frontier_depth, lr=cfg.frontier_lr,
+        # both families' candidates share the phase's wall-clock, two at a time as in phase 1;
+        # a text evaluation reads whole windows (~10 forwards each), so candidates evaluate
+        # less often and on fewer windows than phase 1's runs
+        seconds=train_s / 2, parallel=2, gpu=cfg.gpu, eval_points=2, eval_windows=8,
+        select_windows=16, seed=cfg.seed), log=_log) for family in ("text-bytes", "text-cl100k")}
+    # the roles the summary names, and the run directory of each
+    runs = {"text_bytes_wallclock": out / "text_bytes_wallclock",
+            "text_bytes_flops": Path(frontiers["text-bytes"]["winner"]["out"]),
+            "text_cl100k_flops": Path(frontiers["text-cl100k"]["winner"]["out"])}
+    results = {"vst": phase1["vst"], **{role: json.loads((run / "result.json").read_text())
+                                        for role, run in runs.items()}}
     bytes_runs = ["text_bytes_wallclock", "text_bytes_flops"]
     judge = max(bytes_runs, key=lambda r: results[r].get("train_seconds", 0))
     _log(f"compare (judge: {judge})")
     cmp = compare(CompareConfig(
         store=str(out / "store"), heldout_store=str(out / "heldout_store"),
-        vst=str(out / "vst"), text=[str(out / t) for t in texts], judge=str(out / judge),
-        truncation=str(out / "text_bytes_flops"),
+        vst=str(out / "vst"), text=[str(run) for run in runs.values()], judge=str(runs[judge]),
+        truncation=str(runs["text_bytes_flops"]),
         out=str(out / "compare"), windows=cfg.compare_windows, generations=cfg.generations,
         seed=cfg.seed))
-    summary = headline(cmp, results, manifest, conversion, time.perf_counter() - t0)
+    summary = headline(cmp, results, {role: run.name for role, run in runs.items()}, frontiers,
+                       manifest, conversion, time.perf_counter() - t0)
     summary["config"] = asdict(cfg)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     write_report(out, summary, results)
@@ -162,25 +177,47 @@ def speedrun(cfg: SpeedrunConfig) -> dict:
     return summary
 
 
-def headline(cmp: dict, results: dict, manifest: dict, conversion: dict, wall: float) -> dict:
+def headline(cmp: dict, results: dict, names: dict[str, str], frontiers: dict,
+             manifest: dict, conversion: dict, wall: float) -> dict:
+    """The summary's numbers; `names` maps each text role (text_bytes_flops, ...) to the
+    name of its run directory, which compare's labels end with."""
     docs, src = cmp["splits"]["heldout_docs"], cmp["splits"].get("heldout_source", {})
-    key = lambda run, split: next(v for k, v in split.items()  # noqa: E731
-                                  if k.startswith("bpb_text_") and k.endswith(":" + run))
+    key = lambda role, split, suffix="": next(  # noqa: E731
+        v for k, v in split.items()
+        if k.startswith("bpb_text_") and k.endswith(":" + names[role] + suffix))
     trunc = next(v for k, v in docs.items()
                  if k.startswith("bpb_text_bytes") and "_truncated_" in k
-                 and "text_bytes_flops" in k)
+                 and ":" + names["text_bytes_flops"] + "_truncated_" in k)
     gen = cmp.get("generation", {}).get("scores", {})
-    gen_text = next((v for k, v in gen.items() if k.endswith(":text_bytes_flops")), {})
+    gen_text = next((v for k, v in gen.items() if k.endswith(":" + names["text_bytes_flops"])),
+                    {})
+    per_family = {role: key(role, docs) for role in ("text_bytes_flops", "text_cl100k_flops")}
+    best = min(per_family, key=per_family.get)
+    page_cut = key("text_bytes_flops", docs, "_page_cut")
     return {
         "bpb_pred": docs["bpb_pred"], "bpb_true": docs["bpb_true"], "bpb_null": docs["bpb_null"],
         "bpb_pred_heldout_source": src.get("bpb_pred"),
         "bpb_null_heldout_source": src.get("bpb_null"),
         "bpb_true_heldout_source": src.get("bpb_true"),
-        "bpb_text_equal_flops": key("text_bytes_flops", docs),
-        "bpb_text_cl100k_equal_flops": key("text_cl100k_flops", docs),
+        # the text frontier's winners (the best size of each family at the VST's FLOPs)
+        "bpb_text_equal_flops": per_family["text_bytes_flops"],
+        "bpb_text_cl100k_equal_flops": per_family["text_cl100k_flops"],
+        "bpb_text_frontier_equal_flops": per_family[best],
+        "text_frontier_family": "bytes" if best == "text_bytes_flops" else "cl100k",
+        **{f"text_frontier_{family.split('-')[1]}_{k}": f["winner"][k]
+           for family, f in frontiers.items() for k in ("depth", "lr")},
+        "text_frontier": {family.split("-")[1]: {
+            "statement": f["statement"], "depths": f["depths"], "lrs": f["lrs"],
+            "winner": f["winner"]["name"], "bpb_select": f["winner"]["bpb_select"],
+            "candidates": {c["name"]: c["bpb_select"] for c in f["candidates"]}}
+            for family, f in frontiers.items()},
         "bpb_text_equal_wallclock": key("text_bytes_wallclock", docs),
         "bpb_text_equal_flops_heldout_source": key("text_bytes_flops", src) if src else None,
         "bpb_truncation": trunc,
+        # Delta_text: the frontier byte model with each token's context cut to its page,
+        # minus the same model with its full context, on the same pages
+        "bpb_text_page_cut": page_cut,
+        "context_gain_text": page_cut - per_family["text_bytes_flops"],
         "vst_train_flops": results["vst"]["train_flops"],
         "vst_train_seconds": results["vst"]["train_seconds"],
         "text_train_flops": {k: v["train_flops"] for k, v in results.items() if k != "vst"},

@@ -94,6 +94,7 @@ def test_compare_scores_every_model_on_the_same_pages(runs):
         assert row["bpb_true"] < row["bpb_null"]  # the tokens carry the page
         label = next(k for k in row if k.startswith("bpb_text_bytes") and "truncated" not in k)
         assert math.isfinite(row[label]) and row[label] > 0
+        assert math.isfinite(row[label + "_page_cut"])  # Delta_text of the truncated model
         pos = row["positions"]
         assert pos["text_bytes"] == pytest.approx(pos["chars"], rel=0.05)  # ASCII text
         assert pos["vst"] % codec.n == 0 or pos["documents"] > 1

@@ -7,6 +7,8 @@ tests/test_compare.py (test_evaluate_scores_a_text_model_on_the_vsts_bytes_as_co
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,7 @@ import torch.nn.functional as F
 from codec.toy import ToyCodec
 from vst.config import flavour
 from vst.data import TextCollate, collate_vector
-from vst.evaluate import eval_batches, evaluate, score_text
+from vst.evaluate import eval_batches, evaluate, score_text, scored_mask
 from vst.losses import gather_pages
 from vst.model import VST
 from vst.synthetic import SyntheticSource
@@ -49,7 +51,7 @@ def test_one_forward_equals_strided_chunks_and_a_short_context_differs(source):
         nll, nbytes = nll + float((ce * s).sum()), nbytes + float((b.n_bytes * s).sum())
     whole = score_text(model, batches, collate, context=4 * T, stride=4 * T)
     assert whole["bytes"] == nbytes
-    assert whole["bpb"] == pytest.approx(nll / nbytes / 0.6931471805599453, rel=1e-5)
+    assert whole["bpb"] == pytest.approx(nll / nbytes / math.log(2), rel=1e-5)
     # chunks whose stride does not divide T: every target is scored exactly once
     chunked = score_text(model, batches, collate, context=4 * T, stride=T // 3 + 1)
     assert chunked["bytes"] == whole["bytes"]
@@ -90,6 +92,17 @@ def test_page_cut_hides_earlier_pages(source):
     assert not torch.allclose(page1_logits(w, False), page1_logits(swapped, False))
     full = evaluate(model, source, TextCollate("bytes"), k=-1, batches=2, batch_size=4,
                     page_cut=True)
+    # evaluation's page cut (each scored page a row of its own) is training's (one window,
+    # attention masked at page boundaries): the same score
+    nll = nbytes = 0.0
+    for group in eval_batches(source, 2, 4):
+        b = TextCollate("bytes", page_cut=True)(group)
+        with torch.no_grad():
+            h = model(b.inputs, b.bos, b.positions, b.doc_ids)
+            ce = F.cross_entropy(model.lm_head(h).transpose(1, 2), b.targets, reduction="none")
+        s = scored_mask(b, -1).float()
+        nll, nbytes = nll + float((ce * s).sum()), nbytes + float((b.n_bytes * s).sum())
+    assert full["bpb_text_page_cut"] == pytest.approx(nll / nbytes / math.log(2), rel=1e-5)
     # the same pages, other context (an untrained model leans on context only a little)
     assert full["bpb_text_page_cut"] != pytest.approx(full["bpb_text"], rel=1e-6)
 

@@ -21,6 +21,7 @@ import math
 from dataclasses import replace
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -175,8 +176,9 @@ def score_text(
     scores the targets after the previous chunk's, at most `stride` of them (default
     context // 2), so every target has between context - stride and context tokens of
     context. This truncates the input; it is not a sliding attention band, whose
-    receptive field would grow with depth. page_cut: every page its own document, so a
-    token sees only the earlier tokens of its page.
+    receptive field would grow with depth. page_cut: every scored page is read as a
+    document of its own (`page_rows`), so a token sees only the earlier tokens of its
+    page, as `TextCollate(page_cut=True)` trains it.
 
     Returns bpb (scored pages), bytes (UTF-8 bytes of those pages), bpb_all (every real
     target) and val_ce (nats a token, a mean over windows of each window's mean).
@@ -185,7 +187,9 @@ def score_text(
         raise TypeError(f"a text model is scored from its TextCollate, got {type(collate)}")
     context = context or model.cfg.max_seq_len
     stride = max(1, min(stride or context // 2, context))
-    collate = replace(collate, seq_len=WHOLE_WINDOW, page_cut=page_cut)
+    collate = replace(collate, seq_len=WHOLE_WINDOW, page_cut=False)
+    if page_cut:  # rows of single pages attend causally: no window-wide page mask to build
+        batches, k = [r for r in (page_rows(group, k) for group in batches) if r], -1
     dev = torch.device(device)
     was_training = model.training
     model.eval()
@@ -221,6 +225,22 @@ def score_text(
     return {"bpb": sums["nll"] / (LN2 * max(sums["bytes"], 1)), "bytes": sums["bytes"],
             "bpb_all": sums["nll_all"] / (LN2 * max(sums["bytes_all"], 1)),
             "val_ce": sums["ce"] / max(windows, 1)}
+
+
+def page_rows(windows: list[Window], k: int) -> list[Window]:
+    """The scored pages of the windows (`scored_pages`, the last k) as one-page windows
+    that open a document: the page cut without a mask. Under the cut a page is nobody's
+    context, so unscored pages are left out."""
+    rows = []
+    for w in windows:
+        for i in scored_pages(w.pages, bool(w.doc_start[0]), k):
+            t0, n, text = w.pages[i]
+            start = np.zeros(n, bool)
+            start[0] = True
+            rows.append(Window(tokens=w.tokens[t0:t0 + n], doc_start=start,
+                               page=w.page[t0:t0 + n], slot=w.slot[t0:t0 + n],
+                               pages=[(0, n, text)], doc_ids=list(w.doc_ids)))
+    return rows
 
 
 def _evaluate_text(model, batches, collate, k, page_cut, device, autocast) -> dict[str, float]:
