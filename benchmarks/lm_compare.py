@@ -71,7 +71,13 @@ def frontier_lines(s: dict) -> list[str]:
     if not frontier:
         return ["", "text frontier: not in this summary (a speedrun before the frontier: one "
                 "fixed size per tokenizer)"]
-    out = [""] + [f"text frontier: {f['statement']}" for f in frontier.values()]
+    out = [""]
+    for f in frontier.values():
+        out.append(f"text frontier: {f['statement']}")
+        short = f.get("short_of_budget") or []
+        if short:  # equal FLOPs holds only for candidates that reached the budget
+            out.append(f"  {len(short)} of {len(f['candidates'])} stopped at their wall-clock "
+                       f"share short of the FLOPs budget: {', '.join(short)}")
     best = s.get("bpb_text_frontier_equal_flops")
     if best is not None:
         out.append(f"best text family at equal FLOPs: {s.get('text_frontier_family')} "

@@ -151,8 +151,10 @@ def speedrun(cfg: SpeedrunConfig) -> dict:
         # both families' candidates share the phase's wall-clock, two at a time as in phase 1;
         # a text evaluation reads whole windows (~10 forwards each), so candidates evaluate
         # less often and on fewer windows than phase 1's runs
+        # (selection reads half the comparison's windows: cl100k's 100k-way head is costly)
         seconds=train_s / 2, parallel=2, gpu=cfg.gpu, eval_points=2, eval_windows=8,
-        select_windows=16, seed=cfg.seed), log=_log) for family in ("text-bytes", "text-cl100k")}
+        select_windows=max(2, cfg.compare_windows // 2), seed=cfg.seed), log=_log)
+        for family in ("text-bytes", "text-cl100k")}
     # the roles the summary names, and the run directory of each
     runs = {"text_bytes_wallclock": out / "text_bytes_wallclock",
             "text_bytes_flops": Path(frontiers["text-bytes"]["winner"]["out"]),
@@ -209,7 +211,9 @@ def headline(cmp: dict, results: dict, names: dict[str, str], frontiers: dict,
         "text_frontier": {family.split("-")[1]: {
             "statement": f["statement"], "depths": f["depths"], "lrs": f["lrs"],
             "winner": f["winner"]["name"], "bpb_select": f["winner"]["bpb_select"],
-            "candidates": {c["name"]: c["bpb_select"] for c in f["candidates"]}}
+            "candidates": {c["name"]: c["bpb_select"] for c in f["candidates"]},
+            # candidates that hit their share of the phase's wall-clock before the budget
+            "short_of_budget": [c["name"] for c in f["candidates"] if not c["reached_budget"]]}
             for family, f in frontiers.items()},
         "bpb_text_equal_wallclock": key("text_bytes_wallclock", docs),
         "bpb_text_equal_flops_heldout_source": key("text_bytes_flops", src) if src else None,
