@@ -2,7 +2,9 @@
 
 For the VST, on the last k complete pages of every validation window, the decoder scores
 the true page text given (a) the VST's predicted tokens, (b) the true tokens (the floor
-a perfect VST would reach) and (c) null tokens (the decoder's prior alone). The text
+a perfect VST would reach) and (c) null tokens (the decoder's prior alone). (a) is
+leak-free where the decoder reads by lines (`bpb_pred`: each line read without the slots
+after it, `Codec.causal_text_nll`), with the page-wide reading beside it (`bpb_pred_bidir`). The text
 baseline reports its own bits per byte on exactly the same pages of the same windows.
 """
 
@@ -112,6 +114,14 @@ def _evaluate(
                 null = codec.null_tokens(len(texts)).to(pred.device, pred.dtype)
                 nlls = {name: decoder_nll(codec, toks, texts)
                         for name, toks in (("pred", pred), ("true", true), ("null", null))}
+                # The headline reads each line without the slots after it: a teacher-
+                # forced prediction for a later slot has seen this line's true token.
+                # Today's page-wide reading stays beside it as pred_bidir.
+                try:
+                    nlls["pred_bidir"] = nlls["pred"]
+                    nlls["pred"] = decoder_nll(codec, pred, texts, causal=True)
+                except NotImplementedError:  # a decoder that reads the page as one unit
+                    del nlls["pred_bidir"]
                 for name, (nll, _) in nlls.items():
                     add(f"nll_{name}", nll.sum())
                 add("bytes", nlls["true"][1].sum())
@@ -130,7 +140,7 @@ def _evaluate(
     for key in ("val_mse", "val_cos", "val_norm"):
         out[key] = sums[key] / n_batches
     if "bytes" in sums:
-        for name in ("pred", "true", "null", "pred_tokens"):
+        for name in ("pred", "pred_bidir", "true", "null", "pred_tokens"):
             if f"nll_{name}" in sums:  # pred_tokens: a gated model's tokens, read alone
                 out[f"bpb_{name}"] = sums[f"nll_{name}"] / (LN2 * max(sums["bytes"], 1))
     return out

@@ -29,6 +29,13 @@ class LossConfig:
     energy_beta: float = 1.0
     dec_pages: int = 1  # k: decoder-CE on the last k complete pages of each window; -1: all
     dec_lines: int = 0  # lines of each scored page read by the decoder (a sample); 0: all
+    reader_input: str = "vst"  # vst: decoder-CE reads the predictions; null: null tokens (the
+    # reader-only control: only a trainable reader learns)
+    leak_free: bool = True  # decoder-CE reads each line without the slots after it, where the
+    # decoder reads by lines (Codec.causal_text_nll): a teacher-forced prediction for a later
+    # slot has seen this line's true token, and a VST trained through a page-wide reader
+    # learns to pass it on (on templated pages: 0.90x the prior read page-wide, 0.975x
+    # leak-free; tests/test_vst_recipe.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,17 +70,20 @@ def gather_pages(x: torch.Tensor, batch: Batch, k: int) -> tuple[torch.Tensor, l
 
 
 def decoder_nll(
-    codec, tokens: torch.Tensor, texts: list[str], lines: int = 0
+    codec, tokens: torch.Tensor, texts: list[str], lines: int = 0, causal: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(nll nats [M], bytes [M]) of texts given tokens, through the frozen codec decoder;
-    with `lines` > 0, of a random sample of that many lines per page (a cheaper estimate).
+    with `lines` > 0, of a random sample of that many lines per page (a cheaper estimate);
+    `causal`: each line read without the slots after it (`Codec.causal_text_nll`).
 
     The codec may live on another device (the mini codec is CPU-only): tokens go there
     and the NLL comes back, with the gradient path intact.
     """
     dev = getattr(codec, "device", tokens.device)
     if lines > 0:
-        out = codec.text_nll_sample(tokens.float().to(dev), texts, lines)
+        out = codec.text_nll_sample(tokens.float().to(dev), texts, lines, causal=causal)
+    elif causal:
+        out = codec.causal_text_nll(tokens.float().to(dev), texts)
     else:
         out = codec.text_nll(tokens.float().to(dev), texts)
     return out.nll.to(tokens.device), out.n_bytes.to(tokens.device).float()
@@ -90,7 +100,7 @@ def gate_per_line(gates: torch.Tensor, n_lines: int) -> torch.Tensor:
 
 
 def page_nll(codec, pred: torch.Tensor, texts: list[str], gates: torch.Tensor | None = None,
-             lines: int = 0, generator: torch.Generator | None = None
+             lines: int = 0, generator: torch.Generator | None = None, causal: bool = False
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """(nll nats [M], bytes [M]) of the pages' texts under the VST's prediction.
 
@@ -100,10 +110,10 @@ def page_nll(codec, pred: torch.Tensor, texts: list[str], gates: torch.Tensor | 
     carries no gradient). `lines` > 0 scores a random sample of lines, scaled to the page.
     """
     if gates is None:
-        return decoder_nll(codec, pred, texts, lines)
+        return decoder_nll(codec, pred, texts, lines, causal)
     dev = getattr(codec, "device", pred.device)
     which = codec.sample_lines(len(texts), lines, generator) if lines > 0 else None
-    out = codec.line_nll(pred.float().to(dev), texts, which)
+    out = codec.line_nll(pred.float().to(dev), texts, which, causal)
     with torch.no_grad():
         prior = codec.line_nll(codec.null_tokens(len(texts)).to(dev), texts, which).nll
     g = gate_per_line(gates.float(), codec.n_lines).to(dev)
@@ -137,10 +147,13 @@ def vector_losses(
         if codec is None:
             raise ValueError("the decoder-CE loss needs a codec")
         pred, texts = gather_pages(x_hat, batch, cfg.dec_pages)
+        if cfg.reader_input == "null":
+            pred = codec.null_tokens(len(texts)).to(pred.device, pred.dtype)
         if texts:
             gates = gather_pages(model.gate(h), batch, cfg.dec_pages)[0][..., 0] \
                 if mcfg.gate else None
-            nll, nbytes = page_nll(codec, pred, texts, gates, cfg.dec_lines)
+            causal = cfg.leak_free and codec.n_lines > 1  # a page read whole has no later lines
+            nll, nbytes = page_nll(codec, pred, texts, gates, cfg.dec_lines, causal=causal)
             terms["dec"] = (nll / nbytes.clamp(min=1)).mean()  # nats per byte, mean over pages
             terms["dec_bpb"] = (nll.sum() / (math.log(2) * nbytes.sum().clamp(min=1))).detach()
             terms["dec_n"] = h.new_tensor(float(len(texts)))  # pages read (FLOPs accounting)

@@ -2,6 +2,7 @@
 
     vst-train --recipe learn --data runs/speedrun/store --max-seconds 1080 --out runs/vst
     vst-train --recipe text-bytes --data runs/speedrun/store --max-seconds 1080 --out runs/text
+    vst-train --recipe hier --data runs/speedrun/store --max-seconds 1080 --out runs/hier
 
 Recipes are sized for one CPU core for ~20 minutes (the speedrun); on a GPU raise the
 flavour and the batch (`--flavour small --batch-size 64`).
@@ -51,6 +52,11 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 # its 100k-way head costs ~9x the `tiny` trunk a token: smaller steps, more of them
 RECIPES["text-cl100k"] = {**RECIPES["text-bytes"], "tokenizer": "cl100k", "batch_size": 2}
+# The hierarchical reader (vst/reader.py): `learn` read through a trainable, line-local copy
+# of the codec's reader at its own learning rate; and its reader-only control, the same
+# reader trained the same way on null tokens (a VST is credited only with what it adds).
+RECIPES["hier"] = {**RECIPES["learn"], "reader": "trainable", "reader_lr": 1e-3}
+RECIPES["hier-control"] = {**RECIPES["hier"], "reader_input": "null"}
 
 
 def recipe_overrides(name: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from vst.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
+from vst.reader import reader_extra
 from vst.config import ModelConfig
 from vst.heads import energy_score
 from vst.losses import decoder_nll, window_mean
@@ -61,14 +62,17 @@ def codec_source(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def codec_of_state(state: dict[str, Any], spec: str | None = None, mode: str | None = None):
-    """The codec a checkpoint was trained through (or `spec` instead)."""
+    """The codec a checkpoint was trained through, with the run's hierarchical reader where
+    it trained one (vst/reader.py), or `spec` instead."""
     from codec import load_codec
+    from vst.reader import checkpoint_reader
 
     if spec is not None:
         return load_codec(spec, mode=mode)
     src = codec_source(state)
-    return load_codec(src["spec"], mode=mode or src["mode"], path=src["path"],
-                      options=src["options"])
+    codec = load_codec(src["spec"], mode=mode or src["mode"], path=src["path"],
+                       options=src["options"])
+    return checkpoint_reader(state, codec)
 
 
 def codec_record(codec) -> dict[str, Any]:
@@ -207,8 +211,10 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     base = resolve_base(cfg.base)
-    base_state = read_state(base)
+    base_state = {**read_state(base), "checkpoint": str(base)}
     codec = codec if codec is not None else codec_of_state(base_state, cfg.codec, cfg.codec_mode)
+    for p in codec.parameters():  # a base run's trained reader reads, frozen, as the codec does
+        p.requires_grad_(False)
     source = codec_source(base_state) if cfg.codec is None else \
         {"spec": cfg.codec, "mode": cfg.codec_mode, "path": None, "options": []}
     ckpt = latest_checkpoint(out) if cfg.resume else None
@@ -304,14 +310,16 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
             print(f"sft step {step} loss {rec['loss']:.4f} stop {rec['stop']:.4f} "
                   f"{seconds:.0f}s", flush=True)
         if cfg.save_every > 0 and step % cfg.save_every == 0:
-            save_checkpoint(out, step, model, opt, state(), rank, world, cfg.keep)
+            save_checkpoint(out, step, model, opt, state(), rank, world, cfg.keep,
+                            reader_extra(codec))
         if cfg.halt_at is not None and step >= cfg.halt_at:
             log.close()
             return {"halted_at": step, "history": history}
     final = evaluate_sft(model, val_enc, cfg, codec) if val_enc and lead else {}
     log.write(json.dumps({"split": "val", "step": step, **final}) + "\n")
     log.close()
-    path = save_checkpoint(out, step, model, opt, state(), rank, world, cfg.keep)
+    path = save_checkpoint(out, step, model, opt, state(), rank, world, cfg.keep,
+                           reader_extra(codec))
     result = {"steps": step, "eval": final, "checkpoint": str(path), "train_seconds": seconds,
               "train_samples": len(train_s), "val_samples": len(val_s),
               "skips": len(skips),

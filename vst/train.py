@@ -40,6 +40,7 @@ from vst.data import Loader, WindowSource, collate_text, collate_vector, text_co
 from vst.evaluate import evaluate
 from vst.losses import compute_losses
 from vst.model import VST
+from vst.reader import build_reader, reader_extra, reader_parameters, restore_reader
 from vst.schedule import budget_used, lr_at, resumed_flops, resumed_seconds, resumed_total
 from vst.train_config import TrainConfig, resolve_codec
 
@@ -133,7 +134,8 @@ def make_collate(cfg: TrainConfig, mcfg: ModelConfig) -> Callable:
     return lambda ws: collate_vector(ws, mcfg.grid, mcfg.rope)
 
 
-def make_optimizer(model: VST, cfg: TrainConfig, fused: bool) -> torch.optim.Optimizer:
+def make_optimizer(model: VST, cfg: TrainConfig, fused: bool,
+                   reader_params: list[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
     # no weight decay on gains, biases and the document-start vector
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
@@ -141,6 +143,9 @@ def make_optimizer(model: VST, cfg: TrainConfig, fused: bool) -> torch.optim.Opt
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": other, "weight_decay": 0.0},
     ]
+    if reader_params:  # the hierarchical reader: its own peak lr, the same schedule
+        scale = (cfg.reader_lr if cfg.reader_lr is not None else cfg.lr) / cfg.lr
+        groups.append({"params": list(reader_params), "weight_decay": 0.0, "lr_scale": scale})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
 
 
@@ -248,6 +253,11 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     )
     train_src, val_src = build_sources(cfg, codec)
     _check_codec_matches_store(cfg, codec, rank)
+    # what decoder-CE and evaluation read the predictions with (vst/reader.py)
+    reader = build_reader(cfg.reader, codec) if cfg.modality == "vector" else codec
+    if reader_parameters(reader) and world > 1:
+        raise ValueError("--reader trainable runs in one process for now (its weights sit "
+                         "outside the DDP-wrapped VST); drop torchrun or use --reader frozen")
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:  # the checkpoint's model config wins (alpha was measured once)
         from vst.checkpoint import read_state
@@ -257,10 +267,12 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         mcfg = build_model_config(cfg, train_src)
     model = VST(mcfg).to(device)
     use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
-    opt = make_optimizer(model, cfg, fused=device.type == "cuda")
+    opt = make_optimizer(model, cfg, fused=device.type == "cuda",
+                         reader_params=reader_parameters(reader))
     step = 0
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, opt, rank=rank)
+        restore_reader(reader, ckpt)
         step = state["step"]
         if state.get("world", world) != world:
             print(
@@ -311,7 +323,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
                 model,
                 val_src,
                 collate,
-                codec=codec,
+                codec=reader,
                 k=cfg.dec_pages if cfg.eval_pages is None else cfg.eval_pages,
                 batches=cfg.eval_batches,
                 batch_size=min(cfg.batch_size, max(1, len(val_src))),
@@ -329,12 +341,15 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     # decoder-CE's FLOPs per page read (forward + backward to the tokens), counted once
     # on real pages of the first batch: with the mini codec it is ~27x the `tiny` trunk's
     # cost per page, so a comparison at equal FLOPs must include it (vst/flops.py)
+    # (a trainable reader's weight gradients are counted too)
     dec_page_flops = 0.0
     if mcfg.modality == "vector" and cfg.dec > 0 and codec is not None:
         from vst.flops import per_page_flops
 
         sample = [p[2] for w in loader.windows(step)[:4] for p in w.pages][:8]
-        dec_page_flops = per_page_flops(codec, sample, lines=cfg.dec_lines or None)
+        dec_page_flops = per_page_flops(reader, sample, lines=cfg.dec_lines or None,
+                                        weight_grads=bool(reader_parameters(reader)),
+                                        causal=cfg.leak_free and reader.n_lines > 1)
     train_flops = resumed_flops(ckpt) if ckpt is not None else 0.0
     history: list[dict[str, float]] = []
     evals: list[dict[str, float]] = []
@@ -345,8 +360,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     model.train()
     # windows are a pure function of the step, so the next batch is read ahead in a thread
     # while this one computes; the order (and resume) is unaffected
-    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vst-data")
-    pending = reader.submit(loader.windows, step)
+    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vst-data")
+    pending = prefetch.submit(loader.windows, step)
     train_seconds = resumed_seconds(ckpt) if ckpt is not None else 0.0
     # what the run has read so far, across resumes (the last checkpoint's history carries
     # the totals): scaling fits need data seen, not only compute
@@ -360,9 +375,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
             break
         lr = lr_at(step, cfg, used)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         windows = pending.result()
-        pending = reader.submit(loader.windows, step + 1)
+        pending = prefetch.submit(loader.windows, step + 1)
         terms, n_tok = _accumulate(
             windows,
             cfg.grad_accum,
@@ -371,12 +386,13 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
             model,
             trunk,
             lcfg,
-            codec,
+            reader,
             autocast,
             world,
         )
         gnorm = (
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(
+                [*model.parameters(), *reader_parameters(reader)], cfg.grad_clip)
             if cfg.grad_clip > 0
             else torch.zeros(())
         )
@@ -426,7 +442,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
                           "train_seconds": train_seconds, **run_eval()})
             paused = True
         if cfg.save_every > 0 and step % cfg.save_every == 0 and step < cfg.steps:
-            save_checkpoint(out, step, model, opt, ckpt_state(), rank, world, cfg.keep)
+            save_checkpoint(out, step, model, opt, ckpt_state(), rank, world, cfg.keep,
+                            reader_extra(reader))
             paused = True
         if paused:  # throughput counts training only
             t_window, tok_window = time.perf_counter(), 0
@@ -435,15 +452,16 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
             if bar is not None:
                 bar.close()
             logger.close()
-            reader.shutdown(cancel_futures=True)
+            prefetch.shutdown(cancel_futures=True)
             return {"halted_at": step, "history": history}
-    reader.shutdown()
+    prefetch.shutdown()
     if bar is not None:
         bar.close()
     final_eval = {"step": step, "train_flops": train_flops, "train_seconds": train_seconds,
                   **run_eval()}
     evals.append(final_eval)
-    path = save_checkpoint(out, step, model, opt, ckpt_state(), rank, world, cfg.keep)
+    path = save_checkpoint(out, step, model, opt, ckpt_state(), rank, world, cfg.keep,
+                           reader_extra(reader))
     logger.close()
     elapsed = time.perf_counter() - t_start
     result = {

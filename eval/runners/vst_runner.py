@@ -187,6 +187,6 @@ def _codec_for(state: dict[str, Any], name: str | None) -> Any:
         from codec import load_codec
 
         return load_codec(name)
-    from vst.train_config import TrainConfig
+    from vst.reader import load_reader
 
-    return TrainConfig.from_dict(state.get("train_config", {})).load_codec()
+    return load_reader(state)
