@@ -30,6 +30,7 @@ from typing import Any, Optional
 import numpy as np
 
 VST_FAMILY = "vst"
+CONTROL_FAMILY = "reader-control"  # the VST's reader trained alone on null tokens
 Z_NOISE = 2.0  # a held-out trial is "within seed noise" if |measured - fit| <= 2 sigma_seed
 
 

@@ -38,7 +38,9 @@ from typing import Any, Optional
 from vst.train_config import TrainConfig
 
 MIN_STEPS = 20  # trials with fewer optimizer steps are flagged in the summary
-FAMILY_LABEL = {"learn": "vst", "text-bytes": "text-bytes", "text-cl100k": "text-cl100k"}
+FAMILY_LABEL = {"learn": "vst", "text-bytes": "text-bytes", "text-cl100k": "text-cl100k",
+                "hier": "vst-hier", "hier-control": "reader-control"}
+CONTROL = "hier-control"  # its VST is never trained: one depth (the smallest) is enough
 
 
 def recipe_of(name: str) -> str:
@@ -54,7 +56,8 @@ class SweepConfig:
         # report.html (re-run to resume)
     data: str = "synthetic"  # token store (one store, one held-out split for all), or 'synthetic'
     family: list[str] = field(default_factory=lambda: ["learn", "text-bytes"])  # recipes to
-        # sweep, repeatable: learn (the VST) | text-bytes | text-cl100k
+        # sweep, repeatable: learn (the VST) | text-bytes | text-cl100k | hier (the VST with
+        # its hierarchical reader) | hier-control (that reader alone on null tokens)
     depth: list[int] = field(default_factory=lambda: [2, 3, 4])  # model sizes (the depth
         # dial; width follows depth), repeatable
     budget: list[float] = field(default_factory=lambda: [2e12, 6e12, 1.8e13])  # training
@@ -120,7 +123,8 @@ class Trial:
 def plan(cfg: SweepConfig) -> list[Trial]:
     """The grid, then the extra seeds of the noise configuration."""
     lrs = cfg.lr or [None]
-    grid = [Trial(r, d, float(b), cfg.seed, lr) for r in cfg.family for d in sorted(cfg.depth)
+    grid = [Trial(r, d, float(b), cfg.seed, lr) for r in cfg.family
+            for d in (sorted(cfg.depth)[:1] if r == CONTROL else sorted(cfg.depth))
             for b in sorted(cfg.budget) for lr in lrs]
     depths = sorted(cfg.depth)
     nd = cfg.noise_depth if cfg.noise_depth is not None else depths[len(depths) // 2]
@@ -327,8 +331,10 @@ def trial_row(cfg: SweepConfig, trial: Trial) -> dict[str, Any]:
                                         "wall_clock_s")})
     row.update({k: ev.get(k) for k in ("bpb_pred", "bpb_true", "bpb_null", "bpb_text")})
     text = m.get("modality") == "text"
-    # the family's headline: a text model's own bpb; the VST's predictions through the decoder
-    row["bpb"] = ev.get("bpb_text") if text else ev.get("bpb_pred")
+    # the family's headline: a text model's own bpb; the VST's predictions through the
+    # decoder (leak-free); the reader-only control's reader on null tokens
+    row["bpb"] = ev.get("bpb_text") if text else ev.get(
+        "bpb_null" if tcfg.get("reader_input") == "null" else "bpb_pred")
     # validation loss as trained: text cross-entropy (nats/token); the VST recipe's
     # decoder-CE (nats/byte), which is bpb_pred in nats
     row["val_loss"] = ev.get("val_ce") if text else (
@@ -373,7 +379,7 @@ def positions_per_document(cfg: SweepConfig, families: list[str], docs: int = 20
     for doc in ids:
         tokens, texts = val.document(doc)
         for fam in families:
-            if fam == "vst":
+            if fam.startswith("vst") or fam == FAMILY_LABEL[CONTROL]:
                 totals[fam] += tokens.shape[0] * tokens.shape[1]
             else:
                 encode = text_codec(fam.split("-", 1)[1])[0]
