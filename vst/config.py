@@ -44,12 +44,25 @@ class ModelConfig:
     # pi * p(line | x_hat) + (1 - pi) * p(line | null token), a proper likelihood that
     # falls back to the decoder's prior where the prediction is unsure (vst/losses.py)
     gate: bool = False
+    # a K-way mixture read-out (0: off): the head emits K candidate tokens and K mixture
+    # logits per position, and the decoder reads each line as
+    # -log sum_k softmax(logits)_k * p(line | component k's page) (vst/losses.py)
+    mixture: int = 0
     energy_noise_dim: int = 64
     energy_blocks: int = 2
     energy_samples: int = 8  # samples per position for the energy score
     # instruction tuning (vst/sft.py): learned special input vectors that mark segment
     # starts and the end of a response, and a stop head ("this page ends the answer")
     specials: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mixture < 0:
+            raise ValueError(f"--mixture must be >= 0; got {self.mixture}")
+        if self.mixture and (self.modality != "vector" or self.head != "regression" or self.gate):
+            # the gate is a two-way mixture with the null token, which a K-way mixture can
+            # learn as a component; the energy head samples instead of emitting candidates
+            raise ValueError("--mixture needs the vector modality and the regression head, "
+                             "without --gate")
 
     @property
     def d_model(self) -> int:

@@ -5,7 +5,9 @@ the true page text given (a) the VST's predicted tokens, (b) the true tokens (th
 a perfect VST would reach) and (c) null tokens (the decoder's prior alone). (a) is
 leak-free where the decoder reads by lines (`bpb_pred`: each line read without the slots
 after it, `Codec.causal_text_nll`), with the page-wide reading beside it (`bpb_pred_bidir`). The text
-baseline reports its own bits per byte on exactly the same pages of the same windows.
+baseline reports its own bits per byte on exactly the same pages of the same windows. A
+mixture model's (a) is its mixture likelihood, read both ways, and `bpb_pred_top` reads
+its most-weighted candidates alone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from vst.data import Batch, Loader, WindowSource
+from vst.heads import pick
 from vst.losses import decoder_nll, gather_pages, page_nll, scored_pages, window_mean
 from vst.model import VST
 
@@ -102,7 +105,11 @@ def _evaluate(
             add("nll_pages", (ce * s).sum())
             add("bytes_pages", (batch.n_bytes * s).sum())
             continue
-        x_hat = model.head(h).float()  # the energy head's forward draws one sample
+        if model.cfg.mixture:  # the point prediction is each slot's most-weighted candidate
+            cands, logits = (t.float() for t in model.head.components(h))
+            x_hat = pick(cands, logits.argmax(-1))
+        else:
+            x_hat = model.head(h).float()  # the energy head's forward draws one sample
         x = batch.targets
         add("val_mse", window_mean((x_hat - x).square().mean(-1), batch.valid))
         add("val_cos", window_mean(F.cosine_similarity(x_hat, x, dim=-1, eps=1e-6), batch.valid))
@@ -122,6 +129,12 @@ def _evaluate(
                     nlls["pred"] = decoder_nll(codec, pred, texts, causal=True)
                 except NotImplementedError:  # a decoder that reads the page as one unit
                     del nlls["pred_bidir"]
+                if model.cfg.mixture:  # the model's own likelihood is the K-way mixture
+                    nlls["pred_top"] = nlls["pred"]  # the most-weighted candidates alone
+                    c, mix = gather_pages(cands, batch, k)[0], gather_pages(logits, batch, k)[0]
+                    for name, causal in (("pred", "pred_bidir" in nlls), ("pred_bidir", False)):
+                        if name in nlls:
+                            nlls[name] = page_nll(codec, c, texts, causal=causal, mix=mix)
                 for name, (nll, _) in nlls.items():
                     add(f"nll_{name}", nll.sum())
                 add("bytes", nlls["true"][1].sum())
@@ -140,7 +153,8 @@ def _evaluate(
     for key in ("val_mse", "val_cos", "val_norm"):
         out[key] = sums[key] / n_batches
     if "bytes" in sums:
-        for name in ("pred", "pred_bidir", "true", "null", "pred_tokens"):
-            if f"nll_{name}" in sums:  # pred_tokens: a gated model's tokens, read alone
+        for name in ("pred", "pred_bidir", "true", "null", "pred_tokens", "pred_top"):
+            if f"nll_{name}" in sums:  # pred_tokens: a gated model's tokens, read alone;
+                # pred_top: a mixture's most-weighted candidates, read alone
                 out[f"bpb_{name}"] = sums[f"nll_{name}"] / (LN2 * max(sums["bytes"], 1))
     return out

@@ -2,7 +2,9 @@
 
 Prefill runs the prompt once into the KV cache; every further token costs one position.
 The regression head emits its prediction; the energy head *samples* (it never averages),
-so repeated runs with different seeds give different continuations.
+so repeated runs with different seeds give different continuations; a mixture head
+(`--mixture K`) draws one of its K candidates by its weight (the most-weighted one
+without a generator).
 """
 
 from __future__ import annotations
@@ -126,7 +128,9 @@ def _predict(model: VST, h: torch.Tensor, generator: torch.Generator | None) -> 
             torch.set_rng_state(state)
             return x
         return model.head.sample(h, 1)[0]
-    return model.head(h)
+    if model.cfg.mixture and generator is not None:  # a candidate drawn by its weight
+        return model.head.sample(h, generator)
+    return model.head(h)  # a mixture's head: the most-weighted candidate
 
 
 @dataclass

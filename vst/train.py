@@ -113,7 +113,7 @@ def mean_token_norm(source: WindowSource, windows: int = 16) -> float:
 
 def build_model_config(cfg: TrainConfig, source: WindowSource) -> ModelConfig:
     copied = ("modality", "mlp", "head", "norm_proj", "energy_samples", "head_init", "aux_head",
-              "gate")  # the same name and meaning in both configs
+              "gate", "mixture")  # the same name and meaning in both configs
     over: dict[str, Any] = {name: getattr(cfg, name) for name in copied}
     over.update(D=source.D, grid=tuple(source.grid))
     if cfg.depth is not None:
@@ -407,6 +407,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         terms = reduce_terms(terms, world)
         step_flops = positions * flops_tok
         if "dec_n" in terms:  # pages read by decoder-CE over all ranks and micro-batches
+            # (a mixture reads each scored page once per candidate: vst/losses.py)
             step_flops += terms["dec_n"] * cfg.grad_accum * world * dec_page_flops
         train_flops += step_flops
         train_seconds += terms.pop("step_seconds")

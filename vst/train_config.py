@@ -58,6 +58,9 @@ class TrainConfig:
         # main head gets decoder-CE only
     gate: bool = False  # a per-token gate: each line is read as a mixture of the prediction and
         # the decoder's prior (null token)
+    mixture: int = 0  # K > 0: a K-way mixture read-out; the head emits K candidate tokens and
+        # K mixture logits, and decoder-CE reads each line as the mixture of the K candidate
+        # pages (K times decoder-CE's cost, counted in the FLOPs); 0 = off
     leak_free: bool = True  # decoder-CE reads each line without the token slots after it (a
         # teacher-forced prediction has seen the earlier lines' true tokens), where the codec
         # reads by lines
