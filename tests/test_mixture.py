@@ -92,6 +92,7 @@ def test_an_untrained_zero_init_mixture_reads_as_the_prior(mini):
     ev = evaluate(model, src, collate, codec=codec, k=-1, batches=1, batch_size=2)
     for name in ("bpb_pred", "bpb_pred_bidir", "bpb_pred_top"):
         assert ev[name] == pytest.approx(ev["bpb_null"], rel=1e-5), (name, ev)
+    assert 1 / 4 < ev["val_mix_top"] < 1  # random logits: neither uniform nor collapsed
     # training starts at the prior too, and the random mixture logits (not the candidates, all
     # null) break the symmetry: the candidates' first gradients differ
     batch = collate([src.window(0)])

@@ -108,6 +108,8 @@ def _evaluate(
         if model.cfg.mixture:  # the point prediction is each slot's most-weighted candidate
             cands, logits = (t.float() for t in model.head.components(h))
             x_hat = pick(cands, logits.argmax(-1))
+            # the top candidate's mean weight: near 1 when the mixture has collapsed to one
+            add("val_mix_top", window_mean(logits.softmax(-1).amax(-1), batch.valid))
         else:
             x_hat = model.head(h).float()  # the energy head's forward draws one sample
         x = batch.targets
@@ -150,8 +152,9 @@ def _evaluate(
         out["bpb_text"] = sums["nll_pages"] / (LN2 * max(sums["bytes_pages"], 1))
         out["bpb_text_all"] = sums["nll_all"] / (LN2 * max(sums["bytes_all"], 1))
         return out
-    for key in ("val_mse", "val_cos", "val_norm"):
-        out[key] = sums[key] / n_batches
+    for key in ("val_mse", "val_cos", "val_norm", "val_mix_top"):
+        if key in sums:
+            out[key] = sums[key] / n_batches
     if "bytes" in sums:
         for name in ("pred", "pred_bidir", "true", "null", "pred_tokens", "pred_top"):
             if f"nll_{name}" in sums:  # pred_tokens: a gated model's tokens, read alone;
