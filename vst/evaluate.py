@@ -142,7 +142,7 @@ def _evaluate(
                 add("bytes", nlls["true"][1].sum())
                 if model.cfg.gate:  # the model's own likelihood is the gated mixture
                     gates = gather_pages(model.gate(h), batch, k)[0][..., 0]
-                    mix, _ = page_nll(codec, pred, texts, gates)
+                    mix, _ = page_nll(codec, pred, texts, gates, causal="pred_bidir" in nlls)
                     add("nll_pred_tokens", nlls["pred"][0].sum())
                     add("nll_pred", mix.sum() - nlls["pred"][0].sum())
     model.train(was_training)
