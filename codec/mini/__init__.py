@@ -29,6 +29,7 @@ from codec.mini import vocab
 from codec.mini.reader import line_nll
 from codec.mini.speculative import ReadStats
 from codec.mini.speculative import read_lines as fast_read_lines
+from data.errors import BadInput, MissingPath
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODE = "small"
@@ -46,7 +47,7 @@ def mode_config(mode: str, render_config=None, **overrides) -> MiniConfig:
     from render import get_preset
 
     if mode not in MODES:
-        raise ValueError(f"unknown mini mode {mode!r}; choose one of {', '.join(MODES)}")
+        raise BadInput(f"unknown mini mode {mode!r}; choose one of {', '.join(MODES)}")
     geometry = Geometry.of(render_config or get_preset(RENDER_PRESET))
     return MiniConfig(mode=mode, geometry=geometry, **{**MODES[mode], **overrides})
 
@@ -212,8 +213,8 @@ class MiniCodec(Codec):
         root = Path(path) if path is not None else WEIGHTS_DIR
         meta_path = root / f"{mode}.json"
         if not meta_path.exists():
-            raise FileNotFoundError(f"no mini codec weights for mode {mode!r} in {root} "
-                                    f"(train them with `vst codec train`)")
+            raise MissingPath(f"no mini codec weights for mode {mode!r} in {root}",
+                              hint="train them with `vst codec train`")
         meta = json.loads(meta_path.read_text())
         net = MiniNet(MiniConfig.from_dict(meta["model"]))
         net.load_state_dict({k: v.float() for k, v in
@@ -236,7 +237,7 @@ class MiniCodec(Codec):
 def _factory(mode: str = DEFAULT_MODE, path: str | Path | None = None, random_init: bool = False,
              device: str = "cpu", **kw) -> MiniCodec:
     if device != "cpu":
-        raise ValueError("the mini codec runs on CPU")
+        raise BadInput(f"the mini codec runs on CPU, not {device!r}")
     if random_init:
         return MiniCodec.random(mode, **kw)
     return MiniCodec.from_pretrained(mode, path, **kw)

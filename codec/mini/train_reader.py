@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from codec.mini import decode_pages
-from codec.mini.configs import ReaderTrainConfig, training_record
+from codec.mini.configs import ReaderTrainConfig, training_record, weights_dir
 from codec.mini.data import PageSample, bands_of
 from codec.mini.model import MiniConfig, MiniNet
 from codec.mini.reader import line_nll
+from data.errors import BadCheckpoint, existing_path
 from codec.mini.train import (
     corrupt,
     ink_batch,
@@ -45,15 +46,16 @@ def load_stage1(init: Path, mode: str, args: ReaderTrainConfig) -> tuple[MiniNet
     """A stage-1 checkpoint with a fresh causal reader, or a stage-2 one to train further."""
     from safetensors.torch import load_file
 
-    meta = json.loads((init / f"{mode}.json").read_text())
+    meta = json.loads(existing_path(init / f"{mode}.json", f"mode {mode!r} weights",
+                                    hint="check --init").read_text())
     cfg = dict(meta["model"], reader="causal", reader_dim=args.dim, reader_depth=args.depth,
                reader_heads=args.heads)
     net = MiniNet(MiniConfig.from_dict(cfg))
     state = {k: v.float() for k, v in load_file(str(init / f"{mode}.safetensors")).items()}
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("reader.") for k in missing):
-        raise ValueError(f"{init}/{mode}: checkpoint does not match (missing {missing}, "
-                         f"unexpected {unexpected})")
+        raise BadCheckpoint(f"{init}/{mode}: checkpoint does not match (missing {missing}, "
+                            f"unexpected {unexpected})")
     return net, meta
 
 
@@ -100,7 +102,7 @@ def train(args: ReaderTrainConfig) -> dict:
     render_config, workdir, val = run.render_config, run.workdir, run.val
     setter = Typesetter(render_config)
 
-    init = Path(args.init)
+    init = weights_dir(args.init)
     nets, metas = {}, {}
     for mode in args.modes.split(","):
         nets[mode], metas[mode] = load_stage1(init, mode, args)
@@ -138,8 +140,9 @@ def train(args: ReaderTrainConfig) -> dict:
             metrics = evaluate(nets, val, setter)
             record_validation(log, bar, history, step, t0, metrics, train_nats_per_char=shown)
             for mode, net in nets.items():  # a usable checkpoint at every validation
-                save(net, render_config, Path(args.out), meta_of(args, metas[mode], history, t0,
-                                                                   (len(run.train_texts), len(run.val_texts))))
+                save(net, render_config, weights_dir(args.out),
+                     meta_of(args, metas[mode], history, t0,
+                             (len(run.train_texts), len(run.val_texts))))
     bar.close()
     log.close()
     return {"minutes": (time.time() - t0) / 60, "history": history}
