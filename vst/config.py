@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+from data.errors import BadInput
+
 Modality = Literal["vector", "text"]
 RopeMode = Literal["1d", "3d"]
 
@@ -97,5 +99,5 @@ FLAVOURS: dict[str, dict[str, Any]] = {
 
 def flavour(name: str, **overrides: Any) -> ModelConfig:
     if name not in FLAVOURS:
-        raise ValueError(f"unknown flavour {name!r}; choose from {', '.join(FLAVOURS)}")
+        raise BadInput(f"unknown flavour {name!r}; choose from {', '.join(FLAVOURS)}")
     return ModelConfig(**{**FLAVOURS[name], **overrides})

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from data.errors import MissingPath
 from vst.config import ModelConfig
 from vst.model import VST
 
@@ -97,7 +98,8 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[VST, dict]:
     if not (ckpt / "state.json").exists():
         found = latest_checkpoint(ckpt)
         if found is None:
-            raise FileNotFoundError(f"no checkpoint in {ckpt}")
+            raise MissingPath(f"no checkpoint in {ckpt}",
+                              hint="give a run directory of `vst train` or `vst sft`")
         ckpt = found
     state = read_state(ckpt)
     model = VST(ModelConfig.from_dict(state["model_config"])).to(device)
