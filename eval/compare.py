@@ -29,6 +29,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
+from data.errors import BadInput
 from eval.generation_judge import Judge, corpus_vocabulary, judge_continuations
 from vst.data import collate_text, collate_vector, text_codec
 from vst.evaluate import Spread, evaluate
@@ -177,7 +178,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     from vst.train_config import TrainConfig
 
     if not cfg.store or not cfg.vst:
-        raise ValueError("compare needs --store and --vst")
+        raise BadInput("compare needs --store and --vst", hint="see vst eval compare --help")
     vst, vcfg, vres = load_run(cfg.vst)
     codec = TrainConfig.from_dict(vcfg).load_codec()  # the codec (and options) it trained with
     T = vst.cfg.tokens_per_page * vcfg["pages_per_window"]
