@@ -21,7 +21,7 @@ import contextlib
 import os
 import sys
 import traceback
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, NoReturn, Optional
 
 import typer
 from typer import Context
@@ -90,6 +90,16 @@ class ReportingCommand(ReportsErrors, TyperCommand):
 def debug_option(debug: bool = typer.Option(
         False, "--debug", help=f"Show the traceback of any error (also: {DEBUG_ENV}=1).")) -> None:
     """The root command's callback: --debug is read back from the context by `debugging`."""
+
+
+def raise_remote(err: BaseException) -> NoReturn:
+    """Re-raise an error that came back from Ray: a user's mistake as itself (one line at
+    the command line), anything else as Ray's wrapper, whose message holds the remote
+    traceback of the bug."""
+    cause = remote_cause(err)
+    if isinstance(cause, UserError):
+        raise cause from None
+    raise err
 
 
 def remote_cause(err: BaseException) -> BaseException:
