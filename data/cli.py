@@ -82,8 +82,9 @@ def verify_command(
         help="One part id (e.g. 7 or part-00007).")] = None,
 ) -> None:
     """Recompute checksums; exit 1 on corruption."""
-    from data.store import StoreCorruptError, verify_part, verify_store
+    from data.store import StoreCorruptError, read_store_meta, verify_part, verify_store
 
+    read_store_meta(root)  # not a store at all: the user's mistake (status 2), not corruption
     try:
         if part is not None:
             verify_part(root, int(part) if part.isdigit() else part)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from codec.mini import MODES, WEIGHTS_DIR
+from data.errors import existing_path
 
 # A weights flag's symbolic value: the weights this repository ships (codec/mini/weights,
 # wherever the package is installed). A symbol, not the absolute path, keeps `--help` and
@@ -30,6 +31,13 @@ SHIPPED = "shipped"
 def weights_dir(value: str) -> Path:
     """The folder a weights flag (--init, --out) names: `shipped`, or a path."""
     return WEIGHTS_DIR if value == SHIPPED else Path(value)
+
+
+def init_files(value: str, modes: str, suffix: str) -> dict[str, Path]:
+    """{mode: its file in the --init folder}, each checked before any data is read."""
+    folder = weights_dir(value)
+    return {mode: existing_path(folder / f"{mode}{suffix}", f"mode {mode!r} weights",
+                                hint="check --init") for mode in modes.split(",")}
 
 
 @dataclass

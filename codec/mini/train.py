@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from codec.mini import RENDER_PRESET, mode_config
-from codec.mini.configs import CodecTrainConfig, MiniRunConfig, training_record, weights_dir
+from codec.mini.configs import (CodecTrainConfig, MiniRunConfig, init_files, training_record,
+                                weights_dir)
 from codec.mini.ctc import band_nll, best_path
 from codec.mini.data import PageSample, PageStream, bands_of, collate, render_pages
 from codec.mini.model import GlyphProbe, MiniNet, to_ink
-from data.errors import existing_path
 
 
 def load_texts(corpus: str | None, workdir: Path, n_docs: int) -> list[str]:
@@ -212,6 +212,7 @@ def record_validation(log, bar, history: list[dict], step: int, t0: float, metri
 def train(args: CodecTrainConfig) -> dict:
     from tqdm import tqdm
 
+    init = init_files(args.init, args.modes, ".safetensors") if args.init else {}
     run = start_run(args)
     render_config, workdir, train_texts, val_texts, val = (
         run.render_config, run.workdir, run.train_texts, run.val_texts, run.val)
@@ -223,12 +224,11 @@ def train(args: CodecTrainConfig) -> dict:
         if nets:  # one line encoder shared by every mode
             net.encoder = next(iter(nets.values())).encoder
         nets[mode] = net
-    if args.init:  # continue from a checkpoint folder (e.g. to anneal or fine-tune)
+    if init:  # continue from a checkpoint folder (e.g. to anneal or fine-tune)
         from safetensors.torch import load_file
 
         for mode, net in nets.items():
-            state = load_file(existing_path(weights_dir(args.init) / f"{mode}.safetensors",
-                                            f"mode {mode!r} weights", hint="check --init"))
+            state = load_file(str(init[mode]))
             net.load_state_dict({k: v.float() for k, v in state.items()})
     probes = {mode: GlyphProbe(net.cfg) for mode, net in nets.items()}  # training aid only
     params = list({id(p): p for m in [*nets.values(), *probes.values()]

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from codec.mini import decode_pages
-from codec.mini.configs import ReaderTrainConfig, training_record, weights_dir
+from codec.mini.configs import ReaderTrainConfig, init_files, training_record, weights_dir
 from codec.mini.data import PageSample, bands_of
 from codec.mini.model import MiniConfig, MiniNet
 from codec.mini.reader import line_nll
-from data.errors import BadCheckpoint, existing_path
+from data.errors import BadCheckpoint
 from codec.mini.train import (
     corrupt,
     ink_batch,
@@ -46,8 +46,7 @@ def load_stage1(init: Path, mode: str, args: ReaderTrainConfig) -> tuple[MiniNet
     """A stage-1 checkpoint with a fresh causal reader, or a stage-2 one to train further."""
     from safetensors.torch import load_file
 
-    meta = json.loads(existing_path(init / f"{mode}.json", f"mode {mode!r} weights",
-                                    hint="check --init").read_text())
+    meta = json.loads((init / f"{mode}.json").read_text())
     cfg = dict(meta["model"], reader="causal", reader_dim=args.dim, reader_depth=args.depth,
                reader_heads=args.heads)
     net = MiniNet(MiniConfig.from_dict(cfg))
@@ -98,6 +97,7 @@ def train(args: ReaderTrainConfig) -> dict:
 
     from render.layout import Typesetter
 
+    init_files(args.init, args.modes, ".json")  # a wrong --init fails before any data is read
     run = start_run(args)  # the same held-out documents as stage 1
     render_config, workdir, val = run.render_config, run.workdir, run.val
     setter = Typesetter(render_config)
