@@ -165,8 +165,9 @@ class Store:
         self.meta = read_store_meta(self.root)
         manifest_path = self.root / MANIFEST_FILE
         if not manifest_path.exists():
-            raise StoreOpenError(f"no {MANIFEST_FILE} in {self.root}: the conversion has not "
-                                 "finished", hint=f"re-run it, or `vst store consolidate {self.root}`")
+            raise StoreOpenError(
+                f"no {MANIFEST_FILE} in {self.root}: the conversion has not finished",
+                hint=f"re-run it, or `vst store consolidate {self.root}`")
         self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         self.part_names: list[str] = sorted(self.manifest["parts"])
         self._chunk_cache = _ChunkCache(cache_bytes)

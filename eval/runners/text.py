@@ -188,7 +188,8 @@ class VSTTextRunner(Runner):
 
             model, state = load_model(checkpoint, device)
         if model.cfg.modality != "text":
-            raise BadCheckpoint("this checkpoint is a vector VST; use the VST runner (--runner vst)")
+            raise BadCheckpoint("this checkpoint is a vector VST",
+                                hint="use the VST runner (--runner vst)")
         self.model = model.eval()
         self.device = model.doc_start.device
         self.tokenizer_name = tokenizer or state.get("train_config", {}).get("tokenizer", "bytes")

@@ -432,7 +432,8 @@ def _schedule(cfg: ConvertConfig, todo: list[int], workers: list, starting: dict
                 idle.append((new_codec(), new_renderer()))
                 # The worker's PartFailed names the document; a dead actor sends no error.
                 cause = remote_cause(err)
-                failure = cause if isinstance(cause, PartFailed) else PartFailed.of(part, None, cause)
+                failure = (cause if isinstance(cause, PartFailed)
+                           else PartFailed.of(part, None, cause))
                 attempts[part] += 1
                 if attempts[part] <= cfg.max_retries and not failure.expected:
                     print(f"[convert] {str(failure)[:300]}; retrying", flush=True)
