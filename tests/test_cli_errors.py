@@ -40,6 +40,7 @@ BAD_INPUTS: dict[str, list[str]] = {
     "corpus build": ["--out", "OUT", "--sources", "nope"],
     "corpus demo": ["--out", "OUT", "--n-docs", "0"],
     "corpus read": [f"{MISSING}.jsonl"],
+    "corpus instructions": ["EMPTY", "--out", "OUT"],
     "codec train": ["--corpus", f"{MISSING}.jsonl", "--workdir", "OUT", "--out", "OUT",
                     "--threads", "1"],
     "codec train-reader": ["--init", MISSING, "--workdir", "OUT", "--out", "OUT",
