@@ -80,21 +80,24 @@ class CodecWorker:
         # An error here is kept for `info` to raise: Ray reports an actor's failed start only
         # as text, while a method's error reaches the driver with its type (a wrong codec
         # spec or path is then one line for the user, not a remote traceback).
-        self.error: Optional[Exception] = None
+        self.codec, self.error = None, None
         try:
             self.codec = load_codec(cfg.codec, mode=cfg.codec_mode, path=cfg.codec_path,
                                     options=cfg.codec_options,
                                     trust_remote_code=cfg.trust_remote_code)
-        except Exception as err:  # noqa: BLE001 - raised again by info()
+        except Exception as err:  # noqa: BLE001 - raised again by every method
             self.error = err
             return
         if cfg.render_in_encoder:  # this actor renders its own parts
             warm_rendering()
 
-    def info(self) -> dict:
+    def loaded_codec(self) -> Any:
         if self.error is not None:
             raise self.error
-        return codec_info(self.codec)
+        return self.codec
+
+    def info(self) -> dict:
+        return codec_info(self.loaded_codec())
 
     def convert_part(self, cfg: ConvertConfig, part: int, render_config: Any, meta: dict,
                      renderer: Any) -> Iterator[tuple]:
@@ -107,7 +110,8 @@ class CodecWorker:
             ).remote(cfg.corpus, part, cfg.num_parts, cfg.read_kwargs(), render_config,
                      cfg.batch_size)
             messages = map(ray.get, stream)
-        yield from convert_part_stream(cfg, part, self.codec, render_config, meta, messages)
+        yield from convert_part_stream(cfg, part, self.loaded_codec(), render_config, meta,
+                                       messages)
 
 
 # ------------------------------------------------------------------------------ Ray session
