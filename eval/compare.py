@@ -29,6 +29,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
+from data.errors import BadInput
 from eval.generation_judge import Judge, corpus_vocabulary, judge_continuations
 from vst.data import collate_text, collate_vector, text_codec
 from vst.evaluate import Spread, evaluate
@@ -203,7 +204,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     from data.store import Store
 
     if not cfg.store or not cfg.vst:
-        raise ValueError("compare needs --store and --vst")
+        raise BadInput("compare needs --store and --vst", hint="see vst eval compare --help")
     vst, vstate, vres = load_run(cfg.vst)
     vcfg = vstate["train_config"]
     codec = load_reader(vstate)  # the codec it trained through, with its trained reader if any
@@ -217,7 +218,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     if cfg.control:
         cmodel, cstate, cres = load_run(cfg.control)
         if cstate["train_config"].get("reader_input") != "null":
-            raise ValueError(f"--control {cfg.control} is not a reader-only control run "
+            raise BadInput(f"--control {cfg.control} is not a reader-only control run "
                              "(train one with --recipe hier-control)")
         control = (cmodel, load_reader(cstate))
     truncated = next((lb for lb in texts if cfg.truncation and

@@ -35,6 +35,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
+from data.errors import BadInput, UserError
+from jobs.errors import remote_cause
 from vst.train_config import TrainConfig
 
 MIN_STEPS = 20  # trials with fewer optimizer steps are flagged in the summary
@@ -92,13 +94,13 @@ class SweepConfig:
     def __post_init__(self) -> None:
         bad = [f for f in self.family if f not in FAMILY_LABEL]
         if bad:
-            raise ValueError(f"unknown family {bad}; choose from {', '.join(FAMILY_LABEL)}")
+            raise BadInput(f"unknown family {bad}; choose from {', '.join(FAMILY_LABEL)}")
         if self.noise_family and recipe_of(self.noise_family) not in self.family:
-            raise ValueError(f"--noise-family {self.noise_family} is not in the grid's families")
+            raise BadInput(f"--noise-family {self.noise_family} is not in the grid's families")
         if self.fit_points not in ("frontier", "all"):
-            raise ValueError("--fit-points must be frontier or all")
+            raise BadInput("--fit-points must be frontier or all")
         if not (self.family and self.depth and self.budget):
-            raise ValueError("a sweep needs at least one --family, --depth and --budget")
+            raise BadInput("a sweep needs at least one --family, --depth and --budget")
 
 
 @dataclass(frozen=True)
@@ -297,7 +299,10 @@ def execute(cfg: SweepConfig, trials: list[Trial], log=print) -> dict[str, list[
                 log(f"done {t.name}: {info['steps']} steps in {info['seconds']:.0f} s")
             except Exception as err:  # one failed trial must not lose the others
                 status["failed"].append(t.name)
-                log(f"FAILED {t.name}: {type(err).__name__}: {str(err)[-500:]}")
+                cause = remote_cause(err)  # a user's mistake in one line, a bug with its trace
+                reason = str(cause) if isinstance(cause, UserError) else \
+                    f"{type(err).__name__}: {str(err)[-500:]}"
+                log(f"FAILED {t.name}: {reason}")
     finally:
         if started:
             ray.shutdown()

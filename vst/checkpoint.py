@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from data.errors import BadCheckpoint
+
 STATE = "state.json"
 
 
@@ -149,7 +151,8 @@ def load_extra(ckpt: Path, name: str) -> dict[str, torch.Tensor]:
     """A weight set `save_checkpoint(extra=...)` wrote."""
     path = Path(ckpt) / f"{name}.safetensors"
     if not path.exists():
-        raise FileNotFoundError(f"{ckpt} has no {name} weights ({path.name})")
+        raise BadCheckpoint(f"{ckpt} has no {name} weights ({path.name})",
+                            hint="the run's checkpoint is incomplete; resume or retrain it")
     return load_file(path)
 
 

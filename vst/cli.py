@@ -106,12 +106,9 @@ def chat(
     """
     import sys
 
-    from vst.chat import ChatSession, CodecMismatch, NotSFTModel, load_chat_model
+    from vst.chat import ChatSession, load_chat_model
 
-    try:
-        model, cdc, _ = load_chat_model(checkpoint, device, codec, codec_mode)
-    except (NotSFTModel, CodecMismatch, FileNotFoundError) as e:
-        raise typer.BadParameter(str(e), param_hint="CHECKPOINT") from e
+    model, cdc, _ = load_chat_model(checkpoint, device, codec, codec_mode)
     session = ChatSession(model, cdc, max_pages=max_pages, stop_threshold=stop_threshold,
                           seed=seed, max_new_tokens=max_new_tokens)
     context = context_file.read_text(encoding="utf-8") if context_file else ""

@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+from data.errors import BadInput
+
 Modality = Literal["vector", "text"]
 RopeMode = Literal["1d", "3d"]
 
@@ -57,11 +59,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.mixture < 0:
-            raise ValueError(f"--mixture must be >= 0; got {self.mixture}")
+            raise BadInput(f"--mixture must be >= 0; got {self.mixture}")
         if self.mixture and (self.modality != "vector" or self.head != "regression" or self.gate):
             # the gate is a two-way mixture with the null token, which a K-way mixture can
             # learn as a component; the energy head samples instead of emitting candidates
-            raise ValueError("--mixture needs the vector modality and the regression head, "
+            raise BadInput("--mixture needs the vector modality and the regression head, "
                              "without --gate")
 
     @property
@@ -110,5 +112,5 @@ FLAVOURS: dict[str, dict[str, Any]] = {
 
 def flavour(name: str, **overrides: Any) -> ModelConfig:
     if name not in FLAVOURS:
-        raise ValueError(f"unknown flavour {name!r}; choose from {', '.join(FLAVOURS)}")
+        raise BadInput(f"unknown flavour {name!r}; choose from {', '.join(FLAVOURS)}")
     return ModelConfig(**{**FLAVOURS[name], **overrides})

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from data.errors import MissingPath
 from vst.config import ModelConfig
 from vst.model import VST
 
@@ -148,7 +149,8 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[VST, dict]:
     if not (ckpt / "state.json").exists():
         found = latest_checkpoint(ckpt)
         if found is None:
-            raise FileNotFoundError(f"no checkpoint in {ckpt}")
+            raise MissingPath(f"no checkpoint in {ckpt}",
+                              hint="give a run directory of `vst train` or `vst sft`")
         ckpt = found
     state = read_state(ckpt)
     state["checkpoint"] = str(ckpt)  # where the run's other weights (its reader) are read from

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from data.errors import BadCheckpoint, BadInput
+
 READERS = ("frozen", "trainable")
 READER_INPUTS = ("vst", "null")
 
@@ -31,7 +33,7 @@ READER_INPUTS = ("vst", "null")
 def build_reader(reader: str, codec):
     """The codec itself (frozen), or a fresh trainable copy of its reader."""
     if reader not in READERS:
-        raise ValueError(f"--reader must be one of {', '.join(READERS)}; got {reader!r}")
+        raise BadInput(f"--reader must be one of {', '.join(READERS)}; got {reader!r}")
     return codec if reader == "frozen" else codec.trainable_reader()
 
 
@@ -62,7 +64,8 @@ def checkpoint_reader(state: dict[str, Any], codec):
     reader = build_reader(state.get("train_config", {}).get("reader", "frozen"), codec)
     if reader is not codec:
         if "checkpoint" not in state:
-            raise ValueError("a run with a trainable reader needs its checkpoint directory")
+            raise BadCheckpoint("a run with a trainable reader needs its checkpoint directory",
+                                hint="load it with vst.generate.load_model")
         restore_reader(reader, state["checkpoint"])
     return reader
 

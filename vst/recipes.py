@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from data.errors import BadInput
+
 RECIPES: dict[str, dict[str, Any]] = {
     # The VST recipe (docs/experiments.md, "The VST has to learn"): decoder-CE alone, on
     # every page of every window, reading a random 4 of each page's 32 lines (an unbiased
@@ -61,5 +63,5 @@ RECIPES["hier-control"] = {**RECIPES["hier"], "reader_input": "null"}
 
 def recipe_overrides(name: str) -> dict[str, Any]:
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+        raise BadInput(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
     return dict(RECIPES[name])

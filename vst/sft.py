@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from data.errors import BadCheckpoint, BadInput, MissingPath
 from vst.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from vst.reader import reader_extra
 from vst.config import ModelConfig
@@ -45,7 +46,7 @@ def resolve_base(path: str | Path) -> Path:
         return p
     found = latest_checkpoint(p)
     if found is None:
-        raise FileNotFoundError(f"no checkpoint in {p} (a `vst train` run directory?)")
+        raise MissingPath(f"no checkpoint in {p}", hint="--base takes a `vst train` run directory")
     return found
 
 
@@ -85,7 +86,7 @@ def sft_model_from_base(base: Path, device) -> VST:
     state = read_state(base)
     mcfg = ModelConfig.from_dict(state["model_config"])
     if mcfg.modality != "vector":
-        raise ValueError("vst sft tunes a VST (vector modality); the base is a text model")
+        raise BadCheckpoint("vst sft tunes a VST (vector modality); the base is a text model")
     model = VST(mcfg.with_(specials=N_SPECIALS)).to(device)
     from safetensors.torch import load_file
 
@@ -185,7 +186,7 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
     """
     rank, world, local_rank = dist_env()
     if world > 1 and cfg.batch_size % world:
-        raise ValueError(f"--batch-size {cfg.batch_size} must split evenly over {world} ranks")
+        raise BadInput(f"--batch-size {cfg.batch_size} must split evenly over {world} ranks")
     with process_group(world, cuda=cfg.device.startswith("cuda")):
         return _sft(cfg, codec, rank, world, local_rank)
 
@@ -223,8 +224,9 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
     else:
         model = sft_model_from_base(base, device)
     if (codec.D, codec.n) != (model.cfg.D, model.cfg.tokens_per_page):
-        raise ValueError(f"codec D={codec.D}, n={codec.n} does not match the base model's "
-                         f"D={model.cfg.D}, n={model.cfg.tokens_per_page}")
+        raise BadCheckpoint(f"codec D={codec.D}, n={codec.n} does not match the base model's "
+                            f"D={model.cfg.D}, n={model.cfg.tokens_per_page}",
+                            hint="leave --codec unset to use the base run's own")
     skips = SkipLog()
     train_s, val_s = split_samples(cfg, skips)
     if cfg.mix_budget > 0:
@@ -233,7 +235,7 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
             pools.setdefault(s.family, []).append(s)
         train_s = mix_by_answer_tokens(pools, {k: 1.0 for k in pools}, cfg.mix_budget, cfg.seed)
     if not train_s:
-        raise ValueError(f"no usable training samples in {cfg.data} ({len(skips)} skipped)")
+        raise BadInput(f"no usable training samples in {cfg.data} ({len(skips)} skipped)")
     cache: dict[str, EncodedSample] = {}
 
     def enc(s):  # each distinct sample is rendered and encoded once

@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import torch
 
+from data.errors import BadInput, BadStore
 from vst.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vst.config import ModelConfig, flavour
 from vst.data import Loader, WindowSource, collate_text, collate_vector, text_codec
@@ -72,10 +73,10 @@ def _check_codec_matches_store(cfg: TrainConfig, codec, rank: int) -> None:
 
     meta = read_store_meta(cfg.data)
     if (codec.D, codec.n) != (meta.D, meta.n):
-        raise ValueError(
+        raise BadStore(
             f"codec {cfg.codec} has D={codec.D}, n={codec.n}; the store has "
-            f"D={meta.D}, n={meta.n}: decoder-CE and bpb need the store's codec"
-        )
+            f"D={meta.D}, n={meta.n}: decoder-CE and bpb need the store's codec",
+            hint="--codec auto uses the store's own")
     if str(getattr(codec, "version", "")) != meta.codec_version:
         print(
             f"warning: codec version {codec.version} differs from the store's {meta.codec_version}"
@@ -256,7 +257,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     # what decoder-CE and evaluation read the predictions with (vst/reader.py)
     reader = build_reader(cfg.reader, codec) if cfg.modality == "vector" else codec
     if reader_parameters(reader) and world > 1:
-        raise ValueError("--reader trainable runs in one process for now (its weights sit "
+        raise BadInput("--reader trainable runs in one process for now (its weights sit "
                          "outside the DDP-wrapped VST); drop torchrun or use --reader frozen")
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:  # the checkpoint's model config wins (alpha was measured once)
@@ -501,7 +502,8 @@ def _accumulate(windows, accum, collate, device, model, trunk, lcfg, codec, auto
     gradients only on the last micro-batch.
     """
     if len(windows) % accum:
-        raise ValueError(f"{len(windows)} windows per rank do not split into {accum} micro-batches")
+        raise BadInput(f"{len(windows)} windows per rank do not split into {accum} micro-batches",
+                       hint="make --batch-size a multiple of --grad-accum")
     size = len(windows) // accum
     ddp = trunk if world > 1 else None
     sums: dict[str, torch.Tensor] = {}

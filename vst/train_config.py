@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional
 
+from data.errors import BadInput
 from vst.losses import LossConfig
 
 
@@ -127,15 +128,15 @@ class TrainConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(
+                raise BadInput(
                     f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}; "
                     f"got {getattr(self, name)!r}"
                 )
         if self.reader_input == "null" and self.reader == "frozen":
-            raise ValueError("--reader-input null trains the reader alone: it needs --reader "
+            raise BadInput("--reader-input null trains the reader alone: it needs --reader "
                              "trainable (a frozen reader's control is its prior, bpb_null)")
         if self.head == "energy" and self.energy_samples < 2:
-            raise ValueError("the energy head needs --energy-samples >= 2")
+            raise BadInput("the energy head needs --energy-samples >= 2")
 
     def loss_config(self) -> LossConfig:
         """The loss weights and coverage: the fields `LossConfig` shares with this config."""

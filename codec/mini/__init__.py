@@ -11,6 +11,7 @@ See docs/codec.md and codec/mini/MODEL_CARD.md.
 
 from __future__ import annotations
 
+
 import copy
 import json
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from codec.mini import vocab
 from codec.mini.reader import line_nll
 from codec.mini.speculative import ReadStats
 from codec.mini.speculative import read_lines as fast_read_lines
+from data.errors import BadCheckpoint, BadInput, MissingPath
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODE = "small"
@@ -48,7 +50,7 @@ def mode_config(mode: str, render_config=None, **overrides) -> MiniConfig:
     from render import get_preset
 
     if mode not in MODES:
-        raise ValueError(f"unknown mini mode {mode!r}; choose one of {', '.join(MODES)}")
+        raise BadInput(f"unknown mini mode {mode!r}; choose one of {', '.join(MODES)}")
     geometry = Geometry.of(render_config or get_preset(RENDER_PRESET))
     return MiniConfig(mode=mode, geometry=geometry, **{**MODES[mode], **overrides})
 
@@ -210,7 +212,7 @@ class MiniCodec(Codec):
         copy is a codec like this one (same tokens, likelihoods, decoding); the encoder
         and this codec stay frozen and untouched."""
         if self.net.reader is None:
-            raise ValueError(f"{self.version} has no causal reader to train")
+            raise BadInput(f"{self.version} has no causal reader to train")
         net = copy.deepcopy(self.net)
         net.readout.view = "line"
         reader = MiniCodec(net, self.render_config, f"{self.version}+reader",
@@ -229,7 +231,7 @@ class MiniCodec(Codec):
         """Load `reader_state` weights; every reader weight must be present."""
         missing = set(self.reader_state()) - set(state)
         if missing:
-            raise ValueError(f"reader weights missing: {sorted(missing)[:4]}...")
+            raise BadCheckpoint(f"reader weights missing: {sorted(missing)[:4]}...")
         self.net.load_state_dict({**self.net.state_dict(), **state})
 
     def cost_key(self, texts: Sequence[str]) -> tuple[tuple, list[str]]:
@@ -265,8 +267,8 @@ class MiniCodec(Codec):
         root = Path(path) if path is not None else WEIGHTS_DIR
         meta_path = root / f"{mode}.json"
         if not meta_path.exists():
-            raise FileNotFoundError(f"no mini codec weights for mode {mode!r} in {root} "
-                                    f"(train them with `vst codec train`)")
+            raise MissingPath(f"no mini codec weights for mode {mode!r} in {root}",
+                              hint="train them with `vst codec train`")
         meta = json.loads(meta_path.read_text())
         net = MiniNet(MiniConfig.from_dict(meta["model"]))
         net.load_state_dict({k: v.float() for k, v in
@@ -289,7 +291,7 @@ class MiniCodec(Codec):
 def _factory(mode: str = DEFAULT_MODE, path: str | Path | None = None, random_init: bool = False,
              device: str = "cpu", **kw) -> MiniCodec:
     if device != "cpu":
-        raise ValueError("the mini codec runs on CPU")
+        raise BadInput(f"the mini codec runs on CPU, not {device!r}")
     if random_init:
         return MiniCodec.random(mode, **kw)
     return MiniCodec.from_pretrained(mode, path, **kw)
