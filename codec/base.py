@@ -79,17 +79,36 @@ class Codec(abc.ABC):
     n_lines: int = 1
 
     def line_nll(
-        self, tokens: torch.Tensor, texts: Sequence[str], which: torch.Tensor | None = None
+        self, tokens: torch.Tensor, texts: Sequence[str], which: torch.Tensor | None = None,
+        causal: bool = False,
     ) -> TextNLL:
         """Per-line NLL [B, k] and UTF-8 bytes [B, k] of the lines `which` [B, k] of each
-        page (None: all `n_lines`), differentiable w.r.t. `tokens`.
+        page (None: all `n_lines`), differentiable w.r.t. `tokens`; `causal`: each line
+        read without the token slots after it (`causal_text_nll`).
 
         A page's lines are scored independently given its tokens, so their NLLs add up
         to `text_nll`. Backends whose likelihood does not split into lines have one line
         per page (this default).
         """
-        out = self.text_nll(tokens, texts)
+        out = self.causal_text_nll(tokens, texts) if causal else self.text_nll(tokens, texts)
         return TextNLL(nll=out.nll[:, None], n_bytes=out.n_bytes[:, None])
+
+    def causal_text_nll(self, tokens: torch.Tensor, texts: Sequence[str]) -> TextNLL:
+        """`text_nll` with each line read as if every token slot after its own line were
+        null: the leak-free score of a VST's teacher-forced predictions, whose later
+        slots have seen this line's true token. Backends whose decoder reads the whole
+        page at once raise NotImplementedError."""
+        raise NotImplementedError(f"the {self.name} decoder reads the page as one unit")
+
+    #: True for the copy `trainable_reader` returns (its weights belong to a VST run)
+    is_trainable_reader: bool = False
+
+    def trainable_reader(self) -> "Codec":
+        """A trainable copy of the decoder, initialised from its weights, that reads each
+        line from its own token slot only (the hierarchical reader, vst's `--reader
+        trainable`); its `parameters()` that require grad are the ones to train, and
+        `reader_state` / `load_reader_state` save and restore them."""
+        raise NotImplementedError(f"the {self.name} codec has no trainable reader")
 
     def sample_lines(self, pages: int, k: int, generator: torch.Generator | None = None
                      ) -> torch.Tensor | None:
@@ -101,16 +120,17 @@ class Codec(abc.ABC):
 
     def text_nll_sample(
         self, tokens: torch.Tensor, texts: Sequence[str], lines: int,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, causal: bool = False,
     ) -> TextNLL:
-        """A cheaper, unbiased training estimate of `text_nll`: the NLL of a random sample
-        of `lines` lines of each page, scaled up to the whole page, and the page's bytes;
-        differentiable w.r.t. `tokens`. Exact (`text_nll`) without per-line structure.
+        """A cheaper, unbiased training estimate of `text_nll` (`causal`: of
+        `causal_text_nll`): the NLL of a random sample of `lines` lines of each page,
+        scaled up to the whole page, and the page's bytes; differentiable w.r.t. `tokens`.
+        Exact without per-line structure.
         """
         which = self.sample_lines(len(texts), lines, generator)
         if which is None:
-            return self.text_nll(tokens, texts)
-        out = self.line_nll(tokens, texts, which)
+            return self.causal_text_nll(tokens, texts) if causal else self.text_nll(tokens, texts)
+        out = self.line_nll(tokens, texts, which, causal)
         return TextNLL(nll=out.nll.sum(1) * (self.n_lines / which.shape[1]),
                        n_bytes=utf8_bytes(texts))
 

@@ -18,6 +18,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from data.errors import BadCheckpoint, BadInput, MissingPath
+
 # File names a Hugging Face checkpoint directory may hold.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -25,7 +27,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BadCheckpoint):
     """A checkpoint directory that cannot back a codec (missing, incomplete, wrong model)."""
 
 
@@ -79,11 +81,11 @@ def resolve_checkpoint_dir(path: str | os.PathLike | None, codec_name: str, env_
         )
     directory = Path(path).expanduser()
     if not directory.exists():
-        raise FileNotFoundError(f"{codec_name}: checkpoint directory {directory} does not exist")
+        raise MissingPath(f"{codec_name}: checkpoint directory {directory} does not exist",
+                          hint="check --codec-path")
     if not directory.is_dir():
-        raise NotADirectoryError(
-            f"{codec_name}: {directory} is a file; expected a checkpoint directory"
-        )
+        raise CheckpointError(f"{codec_name}: {directory} is a file; expected a checkpoint "
+                              "directory")
     return directory
 
 
@@ -164,7 +166,7 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
              "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
     if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(names)}")
+        raise BadInput(f"unknown dtype {dtype!r}; use one of {', '.join(names)}")
     return names[dtype]
 
 

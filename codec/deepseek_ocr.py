@@ -36,6 +36,7 @@ import torch
 
 from codec.base import Codec, PageImages, TextNLL
 from codec.registry import register_codec
+from data.errors import BadInput, UserError
 from codec.deepseek_common import (
     apply_read_options,
     ReadOptions,
@@ -59,14 +60,14 @@ PRESETS = {"tiny": "ds-tiny", "small": "ds-small", "base": "ds-base", "large": "
 _PAD_COLOR = (127, 127, 127)  # the image mean (0.5) in uint8: how the model's own code pads
 
 
-class RemoteCodeRefused(PermissionError):
+class RemoteCodeRefused(UserError, PermissionError):
     """Loading would run code from the checkpoint and the user did not allow it."""
 
 
 def mode_geometry(mode: str, keep_layout_tokens: bool = False) -> tuple[int, int, tuple[int, int]]:
     """(page side in px, tokens per page, grid) of a native mode; no model needed."""
     if mode not in MODES:
-        raise ValueError(f"deepseek-ocr: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        raise BadInput(f"deepseek-ocr: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     side = MODES[mode]
     per_side = -(-side // (PATCH * DOWNSAMPLE))
     if keep_layout_tokens:

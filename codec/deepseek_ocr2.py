@@ -28,6 +28,7 @@ import torch
 
 from codec.base import Codec, PageImages, TextNLL
 from codec.registry import register_codec
+from data.errors import BadInput
 from codec.deepseek_common import (
     apply_read_options,
     ReadOptions,
@@ -82,7 +83,7 @@ class Ocr2Options(ReadOptions):
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(
+            raise BadInput(
                 f"deepseek-ocr2: unknown mode {self.mode!r}; choose one of {', '.join(MODES)}"
             )
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from codec.base import Codec
+from data.errors import BadInput, MissingDependency
 
 CodecFactory = Callable[..., Codec]
 _REGISTRY: dict[str, CodecFactory] = {}
@@ -51,7 +52,7 @@ def parse_codec_options(items: Sequence[str] | Mapping[str, Any] | None) -> dict
             continue
         key, sep, value = str(item).partition("=")
         if not sep or not key:
-            raise ValueError(f"a codec option needs KEY=VALUE, got {item!r}")
+            raise BadInput(f"a codec option needs KEY=VALUE, got {item!r}")
         try:
             out[key] = json.loads(value)
         except ValueError:
@@ -108,13 +109,13 @@ def _resolve(spec: str) -> tuple[str, CodecFactory]:
         try:
             module = importlib.import_module(head)
         except ModuleNotFoundError as err:
-            raise ValueError(f"codec {spec!r}: cannot import module {head!r} ({err})") from err
+            raise BadInput(f"codec {spec!r}: cannot import module {head!r} ({err})") from err
         factory = getattr(module, tail, None)
         if not callable(factory):
-            raise ValueError(f"codec {spec!r}: {head!r} has no callable {tail!r}")
+            raise BadInput(f"codec {spec!r}: {head!r} has no callable {tail!r}")
         return spec, factory
-    raise ValueError(f"unknown codec {spec!r}; available: {', '.join(sorted(_REGISTRY))} "
-                     "(or name:mode, or package.module:factory)")
+    raise BadInput(f"unknown codec {spec!r}; available: {', '.join(sorted(_REGISTRY))} "
+                   "(or name:mode, or package.module:factory)")
 
 
 def _import_backends() -> None:
@@ -123,4 +124,5 @@ def _import_backends() -> None:
             importlib.import_module(module)
         except ModuleNotFoundError as err:
             if err.name != module:  # a real missing dependency, not an absent backend
-                raise
+                raise MissingDependency(f"codec backend {module} needs {err.name!r}, which is "
+                                        "not installed", hint=f"pip install {err.name}") from err

@@ -22,6 +22,7 @@ from torch import nn
 
 from codec.base import Codec, TextNLL
 from codec.registry import register_codec
+from data.errors import BadInput
 
 
 @dataclass
@@ -136,5 +137,5 @@ class ToyCodec(Codec):
 @register_codec("toy")
 def _factory(mode: str = "toy", device: str = "cpu", **kw) -> ToyCodec:
     if mode != "toy" or device != "cpu":
-        raise ValueError("the toy codec has one mode ('toy') and runs on CPU")
+        raise BadInput("the toy codec has one mode ('toy') and runs on CPU")
     return ToyCodec(**kw)

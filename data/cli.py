@@ -3,6 +3,7 @@
     vst corpus build --out DIR            the 65 MB local corpus (data.corpus.build)
     vst corpus demo --out DIR             the small demo corpus
     vst corpus read PATH [--skips F]      count documents, write the skip log
+    vst corpus instructions PATH --out F  an instruction set with checkable answers (vst sft)
     vst store consolidate ROOT            write manifest.json from complete parts
     vst store verify ROOT [--part ID]     recompute checksums (exit 1 on corruption)
     vst store info ROOT                   store metadata and totals
@@ -21,7 +22,7 @@ import typer
 from data.corpus.build import corpus_build_command
 
 corpus_app = typer.Typer(name="corpus", no_args_is_help=True,
-                         help="Corpora in The Pile's format: build, demo, read.")
+                         help="Corpora in The Pile's format: build, demo, read, instructions.")
 store_app = typer.Typer(name="store", no_args_is_help=True,
                         help="Visual-token stores: consolidate, verify, info.")
 corpus_app.command("build")(corpus_build_command)
@@ -63,6 +64,35 @@ def read_command(
         log.write_jsonl(skips)
 
 
+@corpus_app.command("instructions")
+def instructions_command(
+    path: Annotated[Path, typer.Argument(exists=True, help="Corpus file or directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Instruction file to write (JSONL).")],
+    context_chars: Annotated[int, typer.Option(
+        help="Characters of document given as each sample's context.")] = 1500,
+    seed: Annotated[int, typer.Option(help="Seed of the passages and questions.")] = 0,
+) -> None:
+    """Generate instruction samples with checkable answers from a corpus, for `vst sft`.
+
+    One sample per document and family (data.corpus.instruct_gen: a planted key's value,
+    the sentence after a quoted one, the section that mentions a term).
+    """
+    from collections import Counter
+
+    from data.corpus import read_corpus
+    from data.corpus.instruct_gen import generate
+    from data.corpus.instructions import write_instructions
+    from data.errors import BadInput
+
+    samples = generate(read_corpus(path), context_chars=(context_chars,), seed=seed)
+    if not samples:
+        raise BadInput(f"no document of {path} gives an instruction sample",
+                       hint=f"documents need about {context_chars // 2}+ characters; "
+                            "lower --context-chars")
+    families = dict(Counter(s.family for s in samples))
+    typer.echo(f"{len(samples)} samples {families} -> {write_instructions(samples, out)}")
+
+
 @store_app.command("consolidate")
 def consolidate_command(
     root: Annotated[Path, typer.Argument(help="Store root.")],
@@ -82,8 +112,9 @@ def verify_command(
         help="One part id (e.g. 7 or part-00007).")] = None,
 ) -> None:
     """Recompute checksums; exit 1 on corruption."""
-    from data.store import StoreCorruptError, verify_part, verify_store
+    from data.store import StoreCorruptError, read_store_meta, verify_part, verify_store
 
+    read_store_meta(root)  # not a store at all: the user's mistake (status 2), not corruption
     try:
         if part is not None:
             verify_part(root, int(part) if part.isdigit() else part)

@@ -30,11 +30,13 @@ from typing import Any, Optional
 
 import torch
 
+from data.errors import BadInput
 from eval.generation_judge import Judge, corpus_vocabulary, judge_continuations
 from vst.data import TextCollate, collate_vector, text_codec
 from vst.evaluate import eval_batches, evaluate, score_text
-from vst.generate import continue_tokens, load_model, sample_text
+from vst.generate import continue_regrounded, continue_tokens, load_model, read_page, sample_text
 from vst.model import VST
+from vst.reader import load_reader
 
 
 @dataclass
@@ -51,6 +53,9 @@ class CompareConfig:
     val_fraction: float = 0.05  # held-out share of documents; must match training's
     truncation: Optional[str] = None  # text run also scored with the VST's positions of
         # context and with its context cut to the page (default: the first --text)
+    control: Optional[str] = None  # the reader-only control run (`vst train --recipe
+        # hier-control`: the VST's reader trained alone on null tokens); without one, a VST
+        # read by the frozen codec is credited against the codec's prior
     generations: int = 6  # held-out documents continued freely by every model
     prompt_pages: int = 2  # pages of prompt before a free-running continuation
     temperature: float = 0.8  # sampling temperature of the text models
@@ -59,11 +64,11 @@ class CompareConfig:
 
 
 def load_run(run_dir: str | Path) -> tuple[VST, dict, dict]:
-    """(model, train config, result.json) of a vst-train run directory."""
+    """(model, checkpoint state, result.json) of a vst-train run directory."""
     model, state = load_model(run_dir)
     result_path = Path(run_dir) / "result.json"
     result = json.loads(result_path.read_text()) if result_path.exists() else {}
-    return model, state["train_config"], result
+    return model, state, result
 
 
 def kv_bytes_per_position(model: VST, bytes_per_value: int = 2) -> int:
@@ -99,6 +104,28 @@ def split_sources(cfg: CompareConfig, T: int) -> dict[str, Any]:
     return out
 
 
+def reader_control(row: dict, vcfg: dict, control, source, windows: int, batch_size: int
+                   ) -> dict[str, Any]:
+    """The reader-only control on the same pages, and the VST's context gain over it.
+
+    A VST is credited only with what it adds over its reader given null tokens, trained
+    the same way: the control run's reader (`control`: its model and reader), or, for a
+    VST read by the frozen codec, the codec's prior (the row's bpb_null).
+    """
+    if control is not None:
+        model, reader = control
+        ev = evaluate(model, source, lambda ws: collate_vector(ws, model.cfg.grid, model.cfg.rope),
+                      codec=reader, k=-1, batches=max(1, windows // batch_size),
+                      batch_size=batch_size)
+        bpb, kind = ev["bpb_null"], "its reader trained alone on null tokens"
+    elif vcfg.get("reader", "frozen") == "frozen":
+        bpb, kind = row["bpb_null"], "the frozen reader's prior"
+    else:
+        return {"reader_control": "missing: a trained reader needs --control (a hier-control run)"}
+    return {"bpb_reader_control": bpb, "reader_control": kind,
+            "context_gain_vst": bpb - row["bpb_pred"]}
+
+
 def generations(vst: VST, codec, texts: dict[str, tuple[VST, dict]], source, cfg: CompareConfig
                 ) -> list[dict]:
     """Free-running continuations of held-out documents: one page of the VST (decoded by
@@ -114,11 +141,12 @@ def generations(vst: VST, codec, texts: dict[str, tuple[VST, dict]], source, cfg
         truth = page_texts[cfg.prompt_pages]
         prompt = torch.from_numpy(tokens[: cfg.prompt_pages]).reshape(-1, tokens.shape[-1])
         new = continue_tokens(vst, prompt, n, generator=gen).view(1, n, -1).float().cpu()
-        try:  # the decoder samples at the text models' temperature, where it can
-            vst_text = codec.sample(new, cfg.temperature, gen)[0]
-        except NotImplementedError:
-            vst_text = codec.decode(new)[0]
-        made = {"vst": vst_text, "true": truth}
+        # the decoder samples at the text models' temperature, where it can; re-grounded,
+        # every generated line is re-encoded before the VST reads on (the same prompt)
+        made = {"vst": read_page(codec, new, cfg.temperature, gen),
+                "vst_regrounded": continue_regrounded(vst, codec, prompt, 1, cfg.temperature,
+                                                      gen)[1][0],
+                "true": truth}
         for label, (model, tcfg) in texts.items():
             encode, _, _ = text_codec(tcfg["tokenizer"])
             n_new = max(1, len(encode(truth)))
@@ -132,22 +160,32 @@ def generations(vst: VST, codec, texts: dict[str, tuple[VST, dict]], source, cfg
 
 def compare(cfg: CompareConfig) -> dict[str, Any]:
     from data.store import Store
-    from vst.train_config import TrainConfig
 
     if not cfg.store or not cfg.vst:
-        raise ValueError("compare needs --store and --vst")
-    vst, vcfg, vres = load_run(cfg.vst)
-    codec = TrainConfig.from_dict(vcfg).load_codec()  # the codec (and options) it trained with
+        raise BadInput("compare needs --store and --vst", hint="see vst eval compare --help")
+    vst, vstate, vres = load_run(cfg.vst)
+    vcfg = vstate["train_config"]
+    codec = load_reader(vstate)  # the codec it trained through, with its trained reader if any
     T = vst.cfg.tokens_per_page * vcfg["pages_per_window"]
     texts = {}
     for run in cfg.text:
-        model, tcfg, tres = load_run(run)
+        model, tstate, tres = load_run(run)
+        tcfg = tstate["train_config"]
         texts[f"text_{tcfg['tokenizer']}:{Path(run).name}"] = (model, tcfg, tres)
+    control = None
+    if cfg.control:
+        cmodel, cstate, cres = load_run(cfg.control)
+        if cstate["train_config"].get("reader_input") != "null":
+            raise BadInput(f"--control {cfg.control} is not a reader-only control run "
+                             "(train one with --recipe hier-control)")
+        control = (cmodel, load_reader(cstate))
     truncated = next((lb for lb in texts if cfg.truncation and
                       lb.endswith(":" + Path(cfg.truncation).name)), next(iter(texts), None))
     summary: dict[str, Any] = {"config": asdict(cfg), "splits": {}, "training": {},
                                "truncated_model": truncated}
     summary["training"]["vst"] = _training(vres)
+    if control is not None:
+        summary["training"]["reader_control"] = _training(cres)
     for label, (_, _, tres) in texts.items():
         summary["training"][label] = _training(tres)
     sources = split_sources(cfg, T)
@@ -158,6 +196,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
                                                                     vst.cfg.rope),
                             codec=codec, k=-1, batches=max(1, k // cfg.batch_size),
                             batch_size=cfg.batch_size))
+        row.update(reader_control(row, vcfg, control, source, k, cfg.batch_size))
         batches = max(1, k // cfg.batch_size)
         for label, (model, tcfg, _) in texts.items():
             collate = TextCollate(tcfg["tokenizer"])
@@ -251,8 +290,20 @@ def report_markdown(summary: dict) -> str:
     for split, row in summary["splits"].items():
         lines += [f"## {split} ({row['windows']} windows)", "", "| model | bits per byte |",
                   "|---|---|"]
-        for key in ("bpb_pred", "bpb_true", "bpb_null"):
-            lines.append(f"| VST, {key[4:]} tokens through the frozen decoder | {row[key]:.3f} |")
+        names = {"bpb_pred": "VST, predicted tokens, each line read without later slots "
+                 "(leak-free, the headline)",
+                 "bpb_pred_bidir": "VST, predicted tokens read page-wide (may leak)",
+                 "bpb_true": "true tokens (the floor)", "bpb_null": "null tokens (the prior)"}
+        for key, name in names.items():
+            if key in row:
+                lines.append(f"| {name}, through the VST's reader | {row[key]:.3f} |")
+        if "bpb_reader_control" in row:
+            lines.append(f"| reader-only control: {row['reader_control']} | "
+                         f"{row['bpb_reader_control']:.3f} |")
+            lines.append(f"| context gain of the VST (control - VST) | "
+                         f"{row['context_gain_vst']:.3f} |")
+        elif "reader_control" in row:
+            lines.append(f"| reader-only control | {row['reader_control']} |")
         for key, value in row.items():
             if key.startswith("bpb_text"):
                 lines.append(f"| {key[4:]} | {value:.3f} |")

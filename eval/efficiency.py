@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data.errors import BadInput
+
 DEFAULT_LENGTHS = (4096, 8192, 16384, 32768)
 GLYPH_ANCHOR = {
     "source": "Glyph (arXiv 2510.17800), 128K context vs its text backbone",
@@ -320,7 +322,7 @@ class EfficiencyConfig:
         self.out = Path(self.out)
         self.lengths = [int(n) for n in self.lengths]
         if self.text_tokens not in ("cl100k", "byte"):
-            raise ValueError("text_tokens must be 'cl100k' or 'byte'")
+            raise BadInput(f"--text-tokens must be 'cl100k' or 'byte', got {self.text_tokens!r}")
 
 
 def run_efficiency(cfg: EfficiencyConfig, *, codec: Any = None, renderer: Any = None,

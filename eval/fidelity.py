@@ -27,6 +27,8 @@ from typing import Annotated, Any
 
 import typer
 
+from data.errors import BadInput
+
 # DeepSeek-OCR (arXiv 2510.18234) Table 2, Fox benchmark: (compression, precision).
 FOX_ANCHORS = {
     "DeepSeek-OCR, 100 vision tokens": [(6.7, 0.985), (7.5, 0.973), (9.7, 0.968), (12.6, 0.871)],
@@ -75,7 +77,8 @@ def evaluate_codec(codec, texts: Sequence[str], max_pages: int | None = 64,
     cfg = codec.render_config
     pages = paginate_texts(texts, cfg, max_pages)
     if not pages:
-        raise ValueError("no non-empty pages to evaluate")
+        raise BadInput("no non-empty pages to evaluate: the input has no text",
+                       hint="give a file or corpus with text")
     refs = [p.text for _, p in pages]
     preds, blinds, images = [], [], []
     t_enc = t_dec = 0.0

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from data.errors import BadCheckpoint
 from vst.data import text_codec
 from vst.model import VST
 
@@ -84,8 +85,8 @@ def load_judge(checkpoint_dir: str | Path, device: str = "cpu") -> Judge:
 
     model, state = load_model(checkpoint_dir, device)
     if model.cfg.modality != "text":
-        raise ValueError(f"{checkpoint_dir} is a {model.cfg.modality!r} model; the judge must "
-                         "be a text model")
+        raise BadCheckpoint(f"{checkpoint_dir} is a {model.cfg.modality!r} model; the judge "
+                            "must be a text model")
     return Judge(model, state.get("train_config", {}).get("tokenizer", "bytes"))
 
 

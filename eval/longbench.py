@@ -20,6 +20,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from data.errors import BadInput
+
 from eval.prompts import load as _load_prompts
 
 LONGBENCH_DATASETS: tuple[str, ...] = (
@@ -298,7 +300,7 @@ def score_directory(
             continue
         if longbench_e:
             if len(lengths) != len(preds):
-                raise ValueError(f"{path}: LongBench-E scoring needs `length` on every line")
+                raise BadInput(f"{path}: LongBench-E scoring needs `length` on every line")
             scores[dataset] = score_dataset_e(dataset, preds, answers, lengths, all_classes)
         else:
             scores[dataset] = score_dataset(dataset, preds, answers, all_classes)

@@ -14,6 +14,8 @@ from difflib import SequenceMatcher
 from statistics import fmean
 from typing import Callable, Iterable
 
+from data.errors import BadInput
+
 
 def grade(response: str, answer: str, random_string_to_prepend: str) -> float:
     """MRCR score in [0, 1]: prefix check, then SequenceMatcher ratio of the rest."""
@@ -52,7 +54,7 @@ def summarize(
     records = list(records)
     resp = list(responses) if responses is not None else [r["response"] for r in records]
     if len(resp) != len(records):
-        raise ValueError("one response per record is needed")
+        raise BadInput("one response per record is needed")
     by_needles: dict[str, list[float]] = {}
     by_length: dict[str, list[float]] = {}
     scores: list[float] = []

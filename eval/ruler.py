@@ -35,6 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from data.errors import BadInput
 from eval.prompts import load as _load_prompts
 from eval.ruler_haystack import (
     cycle_from,
@@ -63,7 +64,7 @@ def count_fn_for(unit: str | CountFn) -> CountFn:
         from eval.longbench import cl100k_count
 
         return cl100k_count
-    raise ValueError(f"unknown length unit {unit!r}: use 'chars', 'tokens' or a function")
+    raise BadInput(f"unknown length unit {unit!r}: use 'chars', 'tokens' or a function")
 
 
 def _unit_name(unit: str | CountFn) -> str:
@@ -338,7 +339,7 @@ def _largest_fitting(make: Callable[[int], _Draft], lo: int, budget: int, count:
     fits = lambda d: count(d.prompt()) <= budget  # noqa: E731
     best = make(lo)
     if not fits(best):
-        raise ValueError(f"target length {budget} is too small for the smallest sample")
+        raise BadInput(f"target length {budget} is too small for the smallest sample")
     hi = lo
     while True:
         hi *= 2

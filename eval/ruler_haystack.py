@@ -13,6 +13,8 @@ import uuid
 from functools import lru_cache
 from typing import Sequence
 
+from data.errors import BadInput
+
 _ADJECTIVES = """
 able absent acid adept agile airy alert amber ample ancient angry arctic ashen awake
 bald balmy bare bitter blank bleak blond bold brave brief bright brisk broad bronze
@@ -108,7 +110,7 @@ def haystack_sentences(texts: Sequence[str] | None) -> list[str]:
     texts = stdlib_haystack() if texts is None else texts
     sents = [s for t in texts for s in split_sentences(t)]
     if not sents:
-        raise ValueError("the haystack texts contain no sentences")
+        raise BadInput("the haystack texts contain no sentences")
     return sents
 
 

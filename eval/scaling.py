@@ -29,7 +29,10 @@ from typing import Any, Optional
 
 import numpy as np
 
+from data.errors import BadInput
+
 VST_FAMILY = "vst"
+CONTROL_FAMILY = "reader-control"  # the VST's reader trained alone on null tokens
 Z_NOISE = 2.0  # a held-out trial is "within seed noise" if |measured - fit| <= 2 sigma_seed
 
 
@@ -233,7 +236,7 @@ def analyse(rows: list[dict], *, points: str = "frontier", n_boot: int = 200,
             holdout: bool = True, seed: int = 0) -> dict[str, Any]:
     """Every fit and comparison the report shows (see the module docstring)."""
     if points not in ("frontier", "all"):
-        raise ValueError("points must be frontier or all")
+        raise BadInput("points must be frontier or all")
     grid = grid_rows(rows)
     families = sorted({r["family"] for r in grid}, key=lambda f: (f != VST_FAMILY, f))
     noise = {f: seed_noise([r for r in rows if r["family"] == f]) for f in families}

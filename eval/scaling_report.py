@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from eval.scaling import VST_FAMILY, grid_rows, predict_compute
+from eval.scaling import CONTROL_FAMILY, VST_FAMILY, frontier, grid_rows, predict_compute
 
 COLOURS = {VST_FAMILY: "tab:blue", "text-bytes": "tab:orange", "text-cl100k": "tab:green"}
 
@@ -125,6 +125,32 @@ def _ci(band: dict, key: str) -> str:
     return f"[{band[key][0]:.4g}, {band[key][1]:.4g}]" if key in band else "-"
 
 
+def reader_controls(rows: list[dict]) -> list[dict]:
+    """Per VST family and budget: its best trial, the reader-only control at that budget
+    (the trained control for a trained reader; the frozen reader's prior, the trials'
+    bpb_null, otherwise) and the context gain (control - VST)."""
+    grid = grid_rows(rows)
+    out = []
+    vst_families = sorted({r["family"] for r in grid if r["family"].startswith(VST_FAMILY)})
+    for r in (r for fam in vst_families for r in frontier([r for r in grid
+                                                            if r["family"] == fam])):
+        budget = float(r["budget"])
+        if r["family"] == VST_FAMILY:  # the frozen reader: its prior
+            if r.get("bpb_null") in (None, ""):  # a codec without a prior to read
+                continue
+            control, bpb = "frozen reader's prior", float(r["bpb_null"])
+        else:
+            ctl = [float(c["bpb"]) for c in grid if c["family"] == CONTROL_FAMILY
+                   and float(c["budget"]) == budget]
+            if not ctl:
+                continue
+            control, bpb = "trained reader, null tokens", min(ctl)
+        out.append({"family": r["family"], "budget": budget, "vst_bpb": float(r["bpb"]),
+                    "control": control, "control_bpb": bpb,
+                    "context_gain": bpb - float(r["bpb"])})
+    return out
+
+
 def write_report(rows: list[dict], analysis: dict, out: str | Path,
                  positions: Optional[dict[str, float]] = None,
                  columns: Optional[list[str]] = None) -> Path:
@@ -167,6 +193,14 @@ def write_report(rows: list[dict], analysis: dict, out: str | Path,
         body.append([fam, f and f["E"], f and f["a"], f and f["b"], f and f["rmse"],
                      res.get("size_data_note", "" if f else "did not converge")])
     parts.append(_table(["family", "E", "a (size)", "b (data)", "rmse", "note"], body))
+    parts += ["<h2>What the VST adds over its reader alone</h2>",
+              "<p>The reader-only control is the VST's reader given null tokens, trained with "
+              "the same steps, data and schedule (family reader-control); for a VST read by "
+              "the frozen codec it is the codec's prior. Context gain = control - VST.</p>"]
+    body = [[c["family"], c["budget"], c["vst_bpb"], c["control"], c["control_bpb"],
+             c["context_gain"]] for c in reader_controls(rows)]
+    parts.append(_table(["VST family", "budget", "best VST bpb", "control", "control bpb",
+                         "context gain"], body) if body else "<p>No VST trials.</p>")
     parts += ["<h2>Compute-optimal depth per budget</h2>", '<img src="optimal_depth.png">']
     body = [[fam, o["budget"], o["depth"], o["bpb"]] for fam, res in
             analysis["families"].items() for o in res["optimal_depth"]]

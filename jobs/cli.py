@@ -30,14 +30,19 @@ from pathlib import Path
 import typer
 
 from jobs.config_cli import config_command
+from jobs.errors import ReportingCommand, ReportingGroup, debug_option
 
+# ReportingGroup: a user's mistake in any subcommand prints `error: ...` and exits 2; a bug
+# keeps its traceback (jobs/errors.py).
 app = typer.Typer(
     name="vst",
+    cls=ReportingGroup,
     help="Visual-Symbolic Transformer: render long text as pages, encode them with a frozen "
     "optical codec, model the visual tokens, and evaluate against text baselines.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.callback()(debug_option)
 
 
 def _train(cfg) -> None:
@@ -136,7 +141,9 @@ def train_main() -> None:
     """`vst-train`: an alias of `vst train`."""
     from vst.train_config import TrainConfig
 
-    typer.run(config_command(TrainConfig, _train, doc=TRAIN_DOC))
+    alias = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+    alias.command(cls=ReportingCommand)(config_command(TrainConfig, _train, doc=TRAIN_DOC))
+    alias()
 
 
 if __name__ == "__main__":

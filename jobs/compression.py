@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.errors import BadInput
 from vst.compression import ARMS, TEXT_ONLY, ArmsModel, arms_batch, context_positions
 
 ALL_ARMS = (*ARMS, "vst")  # the byte-level arms, then the pure VST
@@ -41,7 +42,8 @@ class CompressionConfig:
     pooling, a learned conv1d compressor and the full text (issue #16)."""
 
     out: str = "runs/compression"  # report folder: pairs cache, compression.md/.json/.png
-    corpus: str = "/work/speedrun/corpus/train.jsonl.zst"  # Pile-format corpus of documents
+    corpus: str = "runs/speedrun/corpus/train.jsonl.zst"  # Pile-format corpus of documents
+        # (default: the training file `vst speedrun` writes)
     codec: str = "mini"  # codec name (load_codec); each mode below is one compression ratio
     modes: list[str] = field(default_factory=lambda: ["tiny", "small", "base"])  # codec modes
     random_init: bool = False  # an untrained codec of the same shapes (tests, smoke runs)
@@ -67,6 +69,14 @@ class CompressionConfig:
     threads: int = 0  # torch threads (0: torch's default)
     report_only: bool = False  # write the report from the folder's runs.jsonl; train nothing
 
+    def __post_init__(self) -> None:  # before any codec or corpus is loaded
+        unknown = set(self.arms) - set(ALL_ARMS)
+        if unknown:
+            raise BadInput(f"unknown arms {sorted(unknown)}; choose from {', '.join(ALL_ARMS)}")
+        if self.predict_bytes > self.cont_bytes:
+            raise BadInput(f"--predict-bytes ({self.predict_bytes}) must not exceed "
+                           f"--cont-bytes ({self.cont_bytes})")
+
 
 # -- data -------------------------------------------------------------------------------------
 def synthetic_texts(n: int, seed: int = 0) -> list:
@@ -91,8 +101,6 @@ def load_pairs(cfg: CompressionConfig, mode: str):
     codec = load_codec(cfg.codec if mode in ("", "default") else f"{cfg.codec}:{mode}",
                        random_init=cfg.random_init)
     src = f"syn{cfg.synthetic_docs}" if cfg.synthetic_docs else Path(cfg.corpus).stem
-    if cfg.predict_bytes > cfg.cont_bytes:
-        raise ValueError("predict_bytes must not exceed cont_bytes")
     key = (f"pairs2-{codec.name}-{codec.mode}-{codec.version}-{src}-p{cfg.pages}"
            f"-c{cfg.cont_bytes}-n{cfg.max_pairs}-d{cfg.per_doc}-v{cfg.val_fraction}.npz")
     path = Path(cfg.out) / "pairs" / key
@@ -287,9 +295,6 @@ def run(cfg: CompressionConfig) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    unknown = set(cfg.arms) - set(ALL_ARMS)
-    if unknown:
-        raise ValueError(f"unknown arms {sorted(unknown)}; choose from {', '.join(ALL_ARMS)}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     setup = _setup(cfg)
@@ -312,8 +317,8 @@ def run(cfg: CompressionConfig) -> dict:
         val = val[pairs.score_lines(cfg.predict_bytes)[val] > 0]
         val = val[: cfg.eval_pairs]
         if len(val) == 0 or pairs.val.all():
-            raise ValueError(f"[{mode}] need both training and scorable held-out pairs; got "
-                             f"{len(val)} held out of {len(pairs)}")
+            raise BadInput(f"[{mode}] need both training and scorable held-out pairs; got "
+                           f"{len(val)} held out of {len(pairs)}")
         ctx_bytes = float(pairs.ctx_len[val].mean())  # the same for every arm's rows
         digest = pairs.text_digest()
         targets = ["continuation"] + (["context"] if cfg.recon else [])

@@ -36,6 +36,8 @@ from typing import Any, Optional
 
 import typer
 
+from data.errors import BadInput, UserError
+
 
 @dataclass
 class SpeedrunConfig:
@@ -54,6 +56,13 @@ class SpeedrunConfig:
     frontier_lr: list[float] = field(default_factory=list)  # text frontier learning rates,
         # repeatable (default: the recipes' own)
     seed: int = 0  # seed of every training run
+
+    def __post_init__(self) -> None:  # before the corpus is built
+        if self.minutes <= 0 or not 0 < self.train_share <= 0.5:
+            raise BadInput(f"need --minutes > 0 and 0 < --train-share <= 0.5 (two training "
+                           f"phases); got {self.minutes} and {self.train_share}")
+        if min(self.convert_actors, self.compare_windows) < 1:
+            raise BadInput("--convert-actors and --compare-windows must be at least 1")
 
 
 def _log(msg: str) -> None:
@@ -110,9 +119,13 @@ def train_side_by_side(out: Path, runs: dict[str, list[str]]) -> dict[str, dict]
         procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                         env={**os.environ, "OMP_NUM_THREADS": "1"}), log)
     for name, (proc, log) in procs.items():
-        if proc.wait() != 0:
-            raise RuntimeError(f"training {name} failed; see {out / (name + '.log')}")
+        status = proc.wait()
         log.close()
+        if status == 2:  # `vst train` stopped on a user's mistake; its log ends with the line
+            raise UserError(f"training {name} stopped on an error",
+                            hint=f"its last line in {out / (name + '.log')} says why")
+        if status != 0:
+            raise RuntimeError(f"training {name} failed; see {out / (name + '.log')}")
     return {name: json.loads((out / name / "result.json").read_text()) for name in runs}
 
 

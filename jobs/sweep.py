@@ -35,10 +35,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
+from data.errors import BadInput, UserError
+from jobs.errors import remote_cause
 from vst.train_config import TrainConfig
 
 MIN_STEPS = 20  # trials with fewer optimizer steps are flagged in the summary
-FAMILY_LABEL = {"learn": "vst", "text-bytes": "text-bytes", "text-cl100k": "text-cl100k"}
+FAMILY_LABEL = {"learn": "vst", "text-bytes": "text-bytes", "text-cl100k": "text-cl100k",
+                "hier": "vst-hier", "hier-control": "reader-control"}
+CONTROL = "hier-control"  # its VST is never trained: one depth (the smallest) is enough
 
 
 def recipe_of(name: str) -> str:
@@ -54,7 +58,8 @@ class SweepConfig:
         # report.html (re-run to resume)
     data: str = "synthetic"  # token store (one store, one held-out split for all), or 'synthetic'
     family: list[str] = field(default_factory=lambda: ["learn", "text-bytes"])  # recipes to
-        # sweep, repeatable: learn (the VST) | text-bytes | text-cl100k
+        # sweep, repeatable: learn (the VST) | text-bytes | text-cl100k | hier (the VST with
+        # its hierarchical reader) | hier-control (that reader alone on null tokens)
     depth: list[int] = field(default_factory=lambda: [2, 3, 4])  # model sizes (the depth
         # dial; width follows depth), repeatable
     budget: list[float] = field(default_factory=lambda: [2e12, 6e12, 1.8e13])  # training
@@ -89,13 +94,13 @@ class SweepConfig:
     def __post_init__(self) -> None:
         bad = [f for f in self.family if f not in FAMILY_LABEL]
         if bad:
-            raise ValueError(f"unknown family {bad}; choose from {', '.join(FAMILY_LABEL)}")
+            raise BadInput(f"unknown family {bad}; choose from {', '.join(FAMILY_LABEL)}")
         if self.noise_family and recipe_of(self.noise_family) not in self.family:
-            raise ValueError(f"--noise-family {self.noise_family} is not in the grid's families")
+            raise BadInput(f"--noise-family {self.noise_family} is not in the grid's families")
         if self.fit_points not in ("frontier", "all"):
-            raise ValueError("--fit-points must be frontier or all")
+            raise BadInput("--fit-points must be frontier or all")
         if not (self.family and self.depth and self.budget):
-            raise ValueError("a sweep needs at least one --family, --depth and --budget")
+            raise BadInput("a sweep needs at least one --family, --depth and --budget")
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,8 @@ class Trial:
 def plan(cfg: SweepConfig) -> list[Trial]:
     """The grid, then the extra seeds of the noise configuration."""
     lrs = cfg.lr or [None]
-    grid = [Trial(r, d, float(b), cfg.seed, lr) for r in cfg.family for d in sorted(cfg.depth)
+    grid = [Trial(r, d, float(b), cfg.seed, lr) for r in cfg.family
+            for d in (sorted(cfg.depth)[:1] if r == CONTROL else sorted(cfg.depth))
             for b in sorted(cfg.budget) for lr in lrs]
     depths = sorted(cfg.depth)
     nd = cfg.noise_depth if cfg.noise_depth is not None else depths[len(depths) // 2]
@@ -293,7 +299,10 @@ def execute(cfg: SweepConfig, trials: list[Trial], log=print) -> dict[str, list[
                 log(f"done {t.name}: {info['steps']} steps in {info['seconds']:.0f} s")
             except Exception as err:  # one failed trial must not lose the others
                 status["failed"].append(t.name)
-                log(f"FAILED {t.name}: {type(err).__name__}: {str(err)[-500:]}")
+                cause = remote_cause(err)  # a user's mistake in one line, a bug with its trace
+                reason = str(cause) if isinstance(cause, UserError) else \
+                    f"{type(err).__name__}: {str(err)[-500:]}"
+                log(f"FAILED {t.name}: {reason}")
     finally:
         if started:
             ray.shutdown()
@@ -327,8 +336,10 @@ def trial_row(cfg: SweepConfig, trial: Trial) -> dict[str, Any]:
                                         "wall_clock_s")})
     row.update({k: ev.get(k) for k in ("bpb_pred", "bpb_true", "bpb_null", "bpb_text")})
     text = m.get("modality") == "text"
-    # the family's headline: a text model's own bpb; the VST's predictions through the decoder
-    row["bpb"] = ev.get("bpb_text") if text else ev.get("bpb_pred")
+    # the family's headline: a text model's own bpb; the VST's predictions through the
+    # decoder (leak-free); the reader-only control's reader on null tokens
+    row["bpb"] = ev.get("bpb_text") if text else ev.get(
+        "bpb_null" if tcfg.get("reader_input") == "null" else "bpb_pred")
     # validation loss as trained: text cross-entropy (nats/token); the VST recipe's
     # decoder-CE (nats/byte), which is bpb_pred in nats
     row["val_loss"] = ev.get("val_ce") if text else (
@@ -373,7 +384,7 @@ def positions_per_document(cfg: SweepConfig, families: list[str], docs: int = 20
     for doc in ids:
         tokens, texts = val.document(doc)
         for fam in families:
-            if fam == "vst":
+            if fam.startswith("vst") or fam == FAMILY_LABEL[CONTROL]:
                 totals[fam] += tokens.shape[0] * tokens.shape[1]
             else:
                 encode = text_codec(fam.split("-", 1)[1])[0]

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from data.errors import BadInput
+
 Alignment = Literal["left", "center", "right"]
 Backend = Literal["pillow", "cairo", "chromium"]
 
@@ -30,11 +32,11 @@ def parse_colour(value: str) -> tuple[int, int, int]:
     if len(text) == 3:
         text = "".join(c * 2 for c in text)
     if len(text) != 6:
-        raise ValueError(f"colour must look like '#rrggbb' or '#rgb', got {value!r}")
+        raise BadInput(f"colour must look like '#rrggbb' or '#rgb', got {value!r}")
     try:
         return (int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16))
     except ValueError:
-        raise ValueError(f"colour must be hexadecimal like '#1a2b3c', got {value!r}") from None
+        raise BadInput(f"colour must be hexadecimal like '#1a2b3c', got {value!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +71,8 @@ class RenderConfig:
         # lists, and 18 vs 18.0 must not change the id.
         if isinstance(self.fallback_fonts, str) or not all(
                 isinstance(f, str) for f in self.fallback_fonts):
-            raise ValueError(f"RenderConfig.fallback_fonts must be a list of font names, "
-                             f"got {self.fallback_fonts!r}")
+            raise BadInput(f"RenderConfig.fallback_fonts must be a list of font names, "
+                           f"got {self.fallback_fonts!r}")
         object.__setattr__(self, "fallback_fonts", tuple(self.fallback_fonts))
         for name in ("font_size", "line_height"):
             value = getattr(self, name)
@@ -82,30 +84,30 @@ class RenderConfig:
         for name in ("width", "height", "dpi", "tab_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"RenderConfig.{name} must be a positive integer, got {value!r}")
+                raise BadInput(f"RenderConfig.{name} must be a positive integer, got {value!r}")
         for name in ("margin_top", "margin_right", "margin_bottom", "margin_left"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"RenderConfig.{name} must be an integer >= 0, got {value!r}")
+                raise BadInput(f"RenderConfig.{name} must be an integer >= 0, got {value!r}")
         if not (isinstance(self.font_size, (int, float)) and 1 <= self.font_size <= 1000):
-            raise ValueError(f"RenderConfig.font_size must be in [1, 1000] px, got {self.font_size!r}")
+            raise BadInput(f"RenderConfig.font_size must be in [1, 1000] px, got {self.font_size!r}")
         if not (isinstance(self.line_height, (int, float)) and 0.5 <= self.line_height <= 10):
-            raise ValueError(f"RenderConfig.line_height must be in [0.5, 10], got {self.line_height!r}")
+            raise BadInput(f"RenderConfig.line_height must be in [0.5, 10], got {self.line_height!r}")
         if self.align not in ALIGNMENTS:
-            raise ValueError(f"RenderConfig.align must be one of {ALIGNMENTS}, got {self.align!r}")
+            raise BadInput(f"RenderConfig.align must be one of {ALIGNMENTS}, got {self.align!r}")
         if self.backend not in BACKENDS:
-            raise ValueError(f"RenderConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
+            raise BadInput(f"RenderConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
         parse_colour(self.foreground)
         parse_colour(self.background)
         if not self.font:
-            raise ValueError("RenderConfig.font must name a font file")
+            raise BadInput("RenderConfig.font must name a font file")
         if self.text_width < self.font_size:
-            raise ValueError(
+            raise BadInput(
                 f"margins leave {self.text_width} px of width; need at least font_size "
                 f"({self.font_size}) px"
             )
         if self.lines_per_page < 1:
-            raise ValueError(
+            raise BadInput(
                 f"margins leave {self.text_height} px of height; one line needs "
                 f"{self.line_pitch:.1f} px (font_size * line_height)"
             )
@@ -161,14 +163,14 @@ class RenderConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown RenderConfig field(s) {unknown}; known: {sorted(known)}")
+            raise BadInput(f"unknown RenderConfig field(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
 
     @classmethod
     def from_json(cls, text: str) -> RenderConfig:
         data = json.loads(text)
         if not isinstance(data, dict):
-            raise ValueError("RenderConfig JSON must be an object")
+            raise BadInput("RenderConfig JSON must be an object")
         return cls.from_dict(data)
 
     @classmethod
@@ -208,6 +210,6 @@ def get_preset(name: str) -> RenderConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(
+        raise BadInput(
             f"unknown render preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}"
         ) from None

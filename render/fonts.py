@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from data.errors import BadInput, MissingDependency, MissingPath
+
 if TYPE_CHECKING:
     from PIL import ImageFont
 
@@ -29,7 +31,8 @@ def bundled_font_dir() -> Path:
     """matplotlib's bundled TrueType folder (found without importing matplotlib)."""
     spec = importlib.util.find_spec("matplotlib")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("matplotlib is not installed; it ships the default DejaVu fonts")
+        raise MissingDependency("matplotlib is not installed; it ships the default DejaVu fonts",
+                                hint="pip install matplotlib")
     return Path(list(spec.submodule_search_locations)[0]) / "mpl-data" / "fonts" / "ttf"
 
 
@@ -37,13 +40,13 @@ def resolve_font(spec: str) -> tuple[Path, int]:
     """'DejaVuSans.ttf' (bundled), '/abs/font.ttf' or '/abs/fonts.ttc#2' -> (path, face)."""
     name, _, face = spec.partition("#")
     if face and not face.isdigit():
-        raise ValueError(f"font {spec!r}: the part after '#' must be a face number")
+        raise BadInput(f"font {spec!r}: the part after '#' must be a face number")
     candidates = [Path(name)] if Path(name).is_absolute() else [bundled_font_dir() / name, Path(name)]
     for path in candidates:
         if path.is_file():
             return path, int(face or 0)
     bundled = sorted(p.name for p in bundled_font_dir().glob("*.ttf"))
-    raise FileNotFoundError(
+    raise MissingPath(
         f"font {spec!r} not found; use an absolute path or one of matplotlib's bundled "
         f"fonts: {', '.join(bundled)}"
     )
@@ -70,7 +73,7 @@ class FontFace:
         path, index = resolve_font(spec)
         font = TTFont(str(path), fontNumber=index, lazy=True)
         if not any(tag in font for tag in ("glyf", "CFF ", "CFF2")):
-            raise ValueError(
+            raise BadInput(
                 f"font {spec!r} has no outlines (bitmap-only, e.g. colour emoji); "
                 "pick an outline font"
             )
@@ -105,7 +108,7 @@ class FontChain:
 
     def __init__(self, specs: tuple[str, ...], size: float) -> None:
         if not specs:
-            raise ValueError("a font chain needs at least one font")
+            raise BadInput("a font chain needs at least one font")
         self.specs = specs
         self.size = float(size)
         self._faces: list[FontFace | None] = [FontFace.load(specs[0])] + [None] * (len(specs) - 1)

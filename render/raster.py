@@ -13,16 +13,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from data.errors import BadInput
 from render.layout import Page, paginate
 
 if TYPE_CHECKING:
     from render.config import RenderConfig
 
 Rasterizer = Callable[[Page, "RenderConfig"], np.ndarray]
-
-
-class BackendUnavailable(RuntimeError):
-    """An optional backend's Python or system packages are missing."""
 
 
 def _load(backend: str) -> Rasterizer:
@@ -38,7 +35,7 @@ def _load(backend: str) -> Rasterizer:
         from render.raster_chromium import rasterize_chromium
 
         return rasterize_chromium
-    raise ValueError(f"unknown backend {backend!r}")
+    raise BadInput(f"unknown backend {backend!r}")
 
 
 def backend_error(backend: str) -> str | None:

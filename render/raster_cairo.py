@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from data.errors import MissingDependency
 from render.boxes import missing_box_rects
 from render.fonts import MISSING, chain_for, resolve_font
 
@@ -97,7 +98,7 @@ def rasterize_cairo(page: Page, config: RenderConfig) -> np.ndarray:
     """[H, W, 3] uint8 RGB image of `page` drawn with cairo/Pango."""
     reason = unavailable_reason()
     if reason:
-        raise RuntimeError(reason)
+        raise MissingDependency(reason)
     cairo, Pango, PangoCairo = _modules()
     chain = chain_for(config)
     surface = cairo.ImageSurface(cairo.FORMAT_RGB24, config.width, config.height)

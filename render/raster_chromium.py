@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from data.errors import MissingDependency
 from render.boxes import missing_box_rects
 from render.fonts import MISSING, resolve_font
 
@@ -117,7 +118,7 @@ def _get_browser() -> _Browser:
     if _browser is None:
         reason = unavailable_reason()
         if reason:
-            raise RuntimeError(reason)
+            raise MissingDependency(reason)
         _browser = _Browser()
     return _browser
 

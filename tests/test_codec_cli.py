@@ -10,16 +10,19 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from codec.mini import WEIGHTS_DIR
+from codec.mini import MODES, WEIGHTS_DIR
 from codec.mini.configs import (
+    SHIPPED,
     CardConfig,
     CodecTrainConfig,
     ReaderTrainConfig,
     command_line,
     training_record,
+    weights_dir,
 )
 from jobs.cli import app
 
+ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
@@ -79,7 +82,8 @@ def test_card_help_lists_its_flags():
 def test_the_defaults_are_the_old_parsers():
     train, reader = CodecTrainConfig(), ReaderTrainConfig()
     assert (train.steps, reader.steps) == (700, 1500)
-    assert train.out == reader.out == reader.init == str(WEIGHTS_DIR) and train.init is None
+    assert train.out == reader.out == reader.init == SHIPPED and train.init is None
+    assert weights_dir(SHIPPED) == WEIGHTS_DIR and weights_dir("w") == Path("w")
     assert train.stop_at is None and train.corpus is None and train.bf16 is False
     assert reader.tune_trunk is False
 
@@ -137,14 +141,17 @@ def test_the_recorded_command_rebuilds_the_config(captured):
 
 
 def test_the_shipped_weights_training_chain_runs_under_vst_codec(captured):
-    """Every stage recorded in the shipped weights (some under the former `python -m` entry
-    points) is a valid `vst codec` command, as the model card prints it."""
+    """Every stage recorded in the shipped weights is a valid `vst codec` command, as the
+    model card prints it, and no record names a machine's path."""
     import json
 
-    from codec.mini.card import current_command, stages
+    from codec.mini.card import stages
 
+    for mode in MODES:
+        text = (WEIGHTS_DIR / f"{mode}.json").read_text()
+        assert "python -m" not in text and str(ROOT) not in text and '"/' not in text
     chain = stages(json.loads((WEIGHTS_DIR / "small.json").read_text())["training"])
-    commands = [current_command(st["command"]) for st in chain]
+    commands = [st["command"] for st in chain]
     assert len(commands) >= 2 and all(c.startswith("vst codec train") for c in commands)
     for command in commands:
         invoke(shlex.split(command)[2:])

@@ -67,10 +67,10 @@ def test_evaluate_scores_a_text_model_on_the_vsts_bytes_as_compare_does(runs):
     short = tmp / "text-short"
     train(TrainConfig(out=str(short), modality="text", tokenizer="bytes", text_seq_len=64,
                       **_common(store)))
-    model, tcfg, _ = load_run(short)
+    model, state, _ = load_run(short)
     T = load_model(vst)[0].cfg.tokens_per_page * 2
     source = StoreSource(store, T, "val", 0.5, shuffle="none")
-    collate = make_collate(TrainConfig.from_dict(tcfg), model.cfg)  # what training passes
+    collate = make_collate(TrainConfig.from_dict(state["train_config"]), model.cfg)  # as trained
     ev = evaluate(model, source, collate, k=-1, batches=1, batch_size=2)
     summary = compare(CompareConfig(store=str(store), vst=str(vst), text=[str(short)],
                                     out=str(tmp / "short-report"), windows=2, batch_size=2,
@@ -101,10 +101,15 @@ def test_compare_scores_every_model_on_the_same_pages(runs):
     kv = summary["splits"]["heldout_docs"]["kv_bytes_per_position"]
     assert kv["vst"] == kv_bytes_per_position(load_model(vst)[0])
     gen = summary["generation"]["scores"]
-    assert {"vst", "true"} <= set(gen) and len(gen) == 3
+    assert {"vst", "vst_regrounded", "true"} <= set(gen) and len(gen) == 4
     assert all(0 <= s["vocab_share"] <= 1 for s in gen.values() if s["words"])
     assert math.isfinite(gen["true"]["bpb"])
     saved = json.loads((out / "compare.json").read_text())
     assert saved["splits"]["heldout_docs"]["bpb_pred"] == summary["splits"]["heldout_docs"][
         "bpb_pred"]
-    assert "| VST, pred tokens" in (out / "compare.md").read_text()
+    md = (out / "compare.md").read_text()
+    assert "| VST, predicted tokens, each line read without later slots" in md
+    assert "| reader-only control: the frozen reader's prior" in md
+    for row in summary["splits"].values():  # a frozen reader's control is its prior
+        assert row["bpb_reader_control"] == row["bpb_null"]
+        assert row["context_gain_vst"] == pytest.approx(row["bpb_null"] - row["bpb_pred"])

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from data.errors import BadInput, BadStore, UserError
+
 try:
     from test_convert_fakes import SPEC, make_text, write_jsonl
 except ImportError:  # pytest --import-mode=importlib
@@ -157,6 +159,25 @@ def test_crashed_worker_is_replaced_and_its_part_redone(reference, corpus, tmp_p
     assert manifest_parts(out) == manifest_parts(reference[0])
 
 
+def test_worker_errors_reach_the_driver_as_themselves(ray_session, corpus, tmp_path):
+    """A codec that cannot load in its actor, and a part that stops on a user's mistake,
+    end the job with the worker's own error (one line at the command line), naming the part
+    and the document it had reached; a bug keeps the worker's traceback."""
+    from jobs.convert.driver import run_conversion
+
+    with pytest.raises(BadInput, match="unknown codec 'nope'"):
+        run_conversion(corpus, tmp_path / "a", codec="nope", num_parts=1)
+    with pytest.raises(UserError, match=r"part 0 at document 'docs.jsonl:\d+': refused here"):
+        run_conversion(corpus, tmp_path / "b", codec=SPEC, num_parts=1, batch_size=4,
+                       codec_options=["refuse=refused here"])
+    failed = json.loads((tmp_path / "b" / "summary.json").read_text())["parts_failed"]
+    assert failed["0"]["doc"].startswith("docs.jsonl:") and "refused here" in failed["0"]["reason"]
+    with pytest.raises(RuntimeError, match="ZeroDivisionError") as bug:
+        run_conversion(corpus, tmp_path / "c", codec=SPEC, num_parts=1, batch_size=4,
+                       max_retries=0, codec_options=["bug=true"])
+    assert not isinstance(bug.value, UserError) and "Traceback" in str(bug.value)
+
+
 def test_render_in_encoder_gives_the_same_store(reference, corpus, tmp_path):
     """One process a worker (--render-in-encoder): the same bytes; a crash is survived too."""
     from jobs.convert.driver import run_conversion
@@ -177,7 +198,7 @@ def test_changed_settings_are_refused(reference, corpus, tmp_path):
 
     out = tmp_path / "store"
     shutil.copytree(reference[0], out)
-    with pytest.raises(RuntimeError, match="other settings"):
+    with pytest.raises(BadStore, match="other settings"):
         run_conversion(corpus, out, codec=SPEC, **{**RUN, "batch_size": 3})
     # The corpus changed since: its documents would go to other parts.
     grown = tmp_path / "grown"
@@ -187,7 +208,7 @@ def test_changed_settings_are_refused(reference, corpus, tmp_path):
         fh.write(json.dumps({"text": "one more document"}) + "\n")
     (out / "_convert" / "plan.json").write_text(
         (out / "_convert" / "plan.json").read_text().replace(str(corpus), str(grown / corpus.name)))
-    with pytest.raises(RuntimeError, match="corpus_files"):
+    with pytest.raises(BadStore, match="corpus_files"):
         run_conversion(grown / corpus.name, out, codec=SPEC, **RUN)
 
 
@@ -447,7 +468,7 @@ def test_one_job_per_store(corpus, tmp_path):
     (out / STATE_DIR).mkdir(parents=True)
     with (out / STATE_DIR / "lock").open("w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a running job would
-        with pytest.raises(RuntimeError, match="another conversion"):
+        with pytest.raises(BadStore, match="another conversion"):
             run_conversion(corpus, out, codec=SPEC, **RUN)
 
 

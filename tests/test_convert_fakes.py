@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from codec.base import Codec, TextNLL
+from data.errors import BadInput
 from render.config import RenderConfig
 
 SPEC = "test_convert_fakes:tiny_codec"
@@ -37,8 +38,11 @@ class TinyCodec(Codec):
     render_config = TINY_PAGE
 
     def __init__(self, mode: str = "default", delay: float = 0.0,
-                 crash_marker: str | None = None) -> None:
+                 crash_marker: str | None = None, refuse: str | None = None,
+                 bug: bool = False) -> None:
         self.mode = mode
+        # Every encode raises: a user's mistake with this message (`refuse`), or a bug.
+        self.refuse, self.bug = refuse, bug
         # A delay per encode call lets a test kill a run midway; it changes no output byte.
         self.delay = float(delay)
         # The first encode anywhere kills its process (and leaves this file behind).
@@ -52,6 +56,10 @@ class TinyCodec(Codec):
         if self.crash_marker and not os.path.exists(self.crash_marker):
             Path(self.crash_marker).touch()
             os._exit(1)  # a hard crash: no exception, the process is gone
+        if self.refuse:
+            raise BadInput(self.refuse)
+        if self.bug:
+            return 1 / 0
         x = torch.as_tensor(np.asarray(pages)).float() / 255.0  # [B, H, W, 3]
         b, h, w, c = x.shape
         cells = x[:, : h // 4 * 4, : w // 4 * 4].reshape(b, 4, h // 4, 4, w // 4, c)
@@ -66,9 +74,9 @@ class TinyCodec(Codec):
         return TextNLL(nll, torch.tensor([len(t.encode()) for t in texts]))
 
 
-def tiny_codec(mode: str = "default", delay: float = 0.0,
-               crash_marker: str | None = None) -> TinyCodec:
-    return TinyCodec(mode, delay, crash_marker)
+def tiny_codec(mode: str = "default", delay: float = 0.0, crash_marker: str | None = None,
+               refuse: str | None = None, bug: bool = False) -> TinyCodec:
+    return TinyCodec(mode, delay, crash_marker, refuse, bug)
 
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron "

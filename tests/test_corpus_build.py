@@ -182,7 +182,7 @@ def test_caps_and_source_choice(built, tmp_path):
     assert list(m["sources"]) == ["python-docs", "linux-docs"] and m["heldout_source"] is None
     assert [s["documents"] for s in m["sources"].values()] == [1, 1]
     assert all(s["capped"] for s in m["sources"].values())
-    with pytest.raises(KeyError, match="unknown corpus source"):
+    with pytest.raises(ValueError, match="unknown corpus source"):
         build_corpus(tmp_path, roots=roots, sources=["nope"], log=lambda m: None)
 
 

@@ -346,7 +346,7 @@ def test_missing_path_and_directory(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_codec("deepseek-ocr2", path=tmp_path / "nowhere")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(NotADirectoryError):
+    with pytest.raises(CheckpointError, match="is a file"):
         load_codec("deepseek-ocr2", path=tmp_path / "file")
 
 

@@ -1,7 +1,8 @@
 """The layers of docs/CONTRACTS.md hold: imports point down the data flow, with no cycles.
 
-data.corpus -> render -> codec -> data.store -> vst -> eval, and jobs on top. Every import
-counts, function-local ones included (a cycle hidden inside a function is still a cycle).
+data.errors (the errors a user can act on, imported by every layer) -> data.corpus ->
+render -> codec -> data.store -> vst -> eval, and jobs on top. Every import counts,
+function-local ones included (a cycle hidden inside a function is still a cycle).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ["data.corpus", "render", "codec", "data.store", "vst", "eval", "jobs"]
+LAYERS = ["data.errors", "data.corpus", "render", "codec", "data.store", "vst", "eval", "jobs"]
 PACKAGES = ("data", "render", "codec", "vst", "eval", "jobs")
 
 

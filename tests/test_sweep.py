@@ -234,3 +234,36 @@ def test_the_report_renders_both_families_and_states_the_crossover(tmp_path):
     at = c2["cross"]["C"]
     assert float(predict_compute(fits["vst"]["fit"], at)) == pytest.approx(
         float(predict_compute(fits["text-bytes"]["fit"], at)), rel=1e-4)
+
+
+def test_the_report_credits_each_vst_against_its_reader_only_control(tmp_path):
+    from eval.scaling_report import reader_controls
+
+    budgets = [1e12, 4e12]
+    vst = _rows("vst", TRUE, budgets, depths=(1, 2))
+    for r in vst:
+        r["bpb_null"] = 3.5  # the frozen reader's prior
+    hier = _rows("vst-hier", TRUE, budgets, depths=(1, 2), seed=1)
+    control = [dict(r, bpb=r["bpb"] + 0.25) for r in _rows("reader-control", TRUE, budgets,
+                                                               seed=1)]
+    got = {(c["family"], c["budget"]): c for c in reader_controls(vst + hier + control)}
+    assert set(got) == {(f, b) for f in ("vst", "vst-hier") for b in budgets}
+    for b in budgets:
+        best = min(float(r["bpb"]) for r in vst if r["budget"] == b)
+        assert got[("vst", b)]["context_gain"] == pytest.approx(3.5 - best)
+        assert got[("vst", b)]["control"] == "frozen reader's prior"
+        best_h = min(float(r["bpb"]) for r in hier if r["budget"] == b)
+        ctl = next(float(r["bpb"]) for r in control if r["budget"] == b)
+        assert got[("vst-hier", b)]["context_gain"] == pytest.approx(ctl - best_h)
+    page = write_report(vst + hier + control, analyse(vst + hier + control, n_boot=0),
+                        tmp_path / "r").read_text()
+    assert "What the VST adds over its reader alone" in page and "reader-control" in page
+
+
+def test_the_plan_trains_the_reader_control_at_one_depth_only():
+    cfg = SweepConfig(data="synthetic", family=["hier", "hier-control"], depth=[3, 1, 2],
+                      budget=[1e9, 2e9])
+    trials = plan(cfg)
+    ctl = [t for t in trials if t.recipe == "hier-control"]
+    assert {t.depth for t in ctl} == {1} and len(ctl) == 2
+    assert len([t for t in trials if t.recipe == "hier"]) == 6

@@ -142,7 +142,8 @@ def test_the_recipe_learns_a_predictable_next_page(tmp_path):
     assert untrained["bpb_pred"] == pytest.approx(untrained["bpb_null"], rel=1e-3)
     res = train(TrainConfig.from_recipe("learn", out=str(tmp_path / "run"), steps=40, **kw))
     ev = res["eval"]
-    # stated margin (measured 0.90x here): at least 5% below the prior after 40 steps
+    # stated margin (measured 0.908x here, leak-free, trained leak-free; trained page-wide it
+    # read 0.975x leak-free and 0.897x page-wide): at least 5% below the prior after 40 steps
     assert ev["bpb_pred"] < 0.95 * ev["bpb_null"], ev
     assert res["train_flops"] > res["steps"] * 4 * 128 * res["flops_per_token"]  # + decoder
 

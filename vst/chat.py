@@ -19,16 +19,17 @@ from typing import Iterator
 
 import torch
 
+from data.errors import BadCheckpoint
 from vst.generate import _predict
 from vst.model import VST
 from vst.sft_data import encode_segment, layout
 
 
-class NotSFTModel(ValueError):
+class NotSFTModel(BadCheckpoint):
     """A checkpoint without the special vectors and stop head of `vst sft`."""
 
 
-class CodecMismatch(ValueError):
+class CodecMismatch(BadCheckpoint):
     """A codec whose (D, n, version) differ from the checkpoint's."""
 
 

@@ -4,6 +4,7 @@ A checkpoint is a directory `step-NNNNNNN/` holding
   model.safetensors          the weights (unwrapped, device-independent)
   optim.safetensors          optimizer tensors, flattened as state.<param>.<name>
   rng-rank<r>.safetensors    torch (and CUDA) RNG state of each rank
+  reader.safetensors         the hierarchical reader's weights, when the run trains one
   state.json                 train + model config, step, data position, optimizer
                              scalars and param groups, metrics
 It is written to a temporary name and renamed, so a killed run never leaves half a
@@ -20,6 +21,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from data.errors import BadCheckpoint
 
 STATE = "state.json"
 
@@ -74,8 +77,10 @@ def save_checkpoint(
     rank: int = 0,
     world: int = 1,
     keep: int = 2,
+    extra: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Rank 0 writes weights/optimizer/state; every rank writes its own RNG state.
+    `extra`: more named weight sets (NAME.safetensors; `load_extra` reads one back).
 
     With DDP the caller barriers before and after, so all ranks see the final directory.
     """
@@ -88,6 +93,9 @@ def save_checkpoint(
             {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
             tmp / "model.safetensors",
         )
+        for name, tensors in (extra or {}).items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                      tmp / f"{name}.safetensors")
         meta: dict[str, Any] = {}
         if optimizer is not None:
             tensors, meta = _flatten_optim(optimizer.state_dict())
@@ -137,6 +145,15 @@ def load_checkpoint(
     if restore_rng and rng.exists():
         set_rng_state(load_file(rng))
     return state
+
+
+def load_extra(ckpt: Path, name: str) -> dict[str, torch.Tensor]:
+    """A weight set `save_checkpoint(extra=...)` wrote."""
+    path = Path(ckpt) / f"{name}.safetensors"
+    if not path.exists():
+        raise BadCheckpoint(f"{ckpt} has no {name} weights ({path.name})",
+                            hint="the run's checkpoint is incomplete; resume or retrain it")
+    return load_file(path)
 
 
 def _barrier(world: int) -> None:

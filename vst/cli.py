@@ -24,7 +24,12 @@ def generate(
         1, help="pages of the document given as the prompt (with --text: all of its pages)"
     ),
     pages: int = typer.Option(1, help="pages to generate"),
-    seed: int = typer.Option(0, help="sampling seed (energy head)"),
+    seed: int = typer.Option(0, help="sampling seed (energy head, decoder sampling)"),
+    reground: bool = typer.Option(
+        False, help="re-render and re-encode every generated line before the VST reads on, so "
+        "it always reads the codec's own tokens"),
+    temperature: float = typer.Option(
+        0.0, help="the decoder samples each page's text at this temperature (0: greedy)"),
     device: str = typer.Option("cpu"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result here"),
 ) -> None:
@@ -32,6 +37,7 @@ def generate(
     from dataclasses import replace
 
     from vst.generate import continue_document, load_model
+    from vst.reader import load_reader
     from vst.train import build_sources
     from vst.train_config import TrainConfig
 
@@ -39,7 +45,7 @@ def generate(
     cfg = TrainConfig.from_dict(state["train_config"])
     if data is not None:
         cfg = replace(cfg, data=data)
-    codec = cfg.load_codec()
+    codec = load_reader(state)  # the codec, with the run's trained reader where it has one
     if text is not None:
         tokens, texts = codec.encode_text(text)
         prompt_pages = len(texts)
@@ -50,7 +56,8 @@ def generate(
         raise typer.BadParameter(
             f"document {doc} has {len(texts)} pages; prompt with 1..{len(texts)}"
         )
-    result = continue_document(model, codec, torch_tensor(tokens), texts, prompt_pages, pages, seed)
+    result = continue_document(model, codec, torch_tensor(tokens), texts, prompt_pages, pages,
+                               seed, reground, temperature)
     for i, t in enumerate(result.prompt_text):
         typer.echo(f"--- prompt page {i}\n{t}")
     for i, t in enumerate(result.pages):
@@ -99,12 +106,9 @@ def chat(
     """
     import sys
 
-    from vst.chat import ChatSession, CodecMismatch, NotSFTModel, load_chat_model
+    from vst.chat import ChatSession, load_chat_model
 
-    try:
-        model, cdc, _ = load_chat_model(checkpoint, device, codec, codec_mode)
-    except (NotSFTModel, CodecMismatch, FileNotFoundError) as e:
-        raise typer.BadParameter(str(e), param_hint="CHECKPOINT") from e
+    model, cdc, _ = load_chat_model(checkpoint, device, codec, codec_mode)
     session = ChatSession(model, cdc, max_pages=max_pages, stop_threshold=stop_threshold,
                           seed=seed, max_new_tokens=max_new_tokens)
     context = context_file.read_text(encoding="utf-8") if context_file else ""

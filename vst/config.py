@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+from data.errors import BadInput
+
 Modality = Literal["vector", "text"]
 RopeMode = Literal["1d", "3d"]
 
@@ -44,12 +46,25 @@ class ModelConfig:
     # pi * p(line | x_hat) + (1 - pi) * p(line | null token), a proper likelihood that
     # falls back to the decoder's prior where the prediction is unsure (vst/losses.py)
     gate: bool = False
+    # a K-way mixture read-out (0: off): the head emits K candidate tokens and K mixture
+    # logits per position, and the decoder reads each line as
+    # -log sum_k softmax(logits)_k * p(line | component k's page) (vst/losses.py)
+    mixture: int = 0
     energy_noise_dim: int = 64
     energy_blocks: int = 2
     energy_samples: int = 8  # samples per position for the energy score
     # instruction tuning (vst/sft.py): learned special input vectors that mark segment
     # starts and the end of a response, and a stop head ("this page ends the answer")
     specials: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mixture < 0:
+            raise BadInput(f"--mixture must be >= 0; got {self.mixture}")
+        if self.mixture and (self.modality != "vector" or self.head != "regression" or self.gate):
+            # the gate is a two-way mixture with the null token, which a K-way mixture can
+            # learn as a component; the energy head samples instead of emitting candidates
+            raise BadInput("--mixture needs the vector modality and the regression head, "
+                             "without --gate")
 
     @property
     def d_model(self) -> int:
@@ -97,5 +112,5 @@ FLAVOURS: dict[str, dict[str, Any]] = {
 
 def flavour(name: str, **overrides: Any) -> ModelConfig:
     if name not in FLAVOURS:
-        raise ValueError(f"unknown flavour {name!r}; choose from {', '.join(FLAVOURS)}")
+        raise BadInput(f"unknown flavour {name!r}; choose from {', '.join(FLAVOURS)}")
     return ModelConfig(**{**FLAVOURS[name], **overrides})

@@ -15,6 +15,8 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
+from data.errors import BadInput
+
 
 @dataclass
 class Window:
@@ -188,7 +190,7 @@ def text_codec(name: str) -> tuple[Callable[[str], list[int]], Callable[[int], i
             return lens[i]
 
         return (lambda s: enc.encode_ordinary(s)), nbytes, enc.n_vocab
-    raise ValueError(f"unknown text tokenizer {name!r} (bytes, cl100k)")
+    raise BadInput(f"unknown text tokenizer {name!r} (bytes, cl100k)")
 
 
 def text_decode(name: str, ids: Sequence[int]) -> str:
@@ -218,9 +220,9 @@ class Loader:
         shuffle: bool = True,
     ) -> None:
         if batch_size % world:
-            raise ValueError(f"global batch {batch_size} must divide evenly over {world} ranks")
+            raise BadInput(f"global batch {batch_size} must divide evenly over {world} ranks")
         if len(source) == 0:
-            raise ValueError("the window source is empty")
+            raise BadInput("the window source is empty")
         self.source, self.batch_size, self.seed = source, batch_size, seed
         self.rank, self.world, self.shuffle = rank, world, shuffle
         self._perm: tuple[int, np.ndarray] | None = None

@@ -2,8 +2,12 @@
 
 For the VST, on the last k complete pages of every validation window, the decoder scores
 the true page text given (a) the VST's predicted tokens, (b) the true tokens (the floor
-a perfect VST would reach) and (c) null tokens (the decoder's prior alone). The text
-baseline reports its own bits per byte on exactly the same pages of the same windows.
+a perfect VST would reach) and (c) null tokens (the decoder's prior alone). (a) is
+leak-free where the decoder reads by lines (`bpb_pred`: each line read without the slots
+after it, `Codec.causal_text_nll`), with the page-wide reading beside it (`bpb_pred_bidir`). The text
+baseline reports its own bits per byte on exactly the same pages of the same windows. A
+mixture model's (a) is its mixture likelihood, read both ways, and `bpb_pred_top` reads
+its most-weighted candidates alone.
 
 A text model is scored by `score_text`, the one text-scoring path (in-training
 evaluation, `eval.compare`, the text frontier): whole windows, every scored page, in
@@ -26,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from vst.data import WHOLE_WINDOW, Batch, Loader, TextCollate, Window, WindowSource
+from vst.heads import pick
 from vst.losses import decoder_nll, gather_pages, page_nll, scored_pages, window_mean
 from vst.model import VST
 
@@ -113,7 +118,13 @@ def _evaluate(
         with autocast() if autocast else torch.autocast("cpu", enabled=False):
             h = model(batch.inputs, batch.bos, batch.positions, batch.doc_ids)
         h = h.float()
-        x_hat = model.head(h).float()  # the energy head's forward draws one sample
+        if model.cfg.mixture:  # the point prediction is each slot's most-weighted candidate
+            cands, logits = (t.float() for t in model.head.components(h))
+            x_hat = pick(cands, logits.argmax(-1))
+            # the top candidate's mean weight: near 1 when the mixture has collapsed to one
+            add("val_mix_top", window_mean(logits.softmax(-1).amax(-1), batch.valid))
+        else:
+            x_hat = model.head(h).float()  # the energy head's forward draws one sample
         x = batch.targets
         add("val_mse", window_mean((x_hat - x).square().mean(-1), batch.valid))
         add("val_cos", window_mean(F.cosine_similarity(x_hat, x, dim=-1, eps=1e-6), batch.valid))
@@ -125,21 +136,37 @@ def _evaluate(
                 null = codec.null_tokens(len(texts)).to(pred.device, pred.dtype)
                 nlls = {name: decoder_nll(codec, toks, texts)
                         for name, toks in (("pred", pred), ("true", true), ("null", null))}
+                # The headline reads each line without the slots after it: a teacher-
+                # forced prediction for a later slot has seen this line's true token.
+                # Today's page-wide reading stays beside it as pred_bidir.
+                try:
+                    nlls["pred_bidir"] = nlls["pred"]
+                    nlls["pred"] = decoder_nll(codec, pred, texts, causal=True)
+                except NotImplementedError:  # a decoder that reads the page as one unit
+                    del nlls["pred_bidir"]
+                if model.cfg.mixture:  # the model's own likelihood is the K-way mixture
+                    nlls["pred_top"] = nlls["pred"]  # the most-weighted candidates alone
+                    c, mix = gather_pages(cands, batch, k)[0], gather_pages(logits, batch, k)[0]
+                    for name, causal in (("pred", "pred_bidir" in nlls), ("pred_bidir", False)):
+                        if name in nlls:
+                            nlls[name] = page_nll(codec, c, texts, causal=causal, mix=mix)
                 for name, (nll, _) in nlls.items():
                     add(f"nll_{name}", nll.sum())
                 add("bytes", nlls["true"][1].sum())
                 if model.cfg.gate:  # the model's own likelihood is the gated mixture
                     gates = gather_pages(model.gate(h), batch, k)[0][..., 0]
-                    mix, _ = page_nll(codec, pred, texts, gates)
+                    mix, _ = page_nll(codec, pred, texts, gates, causal="pred_bidir" in nlls)
                     add("nll_pred_tokens", nlls["pred"][0].sum())
                     add("nll_pred", mix.sum() - nlls["pred"][0].sum())
     model.train(was_training)
     out: dict[str, float] = {}
-    for key in ("val_mse", "val_cos", "val_norm"):
-        out[key] = sums[key] / n_batches
+    for key in ("val_mse", "val_cos", "val_norm", "val_mix_top"):
+        if key in sums:
+            out[key] = sums[key] / n_batches
     if "bytes" in sums:
-        for name in ("pred", "true", "null", "pred_tokens"):
-            if f"nll_{name}" in sums:  # pred_tokens: a gated model's tokens, read alone
+        for name in ("pred", "pred_bidir", "true", "null", "pred_tokens", "pred_top"):
+            if f"nll_{name}" in sums:  # pred_tokens: a gated model's tokens, read alone;
+                # pred_top: a mixture's most-weighted candidates, read alone
                 out[f"bpb_{name}"] = sums[f"nll_{name}"] / (LN2 * max(sums["bytes"], 1))
     return out
 

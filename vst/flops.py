@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -133,32 +133,39 @@ def _probe_tokens(codec, pages: int, grad: bool) -> torch.Tensor:
     return x.requires_grad_(grad)
 
 
-def _nll(codec, tokens, texts, lines, seed):
+def _nll(codec, tokens, texts, lines, seed, causal=False):
     if lines is None:
-        return codec.text_nll(tokens, texts)
+        return codec.causal_text_nll(tokens, texts) if causal else codec.text_nll(tokens, texts)
     gen = torch.Generator().manual_seed(seed)
-    return codec.text_nll_sample(tokens, texts, lines, generator=gen)
+    return codec.text_nll_sample(tokens, texts, lines, generator=gen, causal=causal)
 
 
 def count_text_nll_flops(codec, texts: Sequence[str], backward: bool = True,
-                         lines: int | None = None) -> int:
+                         lines: int | None = None, weight_grads: bool = False,
+                         causal: bool = False) -> int:
     """FLOPs of one `text_nll` call on len(texts) pages (no caching).
 
     backward: also run nll.sum().backward() to the tokens (which require grad).
     lines: score a sample of this many lines per page (`text_nll_sample`) instead.
+    weight_grads: also count the gradients of the codec's trainable weights (a trainable
+    reader, vst/reader.py); by default only the activation gradients to the tokens.
+    causal: the leak-free reading (`Codec.causal_text_nll`).
     """
     texts = list(texts)
     tokens = _probe_tokens(codec, len(texts), backward)
 
     def step():
         with torch.enable_grad() if backward else torch.no_grad():
-            out = _nll(codec, tokens, texts, lines, seed=0)
+            out = _nll(codec, tokens, texts, lines, seed=0, causal=causal)
             if backward:
                 out.nll.sum().backward()
         return out
 
-    with _frozen(codec):
+    with nullcontext() if weight_grads else _frozen(codec):
         _, flops = count_flops(step)
+    if weight_grads:
+        for p in codec.parameters():
+            p.grad = None
     if backward and tokens.grad is None:
         raise RuntimeError("text_nll gave no gradient to the tokens")
     return flops
@@ -169,14 +176,16 @@ _PER_PAGE: dict[tuple, float] = {}
 
 
 def per_page_flops(codec, texts: Sequence[str] | None = None, backward: bool = True,
-                   lines: int | None = None) -> float:
+                   lines: int | None = None, weight_grads: bool = False,
+                   causal: bool = False) -> float:
     """The decoder's FLOPs for one page like `texts` (default: DEFAULT_PAGE_TEXT), cached."""
     texts = list(texts) if texts else [DEFAULT_PAGE_TEXT]
     kind, probe = codec.cost_key(texts)
     key = (id(codec), getattr(codec, "version", None), getattr(codec, "mode", None),
-           backward, lines, kind)
+           backward, lines, kind, weight_grads, causal)
     if key not in _PER_PAGE:
-        _PER_PAGE[key] = count_text_nll_flops(codec, probe, backward, lines) / len(probe)
+        _PER_PAGE[key] = count_text_nll_flops(codec, probe, backward, lines,
+                                              weight_grads, causal) / len(probe)
     return _PER_PAGE[key]
 
 

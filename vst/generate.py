@@ -2,7 +2,9 @@
 
 Prefill runs the prompt once into the KV cache; every further token costs one position.
 The regression head emits its prediction; the energy head *samples* (it never averages),
-so repeated runs with different seeds give different continuations.
+so repeated runs with different seeds give different continuations; a mixture head
+(`--mixture K`) draws one of its K candidates by its weight (the most-weighted one
+without a generator).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from data.errors import MissingPath
 from vst.config import ModelConfig
 from vst.model import VST
 
@@ -69,6 +72,53 @@ def continue_tokens(
     return torch.stack(out)
 
 
+def read_page(codec, tokens: torch.Tensor, temperature: float = 0.0,
+              generator: torch.Generator | None = None) -> str:
+    """One page's text from its tokens [1, n, D]: sampled from the decoder at `temperature`
+    where it can sample, else greedy."""
+    if temperature > 0:
+        try:
+            return codec.sample(tokens, temperature, generator)[0]
+        except NotImplementedError:
+            pass
+    return codec.decode(tokens)[0]
+
+
+@torch.no_grad()
+def continue_regrounded(
+    model: VST,
+    codec,
+    prompt: torch.Tensor,
+    pages: int = 1,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, list[str]]:
+    """Free-running continuation that stays on the codec's manifold: after each grid row
+    of tokens (a line in `mini:small`) the page so far (later rows null) is read to text,
+    re-rendered and re-encoded by the codec, and the codec's tokens for the rows so far
+    replace the predicted ones, so the VST always reads real tokens. prompt [T0, D]
+    (whole pages of a document from its start) -> (tokens [pages, n, D], page texts).
+    Costs one page read and one page encode per row."""
+    rows, cols = model.cfg.grid
+    context = prompt.float().cpu()
+    made, texts = [], []
+    for _ in range(pages):
+        page = codec.null_tokens(1)[0].float().cpu().clone()
+        text = ""
+        for r in range(rows):
+            lo, hi = r * cols, (r + 1) * cols
+            page[lo:hi] = continue_tokens(model, torch.cat([context, page[:lo]]), cols,
+                                          generator=generator).float().cpu()
+            text = read_page(codec, page[None], temperature, generator)
+            fresh, _ = codec.encode_text(text)
+            if len(fresh):  # the codec's own tokens for the rows read so far
+                page[:hi] = fresh[0, :hi]
+        made.append(page)
+        texts.append(text)
+        context = torch.cat([context, page])
+    return torch.stack(made), texts
+
+
 def _predict(model: VST, h: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     if model.cfg.head == "energy":
         if generator is not None:  # sample with a private stream so results are reproducible
@@ -79,7 +129,9 @@ def _predict(model: VST, h: torch.Tensor, generator: torch.Generator | None) -> 
             torch.set_rng_state(state)
             return x
         return model.head.sample(h, 1)[0]
-    return model.head(h)
+    if model.cfg.mixture and generator is not None:  # a candidate drawn by its weight
+        return model.head.sample(h, generator)
+    return model.head(h)  # a mixture's head: the most-weighted candidate
 
 
 @dataclass
@@ -97,9 +149,11 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[VST, dict]:
     if not (ckpt / "state.json").exists():
         found = latest_checkpoint(ckpt)
         if found is None:
-            raise FileNotFoundError(f"no checkpoint in {ckpt}")
+            raise MissingPath(f"no checkpoint in {ckpt}",
+                              hint="give a run directory of `vst train` or `vst sft`")
         ckpt = found
     state = read_state(ckpt)
+    state["checkpoint"] = str(ckpt)  # where the run's other weights (its reader) are read from
     model = VST(ModelConfig.from_dict(state["model_config"])).to(device)
     if state.get("lora"):  # an SFT checkpoint with adapters: the same modules, then weights
         from vst.lora import apply_lora
@@ -117,13 +171,20 @@ def continue_document(
     prompt_pages: int,
     pages: int,
     seed: int = 0,
+    reground: bool = False,
+    temperature: float = 0.0,
 ) -> Continuation:
-    """doc_tokens [pages, n, D] of one document from its first page; decode `pages` more."""
+    """doc_tokens [pages, n, D] of one document from its first page; decode `pages` more
+    (`reground`: re-encode every generated row before it is read on, `continue_regrounded`;
+    `temperature`: the decoder samples the pages' text where it can)."""
     n = model.cfg.tokens_per_page
     prompt = doc_tokens[:prompt_pages].reshape(-1, doc_tokens.size(-1))
     gen = torch.Generator().manual_seed(seed)
-    new = continue_tokens(model, prompt, pages * n, generator=gen).view(pages, n, -1)
-    text = codec.decode(new.float().cpu())
+    if reground:
+        new, text = continue_regrounded(model, codec, prompt, pages, temperature, gen)
+    else:
+        new = continue_tokens(model, prompt, pages * n, generator=gen).view(pages, n, -1)
+        text = [read_page(codec, page[None].float().cpu(), temperature, gen) for page in new]
     return Continuation(
         doc_texts[:prompt_pages], text, doc_texts[prompt_pages : prompt_pages + pages], new
     )

@@ -36,6 +36,50 @@ class RegressionHead(nn.Module):
         return project_norm(self.proj(h), self.cfg.norm_proj, self.cfg.alpha)
 
 
+def pick(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Component `index` [...] of candidate tokens [..., K, D] -> [..., D]."""
+    idx = index[..., None, None].expand(*index.shape, 1, tokens.size(-1))
+    return tokens.gather(-2, idx.to(tokens.device))[..., 0, :]
+
+
+class MixtureHead(nn.Module):
+    """K candidate tokens per position and K mixture logits (`--mixture K`): decoder-CE
+    reads each line as a mixture over the K pages the candidates make (vst/losses.py).
+
+    Symmetry: with `head_init zero` every candidate starts at the null token (an untrained
+    mixture reads exactly as the decoder's prior), and identical candidates under equal
+    weights would get identical gradients forever. The mixture logits keep the default
+    random init instead (O(1) logits that differ per position), so while the candidates are
+    still equal each one's gradient is weighted by its own, position-dependent weight, and
+    they drift apart; random candidate offsets would break it too, but would start the
+    mixture off the prior.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg, self.k = cfg, cfg.mixture
+        self.proj = nn.Linear(cfg.d_model, cfg.mixture * cfg.D)
+        self.mix = nn.Linear(cfg.d_model, cfg.mixture)
+
+    def components(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidates [..., K, D] and mixture logits [..., K]."""
+        x = self.proj(h).unflatten(-1, (self.k, self.cfg.D))
+        return project_norm(x, self.cfg.norm_proj, self.cfg.alpha), self.mix(h)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """The point prediction: each position's most-weighted candidate [..., D] (what
+        L_reg, val_mse and greedy generation read)."""
+        x, logits = self.components(h)
+        return pick(x, logits.argmax(-1))
+
+    def sample(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One candidate per position drawn by its weight [..., D]."""
+        x, logits = self.components(h)
+        probs = logits.float().softmax(-1).flatten(0, -2).cpu()  # the generator's device
+        k = torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1])
+        return pick(x, k)
+
+
 class _ResBlock(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()

@@ -15,6 +15,8 @@ from typing import Any
 
 from torch import nn
 
+from data.errors import BadInput
+
 TARGETS = ("q", "kv", "o", "up", "down")  # the trunk's nn.Linear names (vst/model.py)
 TRAINED_NEW = ("special.", "stop.")  # parameters SFT adds: always trained
 
@@ -25,7 +27,7 @@ def apply_lora(model: nn.Module, rank: int, alpha: float = 16.0,
     from peft import LoraConfig, inject_adapter_in_model
 
     if rank <= 0:
-        raise ValueError(f"LoRA rank must be positive, got {rank}")
+        raise BadInput(f"LoRA rank must be positive, got {rank}")
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
                         target_modules=list(TARGETS), bias="none")
     inject_adapter_in_model(config, model)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from codec.base import utf8_bytes
 from vst.data import Batch
-from vst.heads import energy_score
+from vst.heads import energy_score, pick
 from vst.model import VST
 
 
@@ -29,6 +29,13 @@ class LossConfig:
     energy_beta: float = 1.0
     dec_pages: int = 1  # k: decoder-CE on the last k complete pages of each window; -1: all
     dec_lines: int = 0  # lines of each scored page read by the decoder (a sample); 0: all
+    reader_input: str = "vst"  # vst: decoder-CE reads the predictions; null: null tokens (the
+    # reader-only control: only a trainable reader learns)
+    leak_free: bool = True  # decoder-CE reads each line without the slots after it, where the
+    # decoder reads by lines (Codec.causal_text_nll): a teacher-forced prediction for a later
+    # slot has seen this line's true token, and a VST trained through a page-wide reader
+    # learns to pass it on (on templated pages: 0.90x the prior read page-wide, 0.975x
+    # leak-free; tests/test_vst_recipe.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,55 +70,82 @@ def gather_pages(x: torch.Tensor, batch: Batch, k: int) -> tuple[torch.Tensor, l
 
 
 def decoder_nll(
-    codec, tokens: torch.Tensor, texts: list[str], lines: int = 0
+    codec, tokens: torch.Tensor, texts: list[str], lines: int = 0, causal: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(nll nats [M], bytes [M]) of texts given tokens, through the frozen codec decoder;
-    with `lines` > 0, of a random sample of that many lines per page (a cheaper estimate).
+    with `lines` > 0, of a random sample of that many lines per page (a cheaper estimate);
+    `causal`: each line read without the slots after it (`Codec.causal_text_nll`).
 
     The codec may live on another device (the mini codec is CPU-only): tokens go there
     and the NLL comes back, with the gradient path intact.
     """
     dev = getattr(codec, "device", tokens.device)
     if lines > 0:
-        out = codec.text_nll_sample(tokens.float().to(dev), texts, lines)
+        out = codec.text_nll_sample(tokens.float().to(dev), texts, lines, causal=causal)
+    elif causal:
+        out = codec.causal_text_nll(tokens.float().to(dev), texts)
     else:
         out = codec.text_nll(tokens.float().to(dev), texts)
     return out.nll.to(tokens.device), out.n_bytes.to(tokens.device).float()
 
 
-def gate_per_line(gates: torch.Tensor, n_lines: int) -> torch.Tensor:
-    """Gate logits per token [M, n] -> per line of the page [M, n_lines]: line i takes the
-    gate of the token that holds it (row-major tokens over the page's lines); a codec
-    without lines (n_lines 1) takes the mean."""
+def gate_per_line(values: torch.Tensor, n_lines: int) -> torch.Tensor:
+    """Per-token values [M, n, ...] (gate or mixture logits) -> per line of the page
+    [M, n_lines, ...]: line i takes the value of the token that holds it (row-major tokens
+    over the page's lines); a codec without lines (n_lines 1) takes the mean."""
     if n_lines == 1:
-        return gates.mean(1, keepdim=True)
-    idx = torch.arange(n_lines, device=gates.device) * gates.size(1) // n_lines
-    return gates[:, idx]
+        return values.mean(1, keepdim=True)
+    idx = torch.arange(n_lines, device=values.device) * values.size(1) // n_lines
+    return values[:, idx]
+
+
+def mixed_line_nll(codec, pred: torch.Tensor, texts: list[str], which: torch.Tensor | None,
+                   causal: bool, gates: torch.Tensor | None = None,
+                   mix: torch.Tensor | None = None) -> torch.Tensor:
+    """NLL [M, k] of the lines `which` [M, k] (None: all) of each page under a mixture of
+    pages, each line weighted by the token that holds it; a proper likelihood per line.
+
+    gates [M, n] (pred [M, n, D]): pi * p(line | pred) + (1 - pi) * p(line | null), whose
+    null branch is constant and carries no gradient. mix [M, n, K] (pred [M, n, K, D], K
+    candidates per slot): sum_k softmax(mix)_k * p(line | the page of every slot's
+    candidate k), all K pages read in one call (K times one page's cost).
+    """
+    dev = getattr(codec, "device", pred.device)
+    if mix is not None:
+        K, M = pred.size(2), len(texts)
+        pages = pred.movedim(2, 0).flatten(0, 1).float().to(dev)  # page k * M + m
+        again = None if which is None else which.repeat(K, 1)
+        nll = codec.line_nll(pages, texts * K, again, causal).nll.view(K, M, -1).movedim(0, -1)
+        logits = mix.float()
+    else:
+        nll = codec.line_nll(pred.float().to(dev), texts, which, causal).nll
+        with torch.no_grad():
+            prior = codec.line_nll(codec.null_tokens(len(texts)).to(dev), texts, which).nll
+        nll = torch.stack([nll, prior], -1)
+        logits = torch.stack([gates.float(), torch.zeros_like(gates.float())], -1)  # sigmoid
+    logits = gate_per_line(logits, codec.n_lines).to(dev)  # [M, n_lines, K]
+    if which is not None:
+        logits = logits.gather(1, which.to(dev)[..., None].expand(-1, -1, logits.size(-1)))
+    # normalised per line, after the line's logits are chosen (or averaged): weights sum to 1
+    return -torch.logsumexp(F.log_softmax(logits, -1) - nll, -1)
 
 
 def page_nll(codec, pred: torch.Tensor, texts: list[str], gates: torch.Tensor | None = None,
-             lines: int = 0, generator: torch.Generator | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+             lines: int = 0, generator: torch.Generator | None = None, causal: bool = False,
+             mix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(nll nats [M], bytes [M]) of the pages' texts under the VST's prediction.
 
-    Without gates: the frozen decoder given the predicted tokens (`decoder_nll`). With
-    gate logits [M, n]: every line is read as the mixture pi * p(line | pred) +
-    (1 - pi) * p(line | null), a proper likelihood (the null branch is constant and
-    carries no gradient). `lines` > 0 scores a random sample of lines, scaled to the page.
+    Without gates or mixture logits: the frozen decoder given the predicted tokens
+    (`decoder_nll`). With gate logits [M, n] or mixture logits `mix` [M, n, K] (pred
+    [M, n, K, D]): every line is read as a mixture (`mixed_line_nll`). `lines` > 0 scores
+    a random sample of lines, the same for every branch, scaled to the page.
     """
-    if gates is None:
-        return decoder_nll(codec, pred, texts, lines)
-    dev = getattr(codec, "device", pred.device)
+    if gates is None and mix is None:
+        return decoder_nll(codec, pred, texts, lines, causal)
     which = codec.sample_lines(len(texts), lines, generator) if lines > 0 else None
-    out = codec.line_nll(pred.float().to(dev), texts, which)
-    with torch.no_grad():
-        prior = codec.line_nll(codec.null_tokens(len(texts)).to(dev), texts, which).nll
-    g = gate_per_line(gates.float(), codec.n_lines).to(dev)
-    if which is not None:
-        g = g.gather(1, which.to(dev))
-    mix = -torch.logaddexp(F.logsigmoid(g) - out.nll, F.logsigmoid(-g) - prior)
+    nll = mixed_line_nll(codec, pred, texts, which, causal, gates, mix)
     scale = 1.0 if which is None else codec.n_lines / which.shape[1]
-    return (mix.sum(1) * scale).to(pred.device), utf8_bytes(texts).to(pred.device).float()
+    return (nll.sum(1) * scale).to(pred.device), utf8_bytes(texts).to(pred.device).float()
 
 
 def vector_losses(
@@ -126,6 +160,9 @@ def vector_losses(
         terms["energy"] = window_mean(energy_score(samples, x, cfg.energy_beta), valid)
         total = total + cfg.energy * terms["energy"]
         x_hat = samples[0]  # one sample stands in for "the prediction" below
+    elif mcfg.mixture:
+        cands, logits = (t.float() for t in model.head.components(h))
+        x_hat = pick(cands, logits.argmax(-1))  # the most-weighted candidate, as head(h)
     else:
         x_hat = model.head(h).float()
     reg = model.aux(h).float() if mcfg.aux_head else x_hat  # L_reg's prediction
@@ -136,14 +173,21 @@ def vector_losses(
     if cfg.dec > 0:
         if codec is None:
             raise ValueError("the decoder-CE loss needs a codec")
-        pred, texts = gather_pages(x_hat, batch, cfg.dec_pages)
+        pred, texts = gather_pages(cands if mcfg.mixture else x_hat, batch, cfg.dec_pages)
+        mix = gather_pages(logits, batch, cfg.dec_pages)[0] if mcfg.mixture else None
+        if cfg.reader_input == "null":  # every candidate of a null page is that page
+            pred, mix = codec.null_tokens(len(texts)).to(pred.device, pred.dtype), None
         if texts:
             gates = gather_pages(model.gate(h), batch, cfg.dec_pages)[0][..., 0] \
                 if mcfg.gate else None
-            nll, nbytes = page_nll(codec, pred, texts, gates, cfg.dec_lines)
+            causal = cfg.leak_free and codec.n_lines > 1  # a page read whole has no later lines
+            nll, nbytes = page_nll(codec, pred, texts, gates, cfg.dec_lines, causal=causal,
+                                   mix=mix)
             terms["dec"] = (nll / nbytes.clamp(min=1)).mean()  # nats per byte, mean over pages
             terms["dec_bpb"] = (nll.sum() / (math.log(2) * nbytes.sum().clamp(min=1))).detach()
-            terms["dec_n"] = h.new_tensor(float(len(texts)))  # pages read (FLOPs accounting)
+            # pages read (FLOPs accounting): a mixture reads each page once per candidate
+            read = len(texts) * (mix.size(-1) if mix is not None else 1)
+            terms["dec_n"] = h.new_tensor(float(read))
             total = total + cfg.dec * terms["dec"]
     terms["loss"] = total
     return total, {k: v.detach() for k, v in terms.items()}

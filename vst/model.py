@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vst.config import ModelConfig
-from vst.heads import EnergyHead, RegressionHead
+from vst.heads import EnergyHead, MixtureHead, RegressionHead
 from vst.rope import apply_rope, cos_sin, rope_angles
 
 
@@ -118,7 +118,8 @@ class VST(nn.Module):
         d = cfg.d_model
         if cfg.modality == "vector":
             self.inp = nn.Linear(cfg.D, d)
-            self.head = EnergyHead(cfg) if cfg.head == "energy" else RegressionHead(cfg)
+            self.head = (EnergyHead(cfg) if cfg.head == "energy" else
+                         MixtureHead(cfg) if cfg.mixture else RegressionHead(cfg))
             if cfg.aux_head:
                 self.aux = nn.Linear(d, cfg.D)
             if cfg.gate:

@@ -4,6 +4,7 @@
     vst-train --recipe text-bytes --data runs/speedrun/store --max-seconds 1080 --out runs/text
     vst-train --recipe text-bytes-page --data runs/speedrun/store --max-seconds 1080 \
         --out runs/text-page
+    vst-train --recipe hier --data runs/speedrun/store --max-seconds 1080 --out runs/hier
 
 Recipes are sized for one CPU core for ~20 minutes (the speedrun); on a GPU raise the
 flavour and the batch (`--flavour small --batch-size 64`).
@@ -16,6 +17,8 @@ docs/experiments.md.
 from __future__ import annotations
 
 from typing import Any
+
+from data.errors import BadInput
 
 RECIPES: dict[str, dict[str, Any]] = {
     # The VST recipe (docs/experiments.md, "The VST has to learn"): decoder-CE alone, on
@@ -57,9 +60,14 @@ RECIPES: dict[str, dict[str, Any]] = {
 RECIPES["text-bytes-page"] = {**RECIPES["text-bytes"], "text_context": "page"}
 # its 100k-way head costs ~9x the `tiny` trunk a token: smaller steps, more of them
 RECIPES["text-cl100k"] = {**RECIPES["text-bytes"], "tokenizer": "cl100k", "batch_size": 2}
+# The hierarchical reader (vst/reader.py): `learn` read through a trainable, line-local copy
+# of the codec's reader at its own learning rate; and its reader-only control, the same
+# reader trained the same way on null tokens (a VST is credited only with what it adds).
+RECIPES["hier"] = {**RECIPES["learn"], "reader": "trainable", "reader_lr": 1e-3}
+RECIPES["hier-control"] = {**RECIPES["hier"], "reader_input": "null"}
 
 
 def recipe_overrides(name: str) -> dict[str, Any]:
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+        raise BadInput(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
     return dict(RECIPES[name])

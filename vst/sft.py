@@ -28,7 +28,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from data.errors import BadCheckpoint, BadInput, MissingPath
 from vst.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
+from vst.reader import reader_extra
 from vst.config import ModelConfig
 from vst.heads import energy_score
 from vst.losses import decoder_nll, window_mean
@@ -44,7 +46,7 @@ def resolve_base(path: str | Path) -> Path:
         return p
     found = latest_checkpoint(p)
     if found is None:
-        raise FileNotFoundError(f"no checkpoint in {p} (a `vst train` run directory?)")
+        raise MissingPath(f"no checkpoint in {p}", hint="--base takes a `vst train` run directory")
     return found
 
 
@@ -61,14 +63,17 @@ def codec_source(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def codec_of_state(state: dict[str, Any], spec: str | None = None, mode: str | None = None):
-    """The codec a checkpoint was trained through (or `spec` instead)."""
+    """The codec a checkpoint was trained through, with the run's hierarchical reader where
+    it trained one (vst/reader.py), or `spec` instead."""
     from codec import load_codec
+    from vst.reader import checkpoint_reader
 
     if spec is not None:
         return load_codec(spec, mode=mode)
     src = codec_source(state)
-    return load_codec(src["spec"], mode=mode or src["mode"], path=src["path"],
-                      options=src["options"])
+    codec = load_codec(src["spec"], mode=mode or src["mode"], path=src["path"],
+                       options=src["options"])
+    return checkpoint_reader(state, codec)
 
 
 def codec_record(codec) -> dict[str, Any]:
@@ -81,7 +86,7 @@ def sft_model_from_base(base: Path, device) -> VST:
     state = read_state(base)
     mcfg = ModelConfig.from_dict(state["model_config"])
     if mcfg.modality != "vector":
-        raise ValueError("vst sft tunes a VST (vector modality); the base is a text model")
+        raise BadCheckpoint("vst sft tunes a VST (vector modality); the base is a text model")
     model = VST(mcfg.with_(specials=N_SPECIALS)).to(device)
     from safetensors.torch import load_file
 
@@ -181,7 +186,7 @@ def sft(cfg: SFTConfig, codec=None) -> dict[str, Any]:
     """
     rank, world, local_rank = dist_env()
     if world > 1 and cfg.batch_size % world:
-        raise ValueError(f"--batch-size {cfg.batch_size} must split evenly over {world} ranks")
+        raise BadInput(f"--batch-size {cfg.batch_size} must split evenly over {world} ranks")
     with process_group(world, cuda=cfg.device.startswith("cuda")):
         return _sft(cfg, codec, rank, world, local_rank)
 
@@ -207,8 +212,10 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     base = resolve_base(cfg.base)
-    base_state = read_state(base)
+    base_state = {**read_state(base), "checkpoint": str(base)}
     codec = codec if codec is not None else codec_of_state(base_state, cfg.codec, cfg.codec_mode)
+    for p in codec.parameters():  # a base run's trained reader reads, frozen, as the codec does
+        p.requires_grad_(False)
     source = codec_source(base_state) if cfg.codec is None else \
         {"spec": cfg.codec, "mode": cfg.codec_mode, "path": None, "options": []}
     ckpt = latest_checkpoint(out) if cfg.resume else None
@@ -217,8 +224,9 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
     else:
         model = sft_model_from_base(base, device)
     if (codec.D, codec.n) != (model.cfg.D, model.cfg.tokens_per_page):
-        raise ValueError(f"codec D={codec.D}, n={codec.n} does not match the base model's "
-                         f"D={model.cfg.D}, n={model.cfg.tokens_per_page}")
+        raise BadCheckpoint(f"codec D={codec.D}, n={codec.n} does not match the base model's "
+                            f"D={model.cfg.D}, n={model.cfg.tokens_per_page}",
+                            hint="leave --codec unset to use the base run's own")
     skips = SkipLog()
     train_s, val_s = split_samples(cfg, skips)
     if cfg.mix_budget > 0:
@@ -227,7 +235,7 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
             pools.setdefault(s.family, []).append(s)
         train_s = mix_by_answer_tokens(pools, {k: 1.0 for k in pools}, cfg.mix_budget, cfg.seed)
     if not train_s:
-        raise ValueError(f"no usable training samples in {cfg.data} ({len(skips)} skipped)")
+        raise BadInput(f"no usable training samples in {cfg.data} ({len(skips)} skipped)")
     cache: dict[str, EncodedSample] = {}
 
     def enc(s):  # each distinct sample is rendered and encoded once
@@ -304,14 +312,16 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
             print(f"sft step {step} loss {rec['loss']:.4f} stop {rec['stop']:.4f} "
                   f"{seconds:.0f}s", flush=True)
         if cfg.save_every > 0 and step % cfg.save_every == 0:
-            save_checkpoint(out, step, model, opt, state(), rank, world, cfg.keep)
+            save_checkpoint(out, step, model, opt, state(), rank, world, cfg.keep,
+                            reader_extra(codec))
         if cfg.halt_at is not None and step >= cfg.halt_at:
             log.close()
             return {"halted_at": step, "history": history}
     final = evaluate_sft(model, val_enc, cfg, codec) if val_enc and lead else {}
     log.write(json.dumps({"split": "val", "step": step, **final}) + "\n")
     log.close()
-    path = save_checkpoint(out, step, model, opt, state(), rank, world, cfg.keep)
+    path = save_checkpoint(out, step, model, opt, state(), rank, world, cfg.keep,
+                           reader_extra(codec))
     result = {"steps": step, "eval": final, "checkpoint": str(path), "train_seconds": seconds,
               "train_samples": len(train_s), "val_samples": len(val_s),
               "skips": len(skips),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from data.errors import BadInput
+
 
 @dataclass
 class SFTConfig:
@@ -49,4 +51,4 @@ class SFTConfig:
 
     def __post_init__(self) -> None:
         if self.format not in ("auto", "alpaca", "sharegpt", "jsonl"):
-            raise ValueError(f"--format must be auto, alpaca, sharegpt or jsonl; got {self.format}")
+            raise BadInput(f"--format must be auto, alpaca, sharegpt or jsonl; got {self.format}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.errors import BadInput, BadStore
 from vst.data import Window
 
 
@@ -80,7 +81,7 @@ class StoreSource:
         doc_id = doc if isinstance(doc, str) else self.documents()[doc]
         stored = self.store.get_document(doc_id)
         if self.n is None:
-            raise ValueError("generation needs a fixed-n codec store")
+            raise BadStore("generation needs a store of a fixed-n codec")
         return stored.tokens.reshape(-1, self.n, self.D), [p.text for p in stored.pages]
 
 
@@ -93,7 +94,8 @@ def store_sources(
     )
     for name, src in (("train", train), ("val", val)):
         if len(src) == 0:
-            raise ValueError(f"the {name} split of {root} has no windows; adjust --val-fraction")
+            raise BadInput(f"the {name} split of {root} has no windows",
+                           hint="adjust --val-fraction, or convert a larger corpus")
     return train, val
 
 

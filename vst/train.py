@@ -34,12 +34,14 @@ from typing import Any, Callable
 
 import torch
 
+from data.errors import BadInput, BadStore
 from vst.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vst.config import ModelConfig, flavour
 from vst.data import Loader, TextCollate, WindowSource, collate_vector, text_codec
 from vst.evaluate import evaluate
 from vst.losses import compute_losses
 from vst.model import VST
+from vst.reader import build_reader, reader_extra, reader_parameters, restore_reader
 from vst.schedule import budget_used, lr_at, resumed_flops, resumed_seconds, resumed_total
 from vst.train_config import TrainConfig, resolve_codec
 
@@ -71,10 +73,10 @@ def _check_codec_matches_store(cfg: TrainConfig, codec, rank: int) -> None:
 
     meta = read_store_meta(cfg.data)
     if (codec.D, codec.n) != (meta.D, meta.n):
-        raise ValueError(
+        raise BadStore(
             f"codec {cfg.codec} has D={codec.D}, n={codec.n}; the store has "
-            f"D={meta.D}, n={meta.n}: decoder-CE and bpb need the store's codec"
-        )
+            f"D={meta.D}, n={meta.n}: decoder-CE and bpb need the store's codec",
+            hint="--codec auto uses the store's own")
     if str(getattr(codec, "version", "")) != meta.codec_version:
         print(
             f"warning: codec version {codec.version} differs from the store's {meta.codec_version}"
@@ -112,7 +114,7 @@ def mean_token_norm(source: WindowSource, windows: int = 16) -> float:
 
 def build_model_config(cfg: TrainConfig, source: WindowSource) -> ModelConfig:
     copied = ("modality", "mlp", "head", "norm_proj", "energy_samples", "head_init", "aux_head",
-              "gate")  # the same name and meaning in both configs
+              "gate", "mixture")  # the same name and meaning in both configs
     over: dict[str, Any] = {name: getattr(cfg, name) for name in copied}
     over.update(D=source.D, grid=tuple(source.grid))
     if cfg.depth is not None:
@@ -132,7 +134,8 @@ def make_collate(cfg: TrainConfig, mcfg: ModelConfig) -> Callable:
     return lambda ws: collate_vector(ws, mcfg.grid, mcfg.rope)
 
 
-def make_optimizer(model: VST, cfg: TrainConfig, fused: bool) -> torch.optim.Optimizer:
+def make_optimizer(model: VST, cfg: TrainConfig, fused: bool,
+                   reader_params: list[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
     # no weight decay on gains, biases and the document-start vector
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
@@ -140,6 +143,9 @@ def make_optimizer(model: VST, cfg: TrainConfig, fused: bool) -> torch.optim.Opt
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": other, "weight_decay": 0.0},
     ]
+    if reader_params:  # the hierarchical reader: its own peak lr, the same schedule
+        scale = (cfg.reader_lr if cfg.reader_lr is not None else cfg.lr) / cfg.lr
+        groups.append({"params": list(reader_params), "weight_decay": 0.0, "lr_scale": scale})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
 
 
@@ -247,6 +253,11 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     )
     train_src, val_src = build_sources(cfg, codec)
     _check_codec_matches_store(cfg, codec, rank)
+    # what decoder-CE and evaluation read the predictions with (vst/reader.py)
+    reader = build_reader(cfg.reader, codec) if cfg.modality == "vector" else codec
+    if reader_parameters(reader) and world > 1:
+        raise BadInput("--reader trainable runs in one process for now (its weights sit "
+                         "outside the DDP-wrapped VST); drop torchrun or use --reader frozen")
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:  # the checkpoint's model config wins (alpha was measured once)
         from vst.checkpoint import read_state
@@ -256,10 +267,12 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         mcfg = build_model_config(cfg, train_src)
     model = VST(mcfg).to(device)
     use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
-    opt = make_optimizer(model, cfg, fused=device.type == "cuda")
+    opt = make_optimizer(model, cfg, fused=device.type == "cuda",
+                         reader_params=reader_parameters(reader))
     step = 0
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, opt, rank=rank)
+        restore_reader(reader, ckpt)
         step = state["step"]
         if state.get("world", world) != world:
             print(
@@ -310,7 +323,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
                 model,
                 val_src,
                 collate,
-                codec=codec,
+                codec=reader,
                 k=cfg.dec_pages if cfg.eval_pages is None else cfg.eval_pages,
                 batches=cfg.eval_batches,
                 batch_size=min(cfg.batch_size, max(1, len(val_src))),
@@ -328,12 +341,15 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     # decoder-CE's FLOPs per page read (forward + backward to the tokens), counted once
     # on real pages of the first batch: with the mini codec it is ~27x the `tiny` trunk's
     # cost per page, so a comparison at equal FLOPs must include it (vst/flops.py)
+    # (a trainable reader's weight gradients are counted too)
     dec_page_flops = 0.0
     if mcfg.modality == "vector" and cfg.dec > 0 and codec is not None:
         from vst.flops import per_page_flops
 
         sample = [p[2] for w in loader.windows(step)[:4] for p in w.pages][:8]
-        dec_page_flops = per_page_flops(codec, sample, lines=cfg.dec_lines or None)
+        dec_page_flops = per_page_flops(reader, sample, lines=cfg.dec_lines or None,
+                                        weight_grads=bool(reader_parameters(reader)),
+                                        causal=cfg.leak_free and reader.n_lines > 1)
     train_flops = resumed_flops(ckpt) if ckpt is not None else 0.0
     history: list[dict[str, float]] = []
     evals: list[dict[str, float]] = []
@@ -344,8 +360,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
     model.train()
     # windows are a pure function of the step, so the next batch is read ahead in a thread
     # while this one computes; the order (and resume) is unaffected
-    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vst-data")
-    pending = reader.submit(loader.windows, step)
+    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vst-data")
+    pending = prefetch.submit(loader.windows, step)
     train_seconds = resumed_seconds(ckpt) if ckpt is not None else 0.0
     # what the run has read so far, across resumes (the last checkpoint's history carries
     # the totals): scaling fits need data seen, not only compute
@@ -359,9 +375,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
             break
         lr = lr_at(step, cfg, used)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         windows = pending.result()
-        pending = reader.submit(loader.windows, step + 1)
+        pending = prefetch.submit(loader.windows, step + 1)
         terms, n_tok = _accumulate(
             windows,
             cfg.grad_accum,
@@ -370,12 +386,13 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
             model,
             trunk,
             lcfg,
-            codec,
+            reader,
             autocast,
             world,
         )
         gnorm = (
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(
+                [*model.parameters(), *reader_parameters(reader)], cfg.grad_clip)
             if cfg.grad_clip > 0
             else torch.zeros(())
         )
@@ -390,6 +407,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
         terms = reduce_terms(terms, world)
         step_flops = positions * flops_tok
         if "dec_n" in terms:  # pages read by decoder-CE over all ranks and micro-batches
+            # (a mixture reads each scored page once per candidate: vst/losses.py)
             step_flops += terms["dec_n"] * cfg.grad_accum * world * dec_page_flops
         train_flops += step_flops
         train_seconds += terms.pop("step_seconds")
@@ -425,7 +443,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
                           "train_seconds": train_seconds, **run_eval()})
             paused = True
         if cfg.save_every > 0 and step % cfg.save_every == 0 and step < cfg.steps:
-            save_checkpoint(out, step, model, opt, ckpt_state(), rank, world, cfg.keep)
+            save_checkpoint(out, step, model, opt, ckpt_state(), rank, world, cfg.keep,
+                            reader_extra(reader))
             paused = True
         if paused:  # throughput counts training only
             t_window, tok_window = time.perf_counter(), 0
@@ -434,15 +453,16 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str
             if bar is not None:
                 bar.close()
             logger.close()
-            reader.shutdown(cancel_futures=True)
+            prefetch.shutdown(cancel_futures=True)
             return {"halted_at": step, "history": history}
-    reader.shutdown()
+    prefetch.shutdown()
     if bar is not None:
         bar.close()
     final_eval = {"step": step, "train_flops": train_flops, "train_seconds": train_seconds,
                   **run_eval()}
     evals.append(final_eval)
-    path = save_checkpoint(out, step, model, opt, ckpt_state(), rank, world, cfg.keep)
+    path = save_checkpoint(out, step, model, opt, ckpt_state(), rank, world, cfg.keep,
+                           reader_extra(reader))
     logger.close()
     elapsed = time.perf_counter() - t_start
     result = {
@@ -481,7 +501,8 @@ def _accumulate(windows, accum, collate, device, model, trunk, lcfg, codec, auto
     gradients only on the last micro-batch.
     """
     if len(windows) % accum:
-        raise ValueError(f"{len(windows)} windows per rank do not split into {accum} micro-batches")
+        raise BadInput(f"{len(windows)} windows per rank do not split into {accum} micro-batches",
+                       hint="make --batch-size a multiple of --grad-accum")
     size = len(windows) // accum
     ddp = trunk if world > 1 else None
     sums: dict[str, torch.Tensor] = {}

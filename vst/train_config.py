@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional
 
+from data.errors import BadInput
 from vst.losses import LossConfig
 
 
@@ -60,6 +61,17 @@ class TrainConfig:
         # main head gets decoder-CE only
     gate: bool = False  # a per-token gate: each line is read as a mixture of the prediction and
         # the decoder's prior (null token)
+    mixture: int = 0  # K > 0: a K-way mixture read-out; the head emits K candidate tokens and
+        # K mixture logits, and decoder-CE reads each line as the mixture of the K candidate
+        # pages (K times decoder-CE's cost, counted in the FLOPs); 0 = off
+    leak_free: bool = True  # decoder-CE reads each line without the token slots after it (a
+        # teacher-forced prediction has seen the earlier lines' true tokens), where the codec
+        # reads by lines
+    reader: str = "frozen"  # frozen (the codec's decoder) | trainable (the hierarchical reader: a
+        # line-local copy of the codec's reader trained jointly, vst/reader.py)
+    reader_lr: Optional[float] = None  # peak learning rate of a trainable reader (default: --lr)
+    reader_input: str = "vst"  # what decoder-CE reads: vst (the predictions) | null (null
+        # tokens: the reader-only control)
     # optimisation
     batch_size: int = 8  # global batch in windows (split over DDP ranks)
     grad_accum: int = 1  # micro-batches per rank and step (same gradient, less memory)
@@ -114,15 +126,20 @@ class TrainConfig:
             "schedule": ("cosine", "linear", "constant", "wsd"),
             "dtype": ("auto", "fp32", "bf16"),
             "head_init": ("normal", "zero"),
+            "reader": ("frozen", "trainable"),
+            "reader_input": ("vst", "null"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(
+                raise BadInput(
                     f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}; "
                     f"got {getattr(self, name)!r}"
                 )
+        if self.reader_input == "null" and self.reader == "frozen":
+            raise BadInput("--reader-input null trains the reader alone: it needs --reader "
+                             "trainable (a frozen reader's control is its prior, bpb_null)")
         if self.head == "energy" and self.energy_samples < 2:
-            raise ValueError("the energy head needs --energy-samples >= 2")
+            raise BadInput("the energy head needs --energy-samples >= 2")
 
     def loss_config(self) -> LossConfig:
         """The loss weights and coverage: the fields `LossConfig` shares with this config."""

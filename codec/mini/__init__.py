@@ -11,6 +11,8 @@ See docs/codec.md and codec/mini/MODEL_CARD.md.
 
 from __future__ import annotations
 
+
+import copy
 import json
 from collections.abc import Sequence
 from functools import cached_property
@@ -29,10 +31,12 @@ from codec.mini import vocab
 from codec.mini.reader import line_nll
 from codec.mini.speculative import ReadStats
 from codec.mini.speculative import read_lines as fast_read_lines
+from data.errors import BadCheckpoint, BadInput, MissingPath
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODE = "small"
 RENDER_PRESET = "mini"
+READER_PREFIXES = ("readout.", "reader.")  # what a trainable reader learns (the encoder stays)
 
 # Token grid of each mode on the `mini` page (32 lines): rows are bands of lines.
 MODES: dict[str, dict] = {
@@ -46,7 +50,7 @@ def mode_config(mode: str, render_config=None, **overrides) -> MiniConfig:
     from render import get_preset
 
     if mode not in MODES:
-        raise ValueError(f"unknown mini mode {mode!r}; choose one of {', '.join(MODES)}")
+        raise BadInput(f"unknown mini mode {mode!r}; choose one of {', '.join(MODES)}")
     geometry = Geometry.of(render_config or get_preset(RENDER_PRESET))
     return MiniConfig(mode=mode, geometry=geometry, **{**MODES[mode], **overrides})
 
@@ -138,13 +142,28 @@ class MiniCodec(Codec):
         have fitted the page is charged on the last line.
         """
         self._check(tokens)
+        return self._text_nll(tokens, texts)
+
+    def causal_text_nll(self, tokens: torch.Tensor, texts: Sequence[str]) -> TextNLL:
+        """`text_nll` with each line read from the page with every slot of a later grid
+        row set to null (the mixer's "causal" view, codec/mini/model.py): under teacher
+        forcing a VST's prediction for a later slot has seen the true token of this line,
+        and the bidirectional mixer could read the line from it."""
+        self._check(tokens)
+        if self.net.reader is None:
+            raise NotImplementedError("the CTC read-out scores bands, not lines")
+        own = self.net.readout.view  # a line-local reader (view "line") is leak-free as it is
+        return self._text_nll(tokens, texts, view="causal" if own == "page" else own)
+
+    def _text_nll(self, tokens: torch.Tensor, texts: Sequence[str],
+                  view: str | None = None) -> TextNLL:
         if len(texts) != len(tokens):
             raise ValueError(f"{len(texts)} texts for {len(tokens)} pages")
         c = self.cfg
         if self.net.reader is not None:
             L = c.geometry.n_lines
             lines = [ln for text in texts for ln in text_bands(text, self.render_config, L, 1)]
-            cells = self.net.line_cells(tokens.float())
+            cells = self.net.line_cells(tokens.float(), view)
             nll = line_nll(self.net.reader, cells, lines).view(len(texts), L).sum(1)
         else:
             logits = self.net.readout(tokens.float())  # [B, rows, T, classes]
@@ -158,14 +177,16 @@ class MiniCodec(Codec):
         return self.cfg.geometry.n_lines if self.net.reader is not None else 1
 
     def line_nll(self, tokens: torch.Tensor, texts: Sequence[str],
-                 which: torch.Tensor | None = None) -> TextNLL:
+                 which: torch.Tensor | None = None, causal: bool = False) -> TextNLL:
         """NLL of chosen lines of each page, [B, k]: the causal reader scores each line
         on its own (its prefix is the line's cells, made from the page's tokens), so a
         sample of lines is an exact slice of the page's likelihood at a fraction of the
-        cost: the reader is ~97% of `text_nll`'s FLOPs, the cells ~3% (vst/flops.py)."""
+        cost: the reader is ~97% of `text_nll`'s FLOPs, the cells ~3% (vst/flops.py).
+        `causal`: each line read without the slots after it (`causal_text_nll`); only the
+        chosen lines' rows are mixed."""
         self._check(tokens)
         if self.net.reader is None:
-            return super().line_nll(tokens, texts, which)
+            return super().line_nll(tokens, texts, which, causal)
         if len(texts) != len(tokens):
             raise ValueError(f"{len(texts)} texts for {len(tokens)} pages")
         L = self.cfg.geometry.n_lines
@@ -174,10 +195,44 @@ class MiniCodec(Codec):
         k = which.shape[1]
         bands = [text_bands(text, self.render_config, L, 1) for text in texts]
         rows = (which.cpu() + L * torch.arange(len(texts))[:, None]).flatten()
-        cells = self.net.line_cells(tokens.float())[rows.to(tokens.device)]
+        if causal and self.net.readout.view == "page":
+            cells = self.net.causal_line_cells(tokens.float(), which.to(tokens.device))
+        else:  # a line-local reader is leak-free as it is
+            cells = self.net.line_cells(tokens.float())[rows.to(tokens.device)]
         chosen = [bands[int(r) // L][int(r) % L] for r in rows]
         nll = line_nll(self.net.reader, cells, chosen).view(len(texts), k)
         return TextNLL(nll=nll, n_bytes=utf8_bytes(chosen).view(len(texts), k))
+
+    # -- the hierarchical reader -----------------------------------------------------------
+    def trainable_reader(self) -> MiniCodec:
+        """A trainable copy of this codec's read-out and causal reader, initialised from its
+        weights, whose mixer lets every slot see itself only (the "line" view): a line is
+        read from its own slot and the characters before it, so a VST trained through it
+        under teacher forcing cannot read a line from a later slot's prediction. The
+        copy is a codec like this one (same tokens, likelihoods, decoding); the encoder
+        and this codec stay frozen and untouched."""
+        if self.net.reader is None:
+            raise BadInput(f"{self.version} has no causal reader to train")
+        net = copy.deepcopy(self.net)
+        net.readout.view = "line"
+        reader = MiniCodec(net, self.render_config, f"{self.version}+reader",
+                           self.batch_size, self.fast_decode)
+        reader.is_trainable_reader = True
+        for name, p in net.named_parameters():
+            p.requires_grad_(name.startswith(READER_PREFIXES))
+        net.readout.head.requires_grad_(False)  # the CTC head only drafts for fast decoding
+        return reader
+
+    def reader_state(self) -> dict[str, torch.Tensor]:
+        """The weights a trainable reader learns (`trainable_reader`), by name."""
+        return {k: v for k, v in self.net.state_dict().items() if k.startswith(READER_PREFIXES)}
+
+    def load_reader_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load `reader_state` weights; every reader weight must be present."""
+        missing = set(self.reader_state()) - set(state)
+        if missing:
+            raise BadCheckpoint(f"reader weights missing: {sorted(missing)[:4]}...")
+        self.net.load_state_dict({**self.net.state_dict(), **state})
 
     def cost_key(self, texts: Sequence[str]) -> tuple[tuple, list[str]]:
         """With the causal reader every line of a call is padded to the call's longest line,
@@ -212,8 +267,8 @@ class MiniCodec(Codec):
         root = Path(path) if path is not None else WEIGHTS_DIR
         meta_path = root / f"{mode}.json"
         if not meta_path.exists():
-            raise FileNotFoundError(f"no mini codec weights for mode {mode!r} in {root} "
-                                    f"(train them with `vst codec train`)")
+            raise MissingPath(f"no mini codec weights for mode {mode!r} in {root}",
+                              hint="train them with `vst codec train`")
         meta = json.loads(meta_path.read_text())
         net = MiniNet(MiniConfig.from_dict(meta["model"]))
         net.load_state_dict({k: v.float() for k, v in
@@ -236,7 +291,7 @@ class MiniCodec(Codec):
 def _factory(mode: str = DEFAULT_MODE, path: str | Path | None = None, random_init: bool = False,
              device: str = "cpu", **kw) -> MiniCodec:
     if device != "cpu":
-        raise ValueError("the mini codec runs on CPU")
+        raise BadInput(f"the mini codec runs on CPU, not {device!r}")
     if random_init:
         return MiniCodec.random(mode, **kw)
     return MiniCodec.from_pretrained(mode, path, **kw)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from codec.mini import MODES, WEIGHTS_DIR
 from codec.mini.configs import CardConfig
+from data.errors import existing_path
 
 ROW = ("| {label} | {n} | {compression:.1f}x | {chars:.1f} | **{precision:.2%}** | {cer:.2%} | "
        "{chrf:.1f} | {bleu:.1f} | {rouge_l:.3f} | {exact_match:.0%} | {blind_precision:.1%} | "
@@ -55,19 +56,6 @@ tokens; greedy decoding reads every line of a batch at once with a KV cache.
 - Trained for about two hours in all on a shared 2-core CPU; longer training improves
   every mode (see the training log in the JSON beside each checkpoint).
 """
-
-
-# The commands the shipped weights' older records name, and today's equivalent (same flags).
-LEGACY_COMMANDS = {"python -m codec.mini.train_reader ": "vst codec train-reader ",
-                   "python -m codec.mini.train ": "vst codec train "}
-
-
-def current_command(command: str) -> str:
-    """A recorded training command as it is typed today (`vst codec ...`)."""
-    for old, new in LEGACY_COMMANDS.items():
-        if command.startswith(old):
-            return new + command[len(old):]
-    return command
 
 
 def stages(train: dict) -> list[dict]:
@@ -115,7 +103,8 @@ def write_card(args: CardConfig) -> Path:
     train = metas["small"]["training"]
     minutes = sum(st["minutes"] for st in stages(train))
     docs = next(st for st in reversed(stages(train)) if "train_docs" in st)
-    held = json.loads(Path(args.fidelity).read_text())
+    held = json.loads(existing_path(args.fidelity, "fidelity metrics (--fidelity)",
+                                    hint="write them with `vst fidelity`").read_text())
     plot = Path(args.fidelity).parent / "precision_vs_compression.png"
     if plot.exists():
         (Path(__file__).parent / "fidelity.png").write_bytes(plot.read_bytes())
@@ -141,7 +130,7 @@ def write_card(args: CardConfig) -> Path:
         "from the previous stage's output):"),
         "",
         "```bash",
-        *[current_command(st["command"]) for st in stages(train)],
+        *[st["command"] for st in stages(train)],
         "```",
         "",
         "| stage | steps | minutes | validation greedy precision (tiny / small / base) |",
@@ -175,7 +164,7 @@ def write_card(args: CardConfig) -> Path:
         "",
     ]
     if args.demo:
-        demo = json.loads(Path(args.demo).read_text())
+        demo = json.loads(existing_path(args.demo, "demo metrics (--demo)").read_text())
         out += [f"Demo corpus ({demo['source']}; mostly training text):", "", table(demo), ""]
     out += [
         ("Precision = mean over pages of max(0, 1 - Levenshtein(decoded, original) / "
@@ -197,7 +186,7 @@ def write_card(args: CardConfig) -> Path:
             ""]
     out.append(NOTES)
     if args.notes:
-        out.append(Path(args.notes).read_text())
+        out.append(existing_path(args.notes, "notes (--notes)").read_text())
     card = Path(__file__).parent / "MODEL_CARD.md"
     card.write_text("\n".join(out) + "\n")
     return card

@@ -20,6 +20,24 @@ from pathlib import Path
 from typing import Any, Optional
 
 from codec.mini import MODES, WEIGHTS_DIR
+from data.errors import existing_path
+
+# A weights flag's symbolic value: the weights this repository ships (codec/mini/weights,
+# wherever the package is installed). A symbol, not the absolute path, keeps `--help` and
+# the commands recorded in checkpoints free of one machine's paths.
+SHIPPED = "shipped"
+
+
+def weights_dir(value: str) -> Path:
+    """The folder a weights flag (--init, --out) names: `shipped`, or a path."""
+    return WEIGHTS_DIR if value == SHIPPED else Path(value)
+
+
+def init_files(value: str, modes: str, suffix: str) -> dict[str, Path]:
+    """{mode: its file in the --init folder}, each checked before any data is read."""
+    folder = weights_dir(value)
+    return {mode: existing_path(folder / f"{mode}{suffix}", f"mode {mode!r} weights",
+                                hint="check --init") for mode in modes.split(",")}
 
 
 @dataclass
@@ -50,8 +68,8 @@ class CodecTrainConfig(MiniRunConfig):
     weights."""
 
     steps: int = 700  # length of the LR schedule
-    out: str = str(WEIGHTS_DIR)  # output weights folder
-    init: Optional[str] = None  # start from the weights in this folder
+    out: str = SHIPPED  # output weights folder ('shipped': codec/mini/weights)
+    init: Optional[str] = None  # start from the weights in this folder ('shipped': the shipped)
     lr: float = 3e-3  # peak learning rate
     warmup: int = 30  # warmup steps
     dim: int = 64  # the size dial (encoder width)
@@ -68,9 +86,9 @@ class ReaderTrainConfig(MiniRunConfig):
     visual tokens (from a stage-1 checkpoint), and write shippable weights."""
 
     steps: int = 1500  # length of the LR schedule
-    init: str = str(WEIGHTS_DIR)  # stage-1 weights folder (or a stage-2 one, to train its
-        # reader further)
-    out: str = str(WEIGHTS_DIR)  # output weights folder
+    init: str = SHIPPED  # stage-1 weights folder (or a stage-2 one, to train its reader
+        # further); 'shipped': codec/mini/weights
+    out: str = SHIPPED  # output weights folder ('shipped': codec/mini/weights)
     lr: float = 2e-3  # peak learning rate
     warmup: int = 50  # warmup steps
     dim: int = 128  # the reader's size dial (width)

@@ -216,12 +216,29 @@ class MixerBlock(nn.Module):
         self.out = nn.Linear(D, D)
         self.mlp = nn.Sequential(nn.Linear(D, mult * D), nn.GELU(), nn.Linear(mult * D, D))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, own_slot: bool = False) -> torch.Tensor:
+        """own_slot: every token attends to itself only (softmax over one key is 1, so the
+        attention's output is the token's own value): no token reads another."""
         B, n, D = x.shape
         q, k, v = self.qkv(self.n1(x)).view(B, n, 3, self.heads, D // self.heads).unbind(2)
-        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        x = x + self.out(a.transpose(1, 2).reshape(B, n, D))
+        if own_slot:
+            a = v
+        else:
+            a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                               v.transpose(1, 2)).transpose(1, 2)
+        x = x + self.out(a.reshape(B, n, D))
         return x + self.mlp(self.n2(x))
+
+
+#: How the read-out's mixer lets a page's token slots see each other.
+#: page: every slot sees every slot (the shipped codec).
+#: causal: row r is read from the page with every slot of a later row set to null (a VST's
+#:     teacher-forced prediction for a later slot has seen the true token of row r, so the
+#:     bidirectional mixer could read row r from it: this is the frozen reader without that
+#:     leak, for leak-free scoring and decoder-CE).
+#: line: every slot sees itself only (the trainable hierarchical reader, leak-free by
+#:     construction).
+SLOT_VIEWS = ("page", "causal", "line")
 
 
 class FrameBlock(nn.Module):
@@ -248,6 +265,7 @@ class ReadOut(nn.Module):
         self.chunk_frames = cfg.frames_per_line // cfg.chunks_per_line
         self.pos = nn.Parameter(torch.zeros(cfg.n, cfg.D))
         self.mix = MixerBlock(cfg.D)
+        self.view = "page"  # the slot view (SLOT_VIEWS) `features` uses by default
         width = self.chunk_frames * cfg.frame_dim
         self.weight = nn.Parameter(torch.randn(K, cfg.D // K, width) / (cfg.D // K) ** 0.5)
         self.bias = nn.Parameter(torch.zeros(K, width))
@@ -255,16 +273,44 @@ class ReadOut(nn.Module):
         self.norm = nn.LayerNorm(cfg.frame_dim)
         self.head = nn.Linear(cfg.frame_dim, N_CLASSES)
 
-    def features(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens [B, n, D] -> frame features [B * n_lines, frames_per_line, frame_dim]."""
+    def causal_rows(self, tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The mixer's output for chosen grid rows of each page (rows [B, k]), each row mixed
+        from its page with every slot of a later row set to null: [B * k, cols, D]."""
         c = self.cfg
-        B, K = tokens.shape[0], c.chunks_per_token
-        x = self.mix(tokens + self.pos).view(B, c.n, K, -1)
-        x = torch.einsum("bnki,kio->bnko", x, self.weight) + self.bias  # [B, n, K, frames*fd]
+        B, n, D = tokens.shape
+        row_of = torch.arange(n, device=tokens.device) // c.cols
+        seen = row_of[None, None, :] <= rows[:, :, None]  # [B, k, n]
+        variants = tokens[:, None] * seen[..., None].to(tokens.dtype)  # [B, k, n, D]
+        y = self.mix(variants.flatten(0, 1) + self.pos)  # [B * k, n, D]
+        slots = rows.reshape(-1, 1) * c.cols + torch.arange(c.cols, device=tokens.device)
+        return y.gather(1, slots[..., None].expand(-1, -1, D))
+
+    def unfold(self, x: torch.Tensor) -> torch.Tensor:
+        """Mixed slots of grid rows [N, cols, D] -> frame features of their lines
+        [N * lines_per_band, frames_per_line, frame_dim]: each slot is unfolded into the
+        frames of its own chunks, then two conv blocks give each frame its neighbours."""
+        c = self.cfg
+        N, K = x.shape[0], c.chunks_per_token
+        x = torch.einsum("bnki,kio->bnko", x.reshape(N, c.cols, K, -1), self.weight) + self.bias
         # frames of a band in reading order: tokens of the band (columns), chunks, frames
-        x = x.reshape(B * c.rows, c.cols * K * self.chunk_frames, c.frame_dim)
+        x = x.reshape(N, c.cols * K * self.chunk_frames, c.frame_dim)
         x = self.blocks(x.transpose(1, 2)).transpose(1, 2)
-        return self.norm(x).reshape(B * c.geometry.n_lines, c.frames_per_line, c.frame_dim)
+        return self.norm(x).reshape(N * c.lines_per_band, c.frames_per_line, c.frame_dim)
+
+    def features(self, tokens: torch.Tensor, view: str | None = None) -> torch.Tensor:
+        """Tokens [B, n, D] -> frame features [B * n_lines, frames_per_line, frame_dim], under
+        a slot view of the mixer (SLOT_VIEWS; default the module's own `view`)."""
+        c = self.cfg
+        view = view or self.view
+        if view not in SLOT_VIEWS:
+            raise ValueError(f"unknown slot view {view!r}; choose one of {', '.join(SLOT_VIEWS)}")
+        B = tokens.shape[0]
+        if view == "causal":
+            rows = torch.arange(c.rows, device=tokens.device).expand(B, -1)
+            x = self.causal_rows(tokens, rows)
+        else:
+            x = self.mix(tokens + self.pos, own_slot=view == "line")
+        return self.unfold(x.reshape(B * c.rows, c.cols, c.D))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         c = self.cfg
@@ -299,9 +345,18 @@ class MiniNet(nn.Module):
         L = self.cfg.geometry.n_lines
         return [lines[i:i + L] for i in range(0, len(lines), L)]
 
-    def line_cells(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The causal reader's prefix for every line: [B * n_lines, cells, 2 * frame_dim]."""
-        return CausalReader.cell_features(self.readout.features(tokens))
+    def line_cells(self, tokens: torch.Tensor, view: str | None = None) -> torch.Tensor:
+        """The causal reader's prefix for every line: [B * n_lines, cells, 2 * frame_dim]
+        (`view`: the mixer's slot view, SLOT_VIEWS; default the read-out's own)."""
+        return CausalReader.cell_features(self.readout.features(tokens, view))
+
+    def causal_line_cells(self, tokens: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        """The prefix of chosen lines (which [B, k]), each read with every slot of a later
+        grid row null: [B * k, cells, 2 * frame_dim]. Only those rows are mixed."""
+        per = self.cfg.lines_per_band
+        frames = self.readout.unfold(self.readout.causal_rows(tokens, which // per))
+        pick = torch.arange(which.numel(), device=which.device) * per + (which % per).flatten()
+        return CausalReader.cell_features(frames[pick])
 
 
 def to_ink(pages: torch.Tensor) -> torch.Tensor:

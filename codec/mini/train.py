@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from codec.mini import RENDER_PRESET, mode_config
-from codec.mini.configs import CodecTrainConfig, MiniRunConfig, training_record
+from codec.mini.configs import (CodecTrainConfig, MiniRunConfig, init_files, training_record,
+                                weights_dir)
 from codec.mini.ctc import band_nll, best_path
 from codec.mini.data import PageSample, PageStream, bands_of, collate, render_pages
 from codec.mini.model import GlyphProbe, MiniNet, to_ink
@@ -211,6 +212,7 @@ def record_validation(log, bar, history: list[dict], step: int, t0: float, metri
 def train(args: CodecTrainConfig) -> dict:
     from tqdm import tqdm
 
+    init = init_files(args.init, args.modes, ".safetensors") if args.init else {}
     run = start_run(args)
     render_config, workdir, train_texts, val_texts, val = (
         run.render_config, run.workdir, run.train_texts, run.val_texts, run.val)
@@ -222,11 +224,11 @@ def train(args: CodecTrainConfig) -> dict:
         if nets:  # one line encoder shared by every mode
             net.encoder = next(iter(nets.values())).encoder
         nets[mode] = net
-    if args.init:  # continue from a checkpoint folder (e.g. to anneal or fine-tune)
+    if init:  # continue from a checkpoint folder (e.g. to anneal or fine-tune)
         from safetensors.torch import load_file
 
         for mode, net in nets.items():
-            state = load_file(str(Path(args.init) / f"{mode}.safetensors"))
+            state = load_file(str(init[mode]))
             net.load_state_dict({k: v.float() for k, v in state.items()})
     probes = {mode: GlyphProbe(net.cfg) for mode, net in nets.items()}  # training aid only
     params = list({id(p): p for m in [*nets.values(), *probes.values()]
@@ -263,7 +265,8 @@ def train(args: CodecTrainConfig) -> dict:
             record_validation(log, bar, history, step, t0, metrics, train_loss_per_char={
                 m: v.item() for m, v in per_mode.items()})
             for net in nets.values():  # a usable checkpoint at every validation
-                save(net, render_config, Path(args.out), meta_of(args, history, t0, train_texts, val_texts))
+                save(net, render_config, weights_dir(args.out),
+                     meta_of(args, history, t0, train_texts, val_texts))
     bar.close()
     log.close()
     return {"minutes": (time.time() - t0) / 60, "history": history}
@@ -272,8 +275,8 @@ def train(args: CodecTrainConfig) -> dict:
 def meta_of(args: CodecTrainConfig, history: list[dict], t0: float, train_texts: list,
             val_texts: list) -> dict:
     previous = None  # the training record of the checkpoint this run started from
-    if args.init and (Path(args.init) / "small.json").exists():
-        previous = json.loads((Path(args.init) / "small.json").read_text()).get("training")
+    if args.init and (weights_dir(args.init) / "small.json").exists():
+        previous = json.loads((weights_dir(args.init) / "small.json").read_text()).get("training")
     return {"training": {**training_record(args, "vst codec train"),
                          "init": args.init, "previous": previous,
                          "steps_done": history[-1]["step"] if history else 0, "steps": args.steps,

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from codec.mini import decode_pages
-from codec.mini.configs import ReaderTrainConfig, training_record
+from codec.mini.configs import ReaderTrainConfig, init_files, training_record, weights_dir
 from codec.mini.data import PageSample, bands_of
 from codec.mini.model import MiniConfig, MiniNet
 from codec.mini.reader import line_nll
+from data.errors import BadCheckpoint
 from codec.mini.train import (
     corrupt,
     ink_batch,
@@ -52,8 +53,8 @@ def load_stage1(init: Path, mode: str, args: ReaderTrainConfig) -> tuple[MiniNet
     state = {k: v.float() for k, v in load_file(str(init / f"{mode}.safetensors")).items()}
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("reader.") for k in missing):
-        raise ValueError(f"{init}/{mode}: checkpoint does not match (missing {missing}, "
-                         f"unexpected {unexpected})")
+        raise BadCheckpoint(f"{init}/{mode}: checkpoint does not match (missing {missing}, "
+                            f"unexpected {unexpected})")
     return net, meta
 
 
@@ -96,11 +97,12 @@ def train(args: ReaderTrainConfig) -> dict:
 
     from render.layout import Typesetter
 
+    init_files(args.init, args.modes, ".json")  # a wrong --init fails before any data is read
     run = start_run(args)  # the same held-out documents as stage 1
     render_config, workdir, val = run.render_config, run.workdir, run.val
     setter = Typesetter(render_config)
 
-    init = Path(args.init)
+    init = weights_dir(args.init)
     nets, metas = {}, {}
     for mode in args.modes.split(","):
         nets[mode], metas[mode] = load_stage1(init, mode, args)
@@ -138,8 +140,9 @@ def train(args: ReaderTrainConfig) -> dict:
             metrics = evaluate(nets, val, setter)
             record_validation(log, bar, history, step, t0, metrics, train_nats_per_char=shown)
             for mode, net in nets.items():  # a usable checkpoint at every validation
-                save(net, render_config, Path(args.out), meta_of(args, metas[mode], history, t0,
-                                                                   (len(run.train_texts), len(run.val_texts))))
+                save(net, render_config, weights_dir(args.out),
+                     meta_of(args, metas[mode], history, t0,
+                             (len(run.train_texts), len(run.val_texts))))
     bar.close()
     log.close()
     return {"minutes": (time.time() - t0) / 60, "history": history}

@@ -28,6 +28,7 @@ import zstandard
 from data.corpus.sources import SOURCE_NAMES, resolve_root, source_by_name
 from data.corpus.splits import split_of
 from data.corpus.text import MAX_PART_CHARS, content_filter, normalise, split_parts
+from data.errors import BadInput
 
 TRAIN_FILE = "train.jsonl.zst"
 HELDOUT_FILE = "heldout_source.jsonl.zst"
@@ -109,7 +110,7 @@ def build_corpus(out_dir: str | Path, *, sources: list[str] | None = None,
                 f"no source is held out")
             heldout_source = None
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise BadInput(f"val_fraction must be in [0, 1), got {val_fraction}")
     roots = dict(roots or {})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -300,15 +301,10 @@ def corpus_build_command(
         if not sep:
             raise typer.BadParameter(f"--root expects NAME=PATH, got {item!r}")
         overrides[name.strip()] = path
-    try:
-        manifest = build_corpus(out, sources=_parse_list(sources),
-                                heldout_source=heldout_source or None,
-                                val_fraction=val_fraction,
-                                max_chars_per_source=max_chars_per_source,
-                                max_docs=max_docs, roots=overrides,
-                                log=lambda m: typer.echo(m, err=True))
-    except (KeyError, ValueError) as err:
-        raise typer.BadParameter(str(err.args[0] if err.args else err)) from None
+    manifest = build_corpus(out, sources=_parse_list(sources),
+                            heldout_source=heldout_source or None, val_fraction=val_fraction,
+                            max_chars_per_source=max_chars_per_source, max_docs=max_docs,
+                            roots=overrides, log=lambda m: typer.echo(m, err=True))
     typer.echo(format_table(manifest))
     t = manifest["totals"]
     typer.echo(f"\n{t['bytes'] / 1e6:.1f} MB of text ({t['characters']:,} characters) in "

@@ -20,6 +20,8 @@ from typing import Iterator
 
 import zstandard
 
+from data.errors import BadInput
+
 PILE_SET_NAME = "PythonStdlibDocs"
 DEMO_FILE_NAME = "demo.jsonl.zst"
 ZSTD_LEVEL = 10
@@ -85,15 +87,17 @@ def demo_documents(n_docs: int, max_chars_per_doc: int, seed: int = 0) -> Iterat
             yield {"text": piece, "meta": meta}
             produced += 1
     if produced < n_docs:
-        raise ValueError(f"only {produced} demo documents available at "
-                         f"max_chars_per_doc={max_chars_per_doc}; asked for {n_docs}")
+        raise BadInput(f"only {produced} demo documents available at "
+                       f"max_chars_per_doc={max_chars_per_doc}; asked for {n_docs}",
+                       hint="ask for fewer documents or longer ones")
 
 
 def build_demo_corpus(out_dir: str | Path, n_docs: int = 64, max_chars_per_doc: int = 20_000,
                       seed: int = 0) -> Path:
     """Write ``out_dir/demo.jsonl.zst`` (The Pile's format) and return its path."""
     if n_docs < 1 or max_chars_per_doc < 1:
-        raise ValueError("n_docs and max_chars_per_doc must be positive")
+        raise BadInput(f"n_docs and max_chars_per_doc must be positive, got {n_docs} and "
+                       f"{max_chars_per_doc}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / DEMO_FILE_NAME
@@ -116,5 +120,6 @@ def heldout_texts(n: int = 32, min_chars: int = 400, max_chars: int = 4000,
     candidates = [text for text in candidates if len(text) >= min_chars]
     random.Random(seed).shuffle(candidates)
     if n > len(candidates):
-        raise ValueError(f"only {len(candidates)} held-out topics have >= {min_chars} chars")
+        raise BadInput(f"only {len(candidates)} held-out topics have >= {min_chars} chars; "
+                       f"asked for {n}")
     return [split_text(text, max_chars)[0].rstrip() for text in candidates[:n]]

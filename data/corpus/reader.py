@@ -57,6 +57,7 @@ from typing import Any, Iterator
 import zstandard
 
 from data.corpus.splits import part_id
+from data.errors import BadInput, existing_path
 
 DEFAULT_MAX_CHARS = 2_000_000
 PARQUET_BATCH_ROWS = 1024
@@ -218,9 +219,9 @@ class _Context:
         if num_shards < 1 or not 0 <= shard_index < num_shards:
             raise ValueError(f"need 0 <= shard_index < num_shards, got {shard_index}/{num_shards}")
         if max_chars is not None and max_chars < 1:
-            raise ValueError(f"max_chars must be positive or None, got {max_chars}")
+            raise BadInput(f"max_chars must be positive or None, got {max_chars}")
         if oversized not in OVERSIZED:
-            raise ValueError(f"oversized must be one of {OVERSIZED}, got {oversized!r}")
+            raise BadInput(f"oversized must be one of {OVERSIZED}, got {oversized!r}")
         self.text_field = text_field
         self.oversized = oversized
         self.id_field = id_field
@@ -507,10 +508,9 @@ def read_corpus(path: str | Path, *, text_field: str = "text", shard_index: int 
     """
     path = Path(path)
     ctx = _Context(text_field, shard_index, num_shards, max_chars, skips, oversized, id_field)
-    if not path.exists():
-        raise FileNotFoundError(f"corpus path does not exist: {path}")
+    existing_path(path, "corpus path")
     if path.is_file() and corpus_suffix(path) is None:
-        raise ValueError(f"unsupported corpus file {path}; expected one of {SUFFIXES}")
+        raise BadInput(f"unsupported corpus file {path}; expected one of {SUFFIXES}")
     plan = shard_plan(corpus_files(path), num_shards)[shard_index]
     for source, ctx.slices in plan.items():
         file = path if path.is_file() else path / source

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from data.corpus.demo import module_doc_text
+from data.errors import BadInput
 from data.corpus.text import (MAX_LINK_SHARE, html_to_text, is_translation, logical_name,
                               path_filter, pod_to_text, read_text_file, rst_link_share,
                               suffix_of)
@@ -255,7 +256,7 @@ def source_by_name(name: str) -> Source:
     for source in SOURCES:
         if source.name == name:
             return source
-    raise KeyError(f"unknown corpus source {name!r}; known: {', '.join(SOURCE_NAMES)}")
+    raise BadInput(f"unknown corpus source {name!r}; known: {', '.join(SOURCE_NAMES)}")
 
 
 def _version_key(path: str) -> list:

@@ -11,8 +11,8 @@ Modules, bottom up: ``token_arrays`` (flat zarr / .npy arrays, checksums, bfloat
 
 from data.store.format import (FORMAT, FORMAT_VERSION, INDEX_FILE, MANIFEST_FILE, PART_MARKER,
                                PARTS_DIR, STORE_META_FILE, PageRecord, PartExistsError,
-                               StoreCorruptError, StoreError, StoreMeta, create_store,
-                               part_name, read_store_meta)
+                               StoreCorruptError, StoreError, StoreMeta, StoreOpenError,
+                               create_store, part_name, read_store_meta)
 from data.store.parts import (consolidate, part_status, read_part_info, remove_incomplete,
                               scan_parts, verify_part, verify_store)
 from data.store.reader import DEFAULT_CACHE_BYTES, Store, StoredDocument
@@ -25,8 +25,8 @@ from data.store.writer import StoreWriter
 __all__ = [
     "DEFAULT_CACHE_BYTES", "DEFAULT_SHUFFLE_BUFFER", "FORMAT", "FORMAT_VERSION", "INDEX_FILE",
     "LAYOUTS", "MANIFEST_FILE", "PART_MARKER", "PARTS_DIR", "STORE_META_FILE", "PageRecord",
-    "PartExistsError", "Store", "StoreCorruptError", "StoreError", "StoreMeta", "StoreWriter",
-    "StoredDocument", "Window", "WindowLoader", "bf16_bits_to_f32", "block_shuffle",
+    "PartExistsError", "Store", "StoreCorruptError", "StoreError", "StoreMeta", "StoreOpenError",
+    "StoreWriter", "StoredDocument", "Window", "WindowLoader", "bf16_bits_to_f32", "block_shuffle",
     "consolidate", "create_store", "f32_to_bf16_bits", "page_row_col", "part_name",
     "part_status", "plan_windows", "read_part_info", "read_store_meta", "remove_incomplete",
     "scan_parts", "to_float32", "to_storage", "verify_part", "verify_store",

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from data.errors import BadStore
 from data.store.token_arrays import LAYOUTS, storage_dtype
 
 FORMAT = "vst-token-store"
@@ -44,14 +45,18 @@ _PART_NAME = re.compile(r"^part-[A-Za-z0-9_.-]+$")
 
 
 class StoreError(Exception):
-    """Misuse of the store or a store that cannot be opened."""
+    """Misuse of the store's API (a bug), and the base of the store's errors below."""
 
 
-class StoreCorruptError(StoreError):
+class StoreOpenError(StoreError, BadStore):
+    """A store that cannot be opened, or holds other metadata than asked: the user's to fix."""
+
+
+class StoreCorruptError(StoreError, BadStore):
     """Stored bytes disagree with the recorded checksums or counts; the message names the part."""
 
 
-class PartExistsError(StoreError):
+class PartExistsError(StoreError, BadStore):
     """A complete part with this id exists already (pass overwrite=True to replace it)."""
 
 
@@ -177,17 +182,19 @@ def create_store(root: str | Path, meta: StoreMeta) -> StoreMeta:
             tmp.unlink()
     existing = read_store_meta(root)
     if existing != meta:
-        raise StoreError(f"{target} holds different metadata:\n  existing {existing}\n  "
-                         f"given    {meta}")
+        raise StoreOpenError(f"{target} holds different metadata: existing {existing}, "
+                             f"given {meta}", hint="write to another directory")
     return existing
 
 
 def read_store_meta(root: str | Path) -> StoreMeta:
     path = Path(root) / STORE_META_FILE
     if not path.exists():
-        raise StoreError(f"no {STORE_META_FILE} in {root}: not a token store (create_store first)")
+        raise StoreOpenError(f"no {STORE_META_FILE} in {root}: not a token store",
+                             hint="give a store written by `vst convert`")
     data = json.loads(path.read_text(encoding="utf-8"))
     if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
-        raise StoreError(f"{path}: unsupported format {data.get('format')!r} "
-                         f"v{data.get('format_version')}")
+        raise StoreOpenError(f"{path}: unsupported format {data.get('format')!r} "
+                             f"v{data.get('format_version')}",
+                             hint=f"this version reads {FORMAT} v{FORMAT_VERSION}")
     return StoreMeta.from_json(data)

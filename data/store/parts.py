@@ -15,8 +15,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data.store.format import (FORMAT, FORMAT_VERSION, INDEX_FILE, MANIFEST_FILE, PART_MARKER,
-                               PARTS_DIR, TMP_PREFIX, StoreCorruptError, StoreError, part_name,
-                               read_store_meta, sha256_file, write_json_atomic)
+                               PARTS_DIR, TMP_PREFIX, StoreCorruptError, StoreError,
+                               StoreOpenError, part_name, read_store_meta, sha256_file,
+                               write_json_atomic)
 from data.store.token_arrays import TokenArrayCorrupt, verify_array
 
 
@@ -35,7 +36,7 @@ def part_status(root: str | Path, part_id: int | str) -> str:
 def read_part_info(root: str | Path, part_id: int | str) -> dict:
     marker = Path(root) / PARTS_DIR / part_name(part_id) / PART_MARKER
     if not marker.exists():
-        raise StoreError(f"{marker.parent} is not a complete part (no {PART_MARKER})")
+        raise StoreOpenError(f"{marker.parent} is not a complete part (no {PART_MARKER})")
     return json.loads(marker.read_text(encoding="utf-8"))
 
 

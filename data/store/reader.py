@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from data.corpus.splits import split_of
 from data.store.format import (INDEX_FILE, MANIFEST_FILE, PARTS_DIR, PageRecord, StoreCorruptError,
-                               StoreError, StoreMeta, part_name, read_store_meta)
+                               StoreMeta, StoreOpenError, part_name, read_store_meta)
 from data.store.parts import read_part_info, verify_part, verify_store
 from data.store.token_arrays import open_array, storage_dtype, to_float32
 
@@ -165,7 +165,9 @@ class Store:
         self.meta = read_store_meta(self.root)
         manifest_path = self.root / MANIFEST_FILE
         if not manifest_path.exists():
-            raise StoreError(f"no {MANIFEST_FILE} in {self.root}: run data.store.consolidate()")
+            raise StoreOpenError(
+                f"no {MANIFEST_FILE} in {self.root}: the conversion has not finished",
+                hint=f"re-run it, or `vst store consolidate {self.root}`")
         self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         self.part_names: list[str] = sorted(self.manifest["parts"])
         self._chunk_cache = _ChunkCache(cache_bytes)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from data.errors import BadStore
+
 LAYOUTS = ("zarr", "npy")
 DTYPES = ("float16", "bfloat16")
 ZARR_NAME = "tokens.zarr"
@@ -29,7 +31,7 @@ _NPY_HEADER_BYTES = 256
 _NPY_MAGIC = b"\x93NUMPY\x01\x00"
 
 
-class TokenArrayCorrupt(Exception):
+class TokenArrayCorrupt(BadStore):
     """A token array whose bytes or shape disagree with its recorded checksums."""
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from data.errors import BadInput
 from eval.runners.common import Prompt, Runner, cut_at_stop, stop_strings
 from eval.runners.visual import PageEncoder, Renderer
 
@@ -49,11 +50,11 @@ class CodecReaderRunner(Runner):
         self.max_visual_tokens = max_visual_tokens
         self.mode = ("direct" if has_reader(codec) else "transcribe") if mode == "auto" else mode
         if self.mode == "direct" and not has_reader(codec):
-            raise ValueError(
+            raise BadInput(
                 f"codec {codec.name!r} only transcribes; use mode='transcribe' with an answerer"
             )
         if self.mode == "transcribe" and answerer is None:
-            raise ValueError(
+            raise BadInput(
                 f"codec {codec.name!r} cannot answer questions itself; pass a text runner as "
                 "answerer "
                 "(transcribe-then-answer fallback)"

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from data.errors import BadInput
+
 # Datasets on which LongBench's pred.py does *not* wrap the prompt in a chat template
 # (they are few-shot / completion tasks; chat formatting hurts them).
 NO_CHAT_DATASETS = frozenset({"trec", "triviaqa", "samsum", "lsht", "lcc", "repobench-p"})
@@ -326,7 +328,7 @@ def run_tasks(
         old = json.loads(info_path.read_text(encoding="utf-8"))
         if old.get("runner") != info.get("runner"):
             # Resuming into another runner's folder would mix two models' predictions.
-            raise ValueError(
+            raise BadInput(
                 f"{out_dir} holds predictions of {old.get('runner')!r}, "
                 f"not {info.get('runner')!r}; use another --out"
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from codec import load_codec
+from data.errors import BadInput
 from eval.runners.common import Runner
 
 RUNNERS = ("hf", "vst-text", "codec", "vst")
@@ -54,9 +55,9 @@ def make_runner(
         _need(model, "vst needs --model, a VST checkpoint directory")
         c = load_codec(codec, path=codec_path, device=device) if codec else None
         return VSTRunner(model, codec=c, device=device, max_visual_tokens=max_visual_tokens)
-    raise ValueError(f"unknown runner {runner!r}; choose one of {', '.join(RUNNERS)}")
+    raise BadInput(f"unknown runner {runner!r}; choose one of {', '.join(RUNNERS)}")
 
 
 def _need(value: Any, message: str) -> None:
     if not value:
-        raise ValueError(message)
+        raise BadInput(message)

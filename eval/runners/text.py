@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from data.errors import BadCheckpoint
 from eval.runners.common import Prompt, Runner, cut_at_stop, middle_keep, stop_strings, use_chat
 
 
@@ -187,14 +188,15 @@ class VSTTextRunner(Runner):
 
             model, state = load_model(checkpoint, device)
         if model.cfg.modality != "text":
-            raise ValueError("this checkpoint is a vector VST; use the VST runner (--runner vst)")
+            raise BadCheckpoint("this checkpoint is a vector VST",
+                                hint="use the VST runner (--runner vst)")
         self.model = model.eval()
         self.device = model.doc_start.device
         self.tokenizer_name = tokenizer or state.get("train_config", {}).get("tokenizer", "bytes")
         self.encode, _, vocab = text_codec(self.tokenizer_name)
         if vocab != model.cfg.vocab_size:
-            raise ValueError(f"tokenizer {self.tokenizer_name!r} has {vocab} ids, "
-                             f"the model {model.cfg.vocab_size}")
+            raise BadCheckpoint(f"tokenizer {self.tokenizer_name!r} has {vocab} ids, "
+                                f"the model {model.cfg.vocab_size}")
         self.max_length = max_length
         self.checkpoint = checkpoint
         label = Path(checkpoint).name if checkpoint is not None else "model"

@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from data.errors import BadCheckpoint, BadInput
 from eval.runners.common import Prompt, Runner, cut_at_stop, stop_strings
 from eval.runners.visual import PageEncoder, Renderer
 
@@ -46,11 +47,11 @@ class VSTRunner(Runner):
 
             model, state = load_model(checkpoint, device)
         if model.cfg.modality != "vector":
-            raise ValueError("this checkpoint is a text-token model; use --runner vst-text")
+            raise BadCheckpoint("this checkpoint is a text-token model; use --runner vst-text")
         if codec is None or isinstance(codec, str):
             codec = _codec_for(state, codec)
         if (codec.D, codec.n) != (model.cfg.D, model.cfg.tokens_per_page):
-            raise ValueError(
+            raise BadCheckpoint(
                 f"codec {codec.name!r} gives {codec.n} tokens of width {codec.D} per page; the VST "
                 f"was trained on {model.cfg.tokens_per_page} x {model.cfg.D}"
             )
@@ -119,8 +120,8 @@ class VSTRunner(Runner):
         # budget: the worst case of new tokens is a full current page plus max_new_pages
         kept = self.encoder.keep(pages, self.budget(n * (1 + self.max_new_pages)))
         if not kept:
-            raise ValueError(f"the VST's window ({self.model.cfg.max_seq_len} positions) cannot "
-                             f"hold one page of {n} tokens plus {self.max_new_pages} answer pages")
+            raise BadInput(f"the VST's window ({self.model.cfg.max_seq_len} positions) cannot "
+                           f"hold one page of {n} tokens plus {self.max_new_pages} answer pages")
         tokens = self.encoder.encode_pages(kept)  # [P, n, D]
         used = self.used_tokens(kept[-1])
         prompt = torch.cat([tokens[:-1].reshape(-1, tokens.shape[-1]), tokens[-1, :used]])
@@ -187,6 +188,6 @@ def _codec_for(state: dict[str, Any], name: str | None) -> Any:
         from codec import load_codec
 
         return load_codec(name)
-    from vst.train_config import TrainConfig
+    from vst.reader import load_reader
 
-    return TrainConfig.from_dict(state.get("train_config", {})).load_codec()
+    return load_reader(state)

@@ -16,6 +16,7 @@ import typer
 
 from jobs.config_cli import config_command
 from jobs.convert.config import ConvertConfig
+from jobs.errors import ReportingCommand
 
 
 def _run(cfg: ConvertConfig) -> None:
@@ -29,5 +30,5 @@ convert = config_command(ConvertConfig, _run)
 
 def main(argv: Optional[list[str]] = None) -> None:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(convert)
+    app.command(cls=ReportingCommand)(convert)
     app(args=argv if argv is not None else sys.argv[1:], prog_name="python -m jobs.convert")

@@ -33,12 +33,14 @@ from typing import Any, Iterator, Optional
 
 import ray
 
+from data.errors import BadInput, BadStore, UserError, existing_path
 from jobs.convert import report
 from jobs.convert.config import ConvertConfig, PartResult
-from jobs.convert.pipeline import (STATE_DIR, atomic_write_text, codec_info,
+from jobs.convert.pipeline import (STATE_DIR, PartFailed, atomic_write_text, codec_info,
                                    convert_part_stream, keep_freed_memory, page_config,
                                    part_record_path, render_part_stream, store_meta,
                                    warm_rendering)
+from jobs.errors import raise_remote, remote_cause
 
 PLAN_VERSION = 3  # 3: the plan has `oversized`; 2: corpus shards are files or slices of files
 READ_AHEAD_CHUNKS = 4  # rendered chunks a part may have waiting for its encoder
@@ -75,14 +77,27 @@ class CodecWorker:
 
         keep_freed_memory()
         torch.set_num_threads(max(1, torch_threads))
-        self.codec = load_codec(cfg.codec, mode=cfg.codec_mode, path=cfg.codec_path,
-                                options=cfg.codec_options,
-                                trust_remote_code=cfg.trust_remote_code)
+        # An error here is kept for `info` to raise: Ray reports an actor's failed start only
+        # as text, while a method's error reaches the driver with its type (a wrong codec
+        # spec or path is then one line for the user, not a remote traceback).
+        self.codec, self.error = None, None
+        try:
+            self.codec = load_codec(cfg.codec, mode=cfg.codec_mode, path=cfg.codec_path,
+                                    options=cfg.codec_options,
+                                    trust_remote_code=cfg.trust_remote_code)
+        except Exception as err:  # noqa: BLE001 - raised again by every method
+            self.error = err
+            return
         if cfg.render_in_encoder:  # this actor renders its own parts
             warm_rendering()
 
+    def loaded_codec(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.codec
+
     def info(self) -> dict:
-        return codec_info(self.codec)
+        return codec_info(self.loaded_codec())
 
     def convert_part(self, cfg: ConvertConfig, part: int, render_config: Any, meta: dict,
                      renderer: Any) -> Iterator[tuple]:
@@ -95,7 +110,8 @@ class CodecWorker:
             ).remote(cfg.corpus, part, cfg.num_parts, cfg.read_kwargs(), render_config,
                      cfg.batch_size)
             messages = map(ray.get, stream)
-        yield from convert_part_stream(cfg, part, self.codec, render_config, meta, messages)
+        yield from convert_part_stream(cfg, part, self.loaded_codec(), render_config, meta,
+                                       messages)
 
 
 # ------------------------------------------------------------------------------ Ray session
@@ -150,7 +166,7 @@ def _check_resources(cfg: ConvertConfig) -> bool:
     cpus, gpus = res.get("CPU", 0.0), res.get("GPU", 0.0)
     need = cfg.cpus_per_actor + cfg.render_actor_cpus
     if cpus + 1e-9 < need or gpus + 1e-9 < cfg.gpus_per_actor:
-        raise RuntimeError(
+        raise BadInput(
             f"the cluster has {cpus:g} CPU / {gpus:g} GPU, but one encoder actor and its render "
             f"task need {need:g} CPU / {cfg.gpus_per_actor:g} GPU "
             "(lower --cpus-per-actor, --render-cpus or --gpus-per-actor)")
@@ -190,8 +206,8 @@ def _check_or_write_plan(out: Path, plan: dict) -> None:
             old["store"] = None
         if old != plan:
             diff = {k: (old.get(k), plan.get(k)) for k in plan if old.get(k) != plan.get(k)}
-            raise RuntimeError(f"{out} holds a conversion with other settings (stored, given): "
-                               f"{diff}; choose another --out, or --overwrite to start over")
+            raise BadStore(f"{out} holds a conversion with other settings (stored, given): "
+                           f"{diff}", hint="choose another --out, or --overwrite to start over")
         return
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
     if plan["store"] is not None:
@@ -224,7 +240,8 @@ def _lock(out: Path) -> Any:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
-        raise RuntimeError(f"another conversion is writing {out}") from None
+        raise BadStore(f"another conversion is writing {out}",
+                       hint="wait for it, or choose another --out") from None
     return fh
 
 
@@ -266,9 +283,8 @@ def convert(cfg: ConvertConfig) -> dict:
     cfg = dataclasses.replace(cfg, corpus=str(Path(cfg.corpus).resolve()),
                               out=str(Path(cfg.out).resolve()))
     if min(cfg.num_parts, cfg.num_actors, cfg.batch_size) < 1:
-        raise ValueError("num_parts, num_actors and batch_size must be at least 1")
-    if not Path(cfg.corpus).exists():
-        raise FileNotFoundError(f"corpus path does not exist: {cfg.corpus}")
+        raise BadInput("--num-parts, --num-actors and --batch-size must be at least 1")
+    existing_path(cfg.corpus, "corpus path", hint="check --corpus")
     out_dir = Path(cfg.out)
     t_start = time.perf_counter()
     lock = _lock(out_dir)  # held until we return; the kernel drops it if we are killed
@@ -316,7 +332,10 @@ def _drive(cfg: ConvertConfig, out: Path, t_start: float) -> dict:
         # Wait for every worker when all fit (start-up then stays out of pages/s), else for
         # the first; the others are put to work as they come up.
         for w in workers if fits_all else workers[:1]:
-            info = ray.get(starting.pop(w))[0]
+            try:
+                info = ray.get(starting.pop(w))[0]
+            except Exception as err:  # noqa: BLE001 - e.g. a codec that cannot load
+                raise_remote(err)
         print(f"[convert] Ray ready and {cfg.num_actors - len(starting)} worker(s) loaded in "
               f"{time.perf_counter() - t_start:.1f}s", flush=True)
         render_config = page_config(cfg, info)
@@ -357,19 +376,26 @@ def _drive(cfg: ConvertConfig, out: Path, t_start: float) -> dict:
     atomic_write_text(out / report.SUMMARY_FILE, json.dumps(summary, indent=1))
     report.print_summary(summary)
     if failed:
-        raise RuntimeError(f"{len(failed)} part(s) failed: {failed}; re-run to retry them")
+        failures = "; ".join(str(failed[p]) for p in sorted(failed))
+        message = f"{len(failed)} part(s) failed: {failures}"
+        bugs = [f for f in failed.values() if not f.expected]
+        if not bugs:  # every part stopped on a user's mistake: one line, status 2
+            raise UserError(message, hint="fix it and re-run: finished parts are kept")
+        raise RuntimeError(f"{message}; re-run to retry them. The first failure's traceback, "
+                           f"from its worker:\n{bugs[0].trace}")
     return summary
 
 
 def _schedule(cfg: ConvertConfig, todo: list[int], workers: list, starting: dict,
               new_codec: Any, new_renderer: Any, render_config: Any, meta: dict,
-              progress: report.Progress) -> dict[int, str]:
-    """Feed parts to idle workers; retry failed parts; returns {part: error} of parts given up.
+              progress: report.Progress) -> dict[int, PartFailed]:
+    """Feed parts to idle workers; retry failed parts (not those that stopped on a user's
+    mistake: it would recur); returns {part: failure} of parts given up.
 
     `starting`: workers still coming up -> their readiness refs.
     """
     attempts: Counter = Counter()
-    failed: dict[int, str] = {}
+    failed: dict[int, PartFailed] = {}
     idle, queue = list(workers), list(todo)
     running: dict[Any, tuple[tuple, int]] = {}  # part generator -> (worker, part)
     idle_since: list[float] = []  # when each worker ran out of parts
@@ -408,14 +434,17 @@ def _schedule(cfg: ConvertConfig, todo: list[int], workers: list, starting: dict
                 for actor in filter(None, worker):
                     ray.kill(actor)
                 idle.append((new_codec(), new_renderer()))
+                # The worker's PartFailed names the document; a dead actor sends no error.
+                cause = remote_cause(err)
+                failure = (cause if isinstance(cause, PartFailed)
+                           else PartFailed.of(part, None, cause))
                 attempts[part] += 1
-                if attempts[part] <= cfg.max_retries:
-                    print(f"[convert] part {part} failed ({type(err).__name__}: "
-                          f"{str(err)[:300]}); retrying", flush=True)
+                if attempts[part] <= cfg.max_retries and not failure.expected:
+                    print(f"[convert] {str(failure)[:300]}; retrying", flush=True)
                     queue.append(part)
                 else:
-                    failed[part] = f"{type(err).__name__}: {str(err)[:2000]}"
-                    print(f"[convert] part {part} failed for good: {failed[part]}", flush=True)
+                    failed[part] = failure
+                    print(f"[convert] {str(failure)[:2000]}; given up", flush=True)
                 continue
             if msg[0] == "progress":
                 progress.live[part] = (msg[1], msg[2])

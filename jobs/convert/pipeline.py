@@ -27,13 +27,44 @@ import json
 import os
 import resource
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from data.errors import UserError
 from jobs.convert.config import ConvertConfig, PartResult
 
 STATE_DIR = "_convert"  # the job's own bookkeeping, beside the store's files
+
+
+class PartFailed(Exception):
+    """A part stopped: which part, the document it had reached, and the error itself.
+
+    It crosses from a Ray worker to the driver whole (pickled with its fields), so the
+    driver can tell a user's mistake (`expected`) from a bug, whose traceback it keeps as
+    text (a traceback does not survive pickling).
+    """
+
+    def __init__(self, part: int, doc: Optional[str], error: BaseException,
+                 trace: Optional[str] = None) -> None:
+        super().__init__(part, doc, error, trace)
+        self.part, self.doc, self.error, self.trace = part, doc, error, trace
+
+    @classmethod
+    def of(cls, part: int, doc: Optional[str], error: BaseException) -> PartFailed:
+        trace = None if isinstance(error, UserError) else "".join(
+            traceback.format_exception(error))
+        return cls(part, doc, error, trace)
+
+    @property
+    def expected(self) -> bool:
+        return isinstance(self.error, UserError)
+
+    def __str__(self) -> str:
+        where = f"part {self.part}" + (f" at document {self.doc!r}" if self.doc else "")
+        reason = str(self.error) if self.expected else f"{type(self.error).__name__}: {self.error}"
+        return f"{where}: {reason}"
 
 
 def part_record_path(out: Path, part: int) -> Path:
@@ -166,6 +197,8 @@ def render_part_stream(corpus: str, part: int, num_parts: int, read_kwargs: dict
                 skips.add(source, doc.id, "render: the document gives no pages")
                 continue
             yield ("pages", doc.id, records, np.stack(images) if images else None, True)
+        except UserError:
+            raise  # a user's mistake (a missing font, a bad setting) is every document's
         except Exception as err:  # noqa: BLE001 - one bad document must not stop the part
             reason = f"render failed: {type(err).__name__}: {err}"
             skips.add(source, doc.id, reason)
@@ -274,7 +307,8 @@ def convert_part_stream(cfg: ConvertConfig, part: int, codec: Any, render_config
                         meta: dict, messages: Optional[Iterable[tuple]] = None,
                         progress_every: float = 1.0) -> Iterator[tuple]:
     """Convert store part `part`; yields ("progress", pages, docs) now and then, then
-    ("result", PartResult).
+    ("result", PartResult). A failure is raised as `PartFailed`, naming the part and the
+    document it had reached.
 
     `messages`: the part's render messages (`render_part_stream`'s) from elsewhere, e.g. a
     render actor; None renders them here. The store (`data.store.create_store`) must exist.
@@ -290,35 +324,39 @@ def convert_part_stream(cfg: ConvertConfig, part: int, codec: Any, render_config
     result = PartResult(part=part)
     last_yield = time.perf_counter()
 
-    part_meta = StoreMeta.from_json(meta)
-    with StoreWriter(out, part, part_meta, overwrite=True) as writer:
-        pw = _PartWriter(codec, writer, part_meta, result)
-        while True:
-            t = time.perf_counter()
-            msg = next(source, None)  # rendered here, the wait is the rendering itself
-            if msg is None:
-                break
-            result.wait_seconds += time.perf_counter() - t
-            if msg[0] == "pages":
-                _, doc, records, images, last = msg
-                pw.add_pages(doc, records, images, last, cfg.batch_size)
-            elif msg[0] == "drop":
-                pw.drop(msg[1])
-            elif msg[0] == "done":
-                _, result.docs_read, result.skips, render_rss, render_cpu = msg
-                if not rendered_here:  # else it is this process, counted below
-                    result.render_peak_rss_mb = render_rss
-                    result.render_cpu_seconds = render_cpu
-            if time.perf_counter() - last_yield >= progress_every:
-                last_yield = time.perf_counter()
-                yield ("progress", result.pages, result.docs)
-        pw.finish()
-        result.skips = result.skips + pw.bad_pages
-        if pw.open_docs:
-            raise RuntimeError(f"part {part}: documents left incomplete: "
-                               f"{list(pw.open_docs)[:3]}")
-        t_write = time.perf_counter()
-    verify_part(out, part)  # re-read from disk: "done" means complete and verified
+    doc = None  # the document the part has reached: a failure names it
+    try:
+        part_meta = StoreMeta.from_json(meta)
+        with StoreWriter(out, part, part_meta, overwrite=True) as writer:
+            pw = _PartWriter(codec, writer, part_meta, result)
+            while True:
+                t = time.perf_counter()
+                msg = next(source, None)  # rendered here, the wait is the rendering itself
+                if msg is None:
+                    break
+                result.wait_seconds += time.perf_counter() - t
+                if msg[0] == "pages":
+                    _, doc, records, images, last = msg
+                    pw.add_pages(doc, records, images, last, cfg.batch_size)
+                elif msg[0] == "drop":
+                    doc = msg[1]
+                    pw.drop(doc)
+                elif msg[0] == "done":
+                    _, result.docs_read, result.skips, render_rss, render_cpu = msg
+                    if not rendered_here:  # else it is this process, counted below
+                        result.render_peak_rss_mb = render_rss
+                        result.render_cpu_seconds = render_cpu
+                if time.perf_counter() - last_yield >= progress_every:
+                    last_yield = time.perf_counter()
+                    yield ("progress", result.pages, result.docs)
+            pw.finish()
+            result.skips = result.skips + pw.bad_pages
+            if pw.open_docs:
+                raise RuntimeError(f"documents left incomplete: {list(pw.open_docs)[:3]}")
+            t_write = time.perf_counter()
+        verify_part(out, part)  # re-read from disk: "done" means complete and verified
+    except Exception as err:  # noqa: BLE001 - re-raised with the part and document
+        raise PartFailed.of(part, doc, err) from err
     result.write_seconds = time.perf_counter() - t_write
     result.seconds = time.perf_counter() - t0
     result.cpu_seconds = time.process_time() - cpu0

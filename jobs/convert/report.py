@@ -107,7 +107,9 @@ def summary(cfg: ConvertConfig, plan: dict, info: dict, results: list[PartResult
         "parts": cfg.num_parts,
         "parts_done": len(results),
         "parts_resumed": len(progress.resumed),
-        "parts_failed": {str(k): v for k, v in sorted(failed.items())},
+        # part -> the document it had reached and the reason (jobs.convert.pipeline.PartFailed)
+        "parts_failed": {str(k): {"doc": v.doc, "reason": str(v)[:2000]}
+                         for k, v in sorted(failed.items())},
         "docs_read": tot["docs_read"],
         "docs": tot["docs"],
         "pages": tot["pages"],
