@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from data.errors import BadInput
 from jobs.sweep import SweepConfig, Trial, execute, plan, train_config, trial_row
 
 FAMILIES = ("text-bytes", "text-cl100k")
@@ -71,17 +72,17 @@ class FrontierConfig:
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
-            raise ValueError(f"--family must be one of {', '.join(FAMILIES)}; got {self.family!r}")
+            raise BadInput(f"--family must be one of {', '.join(FAMILIES)}; got {self.family!r}")
         if not self.data or self.data == "synthetic":
-            raise ValueError("the frontier needs a token store (--data): it selects on a band "
-                             "of the store's documents")
+            raise BadInput("the frontier needs a token store: it selects on a band of the "
+                           "store's documents", hint="pass --data STORE")
         if not self.depth:
-            raise ValueError("the frontier needs at least one --depth")
+            raise BadInput("the frontier needs at least one --depth")
         if self.select_fraction <= 0 or self.val_fraction + self.select_fraction >= 1:
-            raise ValueError("need 0 < --select-fraction and --val-fraction + "
+            raise BadInput("need 0 < --select-fraction and --val-fraction + "
                              "--select-fraction < 1 (the rest is trained on)")
         if self.parallel < 1 or self.threads < 1:
-            raise ValueError("--parallel and --threads must be at least 1")
+            raise BadInput("--parallel and --threads must be at least 1")
 
 
 def sweep_config(cfg: FrontierConfig, candidates: int) -> SweepConfig:
@@ -155,9 +156,9 @@ def text_frontier(cfg: FrontierConfig, log=print) -> dict[str, Any]:
     sweep = sweep_config(cfg, n)
     docs = selection_docs(Store(cfg.data).doc_ids, cfg.val_fraction, cfg.select_fraction)
     if not docs:
-        raise ValueError(f"no document of {cfg.data} hashes into the selection band "
-                         f"[{cfg.val_fraction}, {cfg.val_fraction + cfg.select_fraction}); "
-                         "raise --select-fraction")
+        raise BadInput(f"no document of {cfg.data} hashes into the selection band "
+                       f"[{cfg.val_fraction}, {cfg.val_fraction + cfg.select_fraction})",
+                       hint="raise --select-fraction")
     trials = plan(sweep)
     status = execute(sweep, trials, log)
     candidates = []

@@ -30,6 +30,7 @@ BAD_INPUTS: dict[str, list[str]] = {
     "demo": ["--only", "nosuchstage", "--out", "OUT"],
     "speedrun": ["--minutes", "0", "--out", "OUT"],
     "sweep": ["--family", "nope", "--out", "OUT"],
+    "frontier": ["--family", "nope", "--data", MISSING, "--out", "OUT"],
     "render": [f"{MISSING}.txt", "--out", "OUT"],
     "fidelity": ["EMPTY", "--codec", "mini:tiny", "--out", "OUT"],
     "convert": ["--corpus", f"{MISSING}.jsonl", "--out", "OUT"],
