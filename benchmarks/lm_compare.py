@@ -45,6 +45,23 @@ def rows(s: dict) -> list[tuple[str, float, str, bool]]:
     if pos.get("vst"):
         out.append(("text_bytes positions / VST positions per document (higher goal)",
                     pos.get("text_bytes", math.nan) / pos["vst"], ">= 7"))
+    # issue #22: does the VST use its context? (credited over its reader-only control)
+    def value(key: str) -> float:
+        return math.nan if s.get(key) is None else s[key]
+
+    out += [
+        ("Delta_VST / Delta_text, held-out documents (the VST uses context)",
+         value("context_gain_ratio"), ">= 1.0"),
+        ("Delta_VST / Delta_text, held-out source", value("context_gain_ratio_heldout_source"),
+         ">= 0.5"),
+        ("bpb_pred / the text frontier's bpb, equal FLOPs", ratio(
+            "bpb_pred", "bpb_text_frontier_equal_flops"), "<= 1.0"),
+        ("VST free-running words in the corpus vocabulary, re-grounded",
+         value("gen_vocab_share_vst_regrounded"), ">= 0.80"),
+    ]
+    if pos.get("vst") and pos.get("text_cl100k"):
+        out.append(("text_cl100k positions / VST positions per document",
+                    pos["text_cl100k"] / pos["vst"], ">= 7"))
     result = []
     for what, value, target in out:
         op, bound = target.split()

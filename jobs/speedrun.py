@@ -3,13 +3,15 @@ r"""The speedrun: corpus -> conversion -> VST -> text baselines -> the honest co
     vst speedrun --out runs/speedrun                    # ~60 minutes on a 2-core CPU
     vst speedrun --out runs/speedrun --gpu              # the same script on one GPU
     vst speedrun --out runs/speedrun --minutes 10       # a shorter twin (smoke test)
+    vst speedrun --out runs/speedrun-hier --recipe hier # the hierarchical reader + its control
 
 Stages, each skipped when its output exists (re-run to resume after a kill):
 
 1. corpus   `vst corpus build` from the Debian documentation packages and pydoc
 2. convert  the training file and the held-out source through the Ray conversion job
-3. train    the VST (`--recipe learn`) and the byte-level text model side by side, one
-            CPU core each for the same wall-clock (equal wall-clock)
+3. train    the VST (`--recipe learn`, or `hier`) and the byte-level text model side by
+            side, one CPU core each for the same wall-clock (equal wall-clock); with `hier`,
+            then its reader-only control (`hier-control`) for the VST's steps
 4. train    the text frontier at the VST's training FLOPs, decoder-CE counted (equal
             FLOPs): for bytes and for cl100k, --frontier-depth sizes (x --frontier-lr) side
             by side, the best of each chosen on documents that are neither trained on nor
@@ -51,6 +53,9 @@ class SpeedrunConfig:
     corpus_max_chars_per_source: Optional[int] = None  # cap each corpus source
     compare_windows: int = 32  # held-out windows scored per split
     generations: int = 6  # held-out documents continued freely
+    recipe: str = "learn"  # the VST's recipe: learn (the frozen reader: its reader-only control is
+        # the codec's prior) | hier (a trained reader: its control, hier-control, trains after
+        # phase 1 for the VST's steps)
     frontier_depth: list[int] = field(default_factory=lambda: [2, 3, 4])  # text frontier sizes
         # (the depth dial of the recipes' flavour), repeatable
     frontier_lr: list[float] = field(default_factory=list)  # text frontier learning rates,
@@ -61,6 +66,8 @@ class SpeedrunConfig:
         if self.minutes <= 0 or not 0 < self.train_share <= 0.5:
             raise BadInput(f"need --minutes > 0 and 0 < --train-share <= 0.5 (two training "
                            f"phases); got {self.minutes} and {self.train_share}")
+        if self.recipe not in ("learn", "hier"):
+            raise BadInput(f"--recipe must be learn or hier; got {self.recipe!r}")
         if min(self.convert_actors, self.compare_windows) < 1:
             raise BadInput("--convert-actors and --compare-windows must be at least 1")
 
@@ -152,10 +159,17 @@ def speedrun(cfg: SpeedrunConfig) -> dict:
     train_s = cfg.minutes * 60 * cfg.train_share
     _log(f"train phase 1 (equal wall-clock, {train_s / 60:.1f} min each)")
     phase1 = train_side_by_side(out, {
-        "vst": _train_cmd(out, "vst", "learn", cfg, max_seconds=train_s),
+        "vst": _train_cmd(out, "vst", cfg.recipe, cfg, max_seconds=train_s),
         "text_bytes_wallclock": _train_cmd(out, "text_bytes_wallclock", "text-bytes", cfg,
                                            max_seconds=train_s),
     })
+    control = None
+    if cfg.recipe == "hier":  # the VST's reader alone on null tokens, for the VST's steps
+        steps = phase1["vst"]["steps"]
+        _log(f"train the reader-only control ({steps} steps, as the VST's reader)")
+        train_side_by_side(out, {"reader_control": _train_cmd(
+            out, "reader_control", "hier-control", cfg, steps=steps)})
+        control = out / "reader_control"
     flops = phase1["vst"]["train_flops"]
     _log(f"train phase 2 (equal FLOPs: {flops:.3g}; the text frontier)")
     frontiers = {family: text_frontier(FrontierConfig(
@@ -180,11 +194,13 @@ def speedrun(cfg: SpeedrunConfig) -> dict:
     cmp = compare(CompareConfig(
         store=str(out / "store"), heldout_store=str(out / "heldout_store"),
         vst=str(out / "vst"), text=[str(run) for run in runs.values()], judge=str(runs[judge]),
+        control=str(control) if control else None,
         truncation=str(runs["text_bytes_flops"]),
         out=str(out / "compare"), windows=cfg.compare_windows, generations=cfg.generations,
         seed=cfg.seed))
     summary = headline(cmp, results, {role: run.name for role, run in runs.items()}, frontiers,
                        manifest, conversion, time.perf_counter() - t0)
+    summary["recipe"] = cfg.recipe
     summary["config"] = asdict(cfg)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     write_report(out, summary, results)
@@ -209,6 +225,9 @@ def headline(cmp: dict, results: dict, names: dict[str, str], frontiers: dict,
     per_family = {role: key(role, docs) for role in ("text_bytes_flops", "text_cl100k_flops")}
     best = min(per_family, key=per_family.get)
     page_cut = key("text_bytes_flops", docs, "_page_cut")
+    gain_text = page_cut - per_family["text_bytes_flops"]
+    gain_text_src = (key("text_bytes_flops", src, "_page_cut") - key("text_bytes_flops", src)
+                     if src else None)
     return {
         "bpb_pred": docs["bpb_pred"], "bpb_true": docs["bpb_true"], "bpb_null": docs["bpb_null"],
         "bpb_pred_heldout_source": src.get("bpb_pred"),
@@ -234,7 +253,16 @@ def headline(cmp: dict, results: dict, names: dict[str, str], frontiers: dict,
         # Delta_text: the frontier byte model with each token's context cut to its page,
         # minus the same model with its full context, on the same pages
         "bpb_text_page_cut": page_cut,
-        "context_gain_text": page_cut - per_family["text_bytes_flops"],
+        "context_gain_text": gain_text,
+        # the reader-only control (its reader on null tokens; the frozen reader's prior) and
+        # Delta_VST = control - VST on the same pages; the ratio is the primary target
+        "bpb_reader_control": docs.get("bpb_reader_control"),
+        "context_gain_vst": docs.get("context_gain_vst"),
+        "context_gain_ratio": _ratio(docs.get("context_gain_vst"), gain_text),
+        "bpb_reader_control_heldout_source": src.get("bpb_reader_control"),
+        "context_gain_vst_heldout_source": src.get("context_gain_vst"),
+        "context_gain_text_heldout_source": gain_text_src,
+        "context_gain_ratio_heldout_source": _ratio(src.get("context_gain_vst"), gain_text_src),
         "vst_train_flops": results["vst"]["train_flops"],
         "vst_train_seconds": results["vst"]["train_seconds"],
         "text_train_flops": {k: v["train_flops"] for k, v in results.items() if k != "vst"},
@@ -249,12 +277,18 @@ def headline(cmp: dict, results: dict, names: dict[str, str], frontiers: dict,
         "corpus_seconds": manifest.get("wall_s"),
         "commit": commit(),
         "gen_vocab_share_vst": gen.get("vst", {}).get("vocab_share"),
+        "gen_vocab_share_vst_regrounded": gen.get("vst_regrounded", {}).get("vocab_share"),
+        "gen_judge_bpb_vst_regrounded": gen.get("vst_regrounded", {}).get("bpb"),
         "gen_vocab_share_text": gen_text.get("vocab_share"),
         "gen_judge_bpb_vst": gen.get("vst", {}).get("bpb"),
         "gen_judge_bpb_text": gen_text.get("bpb"),
         "gen_judge_bpb_true": gen.get("true", {}).get("bpb"),
         "gen_vocab_share_true": gen.get("true", {}).get("vocab_share"),
     }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b not in (None, 0) else None
 
 
 def write_report(out: Path, summary: dict, results: dict) -> None:
