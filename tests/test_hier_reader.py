@@ -270,3 +270,26 @@ def test_regrounding_feeds_the_codecs_own_tokens_back():
     # the final page's rows are the codec's own tokens for its text (all but the last row,
     # which the last read re-encoded too): the VST never read a predicted token back
     assert torch.allclose(tokens[0, :-1], fresh[0, :-1], atol=1e-5)
+
+
+def test_sft_and_chat_on_a_hier_base_read_with_its_trained_reader(hier_runs, tmp_path):
+    from data.corpus.instructions import write_instructions
+    from tests.test_sft import toy_samples
+    from vst.chat import ChatSession, load_chat_model
+    from vst.checkpoint import latest_checkpoint, load_extra
+    from vst.sft import sft
+    from vst.sft_config import SFTConfig
+
+    _, _, _, runs = hier_runs
+    data = write_instructions(toy_samples(4), tmp_path / "train.jsonl")
+    sft(SFTConfig(base=str(runs["hier"]), data=str(data), val_data=str(data),
+                  out=str(tmp_path / "sft"), steps=2, batch_size=2, warmup=1, log_every=100,
+                  save_every=0, eval_samples=1))
+    base = load_extra(latest_checkpoint(runs["hier"]), "reader")
+    tuned = load_extra(latest_checkpoint(tmp_path / "sft"), "reader")
+    assert all(torch.equal(base[k], tuned[k]) for k in base)  # SFT reads with it, frozen
+    model, reader, _ = load_chat_model(tmp_path / "sft")
+    assert reader.is_trainable_reader
+    assert all(torch.equal(v, base[k]) for k, v in reader.reader_state().items())
+    answer = ChatSession(model, reader, max_pages=1).ask("hi")
+    assert isinstance(answer.text, str)
