@@ -26,3 +26,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# a private Ray on loopback for the tests that run Ray jobs (the sweep, the text frontier)
+@pytest.fixture(scope="module")
+def local_ray():
+    import os
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield
+    ray.shutdown()

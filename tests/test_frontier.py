@@ -19,19 +19,6 @@ from vst.store_source import StoreSource
 VAL, SELECT = 0.3, 0.25  # of d0..d7 by hash: val d0 d5, selection d1 d6 d7, train d2 d3 d4
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import os
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
-             _node_ip_address="127.0.0.1", log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def test_selection_band_is_neither_trained_on_nor_held_out():
     ids = [f"d{i}" for i in range(8)]
     docs = selection_docs(ids, VAL, SELECT)

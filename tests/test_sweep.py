@@ -62,19 +62,6 @@ def test_step_flops_bound_is_an_upper_bound_of_what_the_trainer_counts(tmp_path)
 
 
 # -- the sweep on Ray -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def local_ray():
-    import os
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
-             _node_ip_address="127.0.0.1", log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _runs(trial_dir):
     path = trial_dir / "sweep_runs.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
