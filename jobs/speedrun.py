@@ -60,6 +60,9 @@ class SpeedrunConfig:
         # (the depth dial of the recipes' flavour), repeatable
     frontier_lr: list[float] = field(default_factory=list)  # text frontier learning rates,
         # repeatable (default: the recipes' own)
+    frontier_share: float = 1.0  # wall-clock cap of each text family's frontier, in training
+        # phases (its candidates train to the VST's FLOPs; with 3 sizes two at a time, 0.5
+        # left the larger ones short of the budget: frontier.json's reached_budget says)
     seed: int = 0  # seed of every training run
 
     def __post_init__(self) -> None:  # before the corpus is built
@@ -175,11 +178,12 @@ def speedrun(cfg: SpeedrunConfig) -> dict:
     frontiers = {family: text_frontier(FrontierConfig(
         out=str(out / f"frontier_{family.split('-')[1]}"), data=str(out / "store"),
         family=family, budget=flops, depth=cfg.frontier_depth, lr=cfg.frontier_lr,
-        # both families' candidates share the phase's wall-clock, two at a time as in phase 1;
+        # each family's candidates run two at a time within frontier_share training phases;
         # a text evaluation reads whole windows (~10 forwards each), so candidates evaluate
         # less often and on fewer windows than phase 1's runs
         # (selection reads half the comparison's windows: cl100k's 100k-way head is costly)
-        seconds=train_s / 2, parallel=2, gpu=cfg.gpu, eval_points=2, eval_windows=8,
+        seconds=train_s * cfg.frontier_share, parallel=2, gpu=cfg.gpu, eval_points=2,
+        eval_windows=8,
         select_windows=max(2, cfg.compare_windows // 2), seed=cfg.seed), log=_log)
         for family in ("text-bytes", "text-cl100k")}
     # the roles the summary names, and the run directory of each
