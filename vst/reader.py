@@ -25,9 +25,7 @@ from typing import Any
 import torch
 
 from data.errors import BadCheckpoint, BadInput
-
-READERS = ("frozen", "trainable")
-READER_INPUTS = ("vst", "null")
+from vst.train_config import READERS, TrainConfig
 
 
 def build_reader(reader: str, codec):
@@ -45,15 +43,14 @@ def reader_parameters(reader) -> list[torch.nn.Parameter]:
 def reader_extra(reader) -> dict[str, dict[str, torch.Tensor]]:
     """What a checkpoint carries besides the VST: the hierarchical reader, if the run reads
     through one (trained here, or taken frozen from the base run of an SFT)."""
-    return {"reader": reader.reader_state()} if getattr(reader, "is_trainable_reader",
-                                                        False) else {}
+    return {"reader": reader.reader_state()} if reader.is_trainable_reader else {}
 
 
 def restore_reader(reader, ckpt: str | Path) -> None:
     """Load a checkpoint's reader weights into `reader` (a no-op for a frozen codec)."""
     from vst.checkpoint import load_extra
 
-    if getattr(reader, "is_trainable_reader", False):
+    if reader.is_trainable_reader:
         reader.load_reader_state(load_extra(ckpt, "reader"))
 
 
@@ -73,6 +70,4 @@ def checkpoint_reader(state: dict[str, Any], codec):
 def load_reader(state: dict[str, Any]):
     """What a checkpoint's predictions are read with: the codec it trained through
     (`TrainConfig.load_codec`), with its trained reader where it has one."""
-    from vst.train_config import TrainConfig
-
     return checkpoint_reader(state, TrainConfig.from_dict(state["train_config"]).load_codec())

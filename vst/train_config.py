@@ -13,6 +13,9 @@ from typing import Any, Optional
 from data.errors import BadInput
 from vst.losses import LossConfig
 
+READERS = ("frozen", "trainable")  # what reads the VST's predictions (vst/reader.py)
+READER_INPUTS = ("vst", "null")  # what decoder-CE reads: the predictions, or null tokens
+
 
 @dataclass
 class TrainConfig:
@@ -126,8 +129,8 @@ class TrainConfig:
             "schedule": ("cosine", "linear", "constant", "wsd"),
             "dtype": ("auto", "fp32", "bf16"),
             "head_init": ("normal", "zero"),
-            "reader": ("frozen", "trainable"),
-            "reader_input": ("vst", "null"),
+            "reader": READERS,
+            "reader_input": READER_INPUTS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
