@@ -43,14 +43,15 @@ def reader_parameters(reader) -> list[torch.nn.Parameter]:
 def reader_extra(reader) -> dict[str, dict[str, torch.Tensor]]:
     """What a checkpoint carries besides the VST: the hierarchical reader, if the run reads
     through one (trained here, or taken frozen from the base run of an SFT)."""
-    return {"reader": reader.reader_state()} if reader.is_trainable_reader else {}
+    trained = reader is not None and reader.is_trainable_reader  # a text run has no codec
+    return {"reader": reader.reader_state()} if trained else {}
 
 
 def restore_reader(reader, ckpt: str | Path) -> None:
     """Load a checkpoint's reader weights into `reader` (a no-op for a frozen codec)."""
     from vst.checkpoint import load_extra
 
-    if reader.is_trainable_reader:
+    if reader is not None and reader.is_trainable_reader:
         reader.load_reader_state(load_extra(ckpt, "reader"))
 
 
