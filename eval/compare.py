@@ -176,8 +176,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     if cfg.control:
         cmodel, cstate, cres = load_run(cfg.control)
         if cstate["train_config"].get("reader_input") != "null":
-            raise BadInput(f"--control {cfg.control} is not a reader-only control run "
-                             "(train one with --recipe hier-control)")
+            raise BadInput(f"--control {cfg.control} is not a reader-only control run",
+                           hint="train one with --recipe hier-control")
         control = (cmodel, load_reader(cstate))
     truncated = next((lb for lb in texts if cfg.truncation and
                       lb.endswith(":" + Path(cfg.truncation).name)), next(iter(texts), None))
