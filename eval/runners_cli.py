@@ -23,6 +23,8 @@ AnswererOpt = Annotated[
 AnswererRunnerOpt = Annotated[str, typer.Option(help="runner kind of --answerer: hf | vst-text")]
 MaxLenOpt = Annotated[Optional[int], typer.Option(help="prompt budget in text tokens")]
 MaxVisOpt = Annotated[Optional[int], typer.Option(help="context budget in visual tokens")]
+CtxTokOpt = Annotated[Optional[int], typer.Option(
+    help="vst-text, instruction-tuned: read only the context's last N tokens (truncation)")]
 ChatOpt = Annotated[
     Optional[bool],
     typer.Option("--chat/--no-chat", help="chat template (default: if the tokenizer has one)"),
@@ -43,6 +45,7 @@ def run(
     answerer_runner: AnswererRunnerOpt = "hf",
     max_length: MaxLenOpt = None,
     max_visual_tokens: MaxVisOpt = None,
+    context_tokens: CtxTokOpt = None,
     chat: ChatOpt = None,
     device: DeviceOpt = "cpu",
     limit: Annotated[Optional[int], typer.Option(help="first N samples of each file")] = None,
@@ -57,7 +60,8 @@ def run(
     r = make_runner(
         runner, model, codec=codec, codec_path=codec_path, answerer=answerer,
         answerer_runner=answerer_runner, max_length=max_length,
-        max_visual_tokens=max_visual_tokens, chat=chat, device=device,
+        max_visual_tokens=max_visual_tokens, context_tokens=context_tokens, chat=chat,
+        device=device,
     )
     for res in run_tasks(r, tasks, out, limit=limit):
         typer.echo(f"{res.dataset}: {res.predicted} predicted, {res.skipped} already done, "

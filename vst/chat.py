@@ -22,6 +22,7 @@ import torch
 from data.errors import BadCheckpoint
 from vst.generate import _predict
 from vst.model import VST
+from vst.pointer import PointerMemory
 from vst.sft_data import encode_segment, layout
 
 
@@ -104,7 +105,12 @@ class ChatSession:
             torch.arange(1, N + 1, device=dev)
         cache = m.new_cache(1, N + self.max_pages * n + 1)
         h = m(items.vec[None].to(dev), torch.zeros(1, N, dtype=torch.bool, device=dev),
-              pos[None], cache=cache, special=items.special[None].to(dev))[:, -1:]
+              pos[None], cache=cache, special=items.special[None].to(dev))
+        memory = None
+        if cfg.pointer:  # answers may be exact copies of earlier tokens (vst/pointer.py)
+            memory = PointerMemory(m.pointer)
+            memory.extend(h[0], items.vec.to(dev), items.special.to(dev) < 0)
+        h = h[:, -1:]
         gen = torch.Generator().manual_seed(self.seed)
         pages, texts, stopped = [], [], False
         count = N
@@ -115,12 +121,16 @@ class ChatSession:
             toks = []
             for j in range(n):
                 x = _predict(m, h, gen)  # [1, 1, D]
+                if memory is not None:
+                    x = memory.next_vector(h[0, -1], x[0, 0])[None, None]
                 toks.append(x[0, 0].float().cpu())
                 count += 1
                 last = j == n - 1
                 # the input after the page's last token predicts the next page (or the end)
                 q = pos_of(pg + p + 1, 0, count) if last else pos_of(pg + p, j + 1, count)
                 h = m(x, torch.zeros(1, 1, dtype=torch.bool, device=dev), q, cache=cache)
+                if memory is not None:
+                    memory.extend(h[0], x[0], torch.ones(1, dtype=torch.bool, device=dev))
             page = torch.stack(toks)
             pages.append(page)
             text = self.codec.decode(page[None], max_new_tokens=self.max_new_tokens)[0]

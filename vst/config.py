@@ -56,6 +56,9 @@ class ModelConfig:
     # instruction tuning (vst/sft.py): learned special input vectors that mark segment
     # starts and the end of a response, and a stop head ("this page ends the answer")
     specials: int = 0
+    # a pointer (copy) head of this key width (0: off): the next item may be an exact copy
+    # of an earlier input (vst/pointer.py), for tasks whose answer is in the context
+    pointer: int = 0
 
     def __post_init__(self) -> None:
         if self.mixture < 0:

@@ -19,6 +19,7 @@ from torch import nn
 
 from vst.config import ModelConfig
 from vst.heads import EnergyHead, MixtureHead, RegressionHead
+from vst.pointer import PointerHead
 from vst.rope import apply_rope, cos_sin, rope_angles
 
 
@@ -133,6 +134,8 @@ class VST(nn.Module):
             # and the stop head ("this page ends the answer"), trained on response positions
             self.special = nn.Embedding(cfg.specials, d)
             self.stop = nn.Linear(d, 1)
+        if cfg.pointer:
+            self.pointer = PointerHead(d, cfg.pointer)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.depth))
         self.norm = RMSNorm(d)
         self.reset_parameters()
@@ -164,9 +167,12 @@ class VST(nn.Module):
         if self.cfg.modality == "vector" and self.cfg.gate:
             self.gate.weight.zero_()
             self.gate.bias.fill_(GATE_INIT_LOGIT)
+        if self.cfg.pointer:
+            self.pointer.reset_gate()
 
     def num_params(self, trunk_only: bool = False) -> int:
-        heads = ("inp.", "embed.", "lm_head.", "head.", "aux.", "gate.", "special.", "stop.")
+        heads = ("inp.", "embed.", "lm_head.", "head.", "aux.", "gate.", "special.", "stop.",
+                 "pointer.")
         skip = heads if trunk_only else ()
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith(skip))
 

@@ -28,13 +28,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from data.errors import BadCheckpoint, BadInput, MissingPath
+from data.errors import BadCheckpoint, BadInput, BadStore, MissingPath
 from vst.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from vst.reader import reader_extra
 from vst.config import ModelConfig
 from vst.heads import energy_score
 from vst.losses import decoder_nll, window_mean
 from vst.model import VST
+from vst.pointer import pointer_flops, vector_pointer_terms
 from vst.sft_config import SFTConfig
 from vst.sft_data import N_SPECIALS, EncodedSample, SFTBatch, collate_sft, encode_sample
 from vst.train import dist_env, process_group, reduce_terms, truncate_metrics
@@ -81,18 +82,20 @@ def codec_record(codec) -> dict[str, Any]:
             "version": str(codec.version)}
 
 
-def sft_model_from_base(base: Path, device) -> VST:
-    """The base run's model with the special vectors and stop head added (fresh weights)."""
+def sft_model_from_base(base: Path, device, pointer_dim: int = 0) -> VST:
+    """The base run's model with the special vectors and stop head added (fresh weights),
+    and a fresh pointer head of width `pointer_dim` if asked and the base has none."""
     state = read_state(base)
     mcfg = ModelConfig.from_dict(state["model_config"])
     if mcfg.modality != "vector":
         raise BadCheckpoint("vst sft tunes a VST (vector modality); the base is a text model")
-    model = VST(mcfg.with_(specials=N_SPECIALS)).to(device)
+    fresh = ("special.", "stop.") + (("pointer.",) if pointer_dim and not mcfg.pointer else ())
+    model = VST(mcfg.with_(specials=N_SPECIALS, pointer=mcfg.pointer or pointer_dim)).to(device)
     from safetensors.torch import load_file
 
     missing, unexpected = model.load_state_dict(
         load_file(base / "model.safetensors", device=str(device)), strict=False)
-    if unexpected or any(not k.startswith(("special.", "stop.")) for k in missing):
+    if unexpected or any(not k.startswith(fresh) for k in missing):
         raise ValueError(
             f"base checkpoint does not fit: missing {missing}, unexpected {unexpected}")
     return model
@@ -125,6 +128,11 @@ def sft_losses(model: VST, batch: SFTBatch, cfg: SFTConfig, codec=None
     terms["stop"] = 0.5 * (bce[pos].mean() if pos.any() else bce.new_zeros(())) + \
         0.5 * (bce[neg].mean() if neg.any() else bce.new_zeros(()))
     total = total + cfg.stop * terms["stop"]
+    if model.cfg.pointer:  # answers that are exact copies of context tokens
+        ok = (batch.special < 0) & batch.valid
+        ptr = vector_pointer_terms(model.pointer, h, batch.inputs, x, ok, m)
+        terms.update(ptr)
+        total = total + cfg.ptr * (ptr["ptr"] + ptr["ptr_gate"])
     if cfg.dec > 0 and codec is not None:
         n = model.cfg.tokens_per_page
         rows = [(b, t0, text) for b, pages in enumerate(batch.resp_pages) for t0, text in pages]
@@ -135,6 +143,23 @@ def sft_losses(model: VST, batch: SFTBatch, cfg: SFTConfig, codec=None
         total = total + cfg.dec * terms["dec"]
     terms["loss"] = total
     return total, {k: v.detach() for k, v in terms.items()}
+
+
+def sft_step_flops(model: VST, batch: SFTBatch, cfg: SFTConfig, codec=None) -> float:
+    """Training FLOPs of one batch: each row's positions at its own length (padding is not
+    work a better kernel would do), the pointer's scores at the response positions, and
+    decoder-CE's forward and backward through the frozen codec on the response pages."""
+    lens = [int(n) for n in batch.valid.sum(1)]
+    total = sum(n * model.flops_per_token(n) for n in lens if n)
+    if model.cfg.pointer:
+        total += sum(pointer_flops(int(r), n, model.cfg.pointer)
+                     for r, n in zip(batch.resp.sum(1), lens))
+    if cfg.dec > 0 and codec is not None:
+        from vst.flops import decoder_ce_flops
+
+        texts = [t for pages in batch.resp_pages for _, t in pages]
+        total += decoder_ce_flops(codec, len(texts), texts)
+    return total
 
 
 def load_samples(path: str, cfg: SFTConfig, skips):
@@ -222,7 +247,7 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
     if ckpt is not None:
         model = VST(ModelConfig.from_dict(read_state(ckpt)["model_config"])).to(device)
     else:
-        model = sft_model_from_base(base, device)
+        model = sft_model_from_base(base, device, cfg.pointer_dim)
     if (codec.D, codec.n) != (model.cfg.D, model.cfg.tokens_per_page):
         raise BadCheckpoint(f"codec D={codec.D}, n={codec.n} does not match the base model's "
                             f"D={model.cfg.D}, n={model.cfg.tokens_per_page}",
@@ -237,10 +262,25 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
     if not train_s:
         raise BadInput(f"no usable training samples in {cfg.data} ({len(skips)} skipped)")
     cache: dict[str, EncodedSample] = {}
+    store = None
+    if cfg.store:
+        from data.store import Store
+        from vst.sft_data import encoded_from_store
 
-    def enc(s):  # each distinct sample is rendered and encoded once
+        store = Store(cfg.store)
+        if (store.meta.D, store.meta.n) != (codec.D, codec.n):
+            raise BadStore(f"store {cfg.store} holds {store.meta.n} x {store.meta.D} tokens a "
+                           f"page; the codec gives {codec.n} x {codec.D}",
+                           hint="convert the samples with the base run's codec")
+
+    def enc(s):  # each distinct sample is rendered and encoded once (or read from the store)
         if s.id not in cache:
-            cache[s.id] = encode_sample(codec, s)
+            if store is not None and f"{s.id}#context" not in store \
+                    and f"{s.id}#instruction" not in store:
+                raise BadStore(f"sample {s.id} is not in store {cfg.store}",
+                               hint="convert the same data file's segments.jsonl.zst")
+            cache[s.id] = encoded_from_store(store, s) if store is not None \
+                else encode_sample(codec, s)
         return cache[s.id]
 
     val_enc = [enc(s) for s in val_s[: cfg.eval_samples]]
@@ -251,10 +291,10 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
         lora = apply_lora(model, cfg.lora_rank, cfg.lora_alpha)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             betas=(0.9, 0.95), weight_decay=0.0)
-    step, seconds = 0, 0.0
+    step, seconds, flops = 0, 0.0, 0.0
     if ckpt is not None:
         st = load_checkpoint(ckpt, model, opt, rank=rank)
-        step, seconds = st["step"], st.get("train_seconds", 0.0)
+        step, seconds, flops = st["step"], st.get("train_seconds", 0.0), st.get("train_flops", 0.0)
     if lead:
         (out / "config.json").write_text(json.dumps({"sft": asdict(cfg),
                                                      "model": model.cfg.to_dict()}, indent=1))
@@ -276,23 +316,27 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
         return {"sft": {"config": asdict(cfg), "base": str(base), "codec": codec_record(codec),
                         "source": source},
                 "train_config": base_state.get("train_config", {}),
-                "model_config": model.cfg.to_dict(), "train_seconds": seconds, "lora": lora,
+                "model_config": model.cfg.to_dict(), "train_seconds": seconds,
+                "train_flops": flops, "lora": lora,
                 "history_tail": history[-5:]}
 
     model.train()
-    while step < cfg.steps and not (cfg.max_seconds and seconds >= cfg.max_seconds):
+    while step < cfg.steps and not (cfg.max_seconds and seconds >= cfg.max_seconds) \
+            and not (cfg.max_flops and flops >= cfg.max_flops):
         # rendering + encoding a sample the first time it is drawn is data preparation (the
         # conversion job's work at scale), so the training clock starts after it
         chunk = [enc(train_s[order(step * cfg.batch_size + k)])
                  for k in range(rank, cfg.batch_size, world)]
         t0 = time.perf_counter()
-        lr = _lr(step, cfg, max(step / cfg.steps, seconds / cfg.max_seconds
-                                if cfg.max_seconds else 0.0))
+        lr = _lr(step, cfg, max(step / cfg.steps,
+                                seconds / cfg.max_seconds if cfg.max_seconds else 0.0,
+                                flops / cfg.max_flops if cfg.max_flops else 0.0))
         for g in opt.param_groups:
             g["lr"] = lr
         batch = collate_sft(chunk, model.cfg.grid, model.cfg.D, model.cfg.rope,
                             cfg.max_context_pages).to(device)
         loss, terms = sft_losses(model, batch, cfg, codec)
+        flops += sft_step_flops(model, batch, cfg, codec) * world
         loss.backward()
         if world > 1:  # each rank's mean over equal shares: their average is the batch mean
             _average_across_ranks([p.grad for p in model.parameters() if p.grad is not None],
@@ -303,7 +347,7 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
         opt.zero_grad(set_to_none=True)
         step += 1
         seconds += time.perf_counter() - t0
-        rec = {"step": step, "lr": lr, "train_seconds": seconds,
+        rec = {"step": step, "lr": lr, "train_seconds": seconds, "train_flops": flops,
                **reduce_terms({k: v.detach() for k, v in terms.items()}, world)}
         history.append(rec)
         if lead and (step % cfg.log_every == 0 or step == first):
@@ -323,6 +367,7 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
     path = save_checkpoint(out, step, model, opt, state(), rank, world, cfg.keep,
                            reader_extra(codec))
     result = {"steps": step, "eval": final, "checkpoint": str(path), "train_seconds": seconds,
+              "train_flops": flops,
               "train_samples": len(train_s), "val_samples": len(val_s),
               "skips": len(skips),
               "skip_reasons": {f"{a}: {r}": c for (a, r), c in skips.counts().items()}}

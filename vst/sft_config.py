@@ -15,6 +15,8 @@ class SFTConfig:
     val_data: Optional[str] = None  # held-out instruction file (default: a hash-split 5% of --data)
     out: str = "runs/sft"  # run directory: checkpoints, metrics.jsonl, result.json
     format: str = "auto"  # auto | alpaca | sharegpt | jsonl
+    store: Optional[str] = None  # a store the samples' segments were converted into (`vst
+        # convert --corpus segments.jsonl.zst`, eval/curriculum.py): read, not re-encoded
     codec: Optional[str] = None  # codec spec (default: the base run's own codec)
     codec_mode: Optional[str] = None  # codec resolution mode (default: the base run's)
     max_context_chars: int = 64000  # samples with a longer context are skipped (recorded)
@@ -27,6 +29,9 @@ class SFTConfig:
     dec: float = 1.0  # weight of decoder-CE on the response pages (nats/byte, frozen decoder)
     energy: float = 1.0  # weight of the energy score (energy-head models)
     stop: float = 1.0  # weight of the stop head's BCE ("the response ended here")
+    ptr: float = 1.0  # weight of the pointer head's NLL and gate BCE (models with one)
+    pointer_dim: int = 0  # >0: give the model a pointer (copy) head of this key width, so an
+        # answer can be an exact copy of a context token (vst/pointer.py); 0: the base's own
     lora_rank: int = 0  # >0: LoRA adapters of this rank (peft) on the trunk's linear layers,
         # base weights frozen; 0: full-parameter fine-tuning
     lora_alpha: float = 16.0  # LoRA scale numerator (the update is alpha / rank * B A)
@@ -34,6 +39,8 @@ class SFTConfig:
     batch_size: int = 4  # samples per step
     steps: int = 200  # optimizer steps (with --max-seconds: the most)
     max_seconds: Optional[float] = None  # stop after this much training wall-clock
+    max_flops: Optional[float] = None  # stop after this many training FLOPs (VST forward and
+        # backward, pointer scores and decoder-CE counted; compare text models at the same)
     lr: float = 1e-3  # peak learning rate (AdamW; cosine to 10%, linear warmup)
     warmup: int = 10  # warmup steps
     grad_clip: float = 1.0  # max gradient norm; 0 = off

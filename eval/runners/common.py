@@ -305,7 +305,11 @@ def run_task(
         prompt = build_prompt(dataset, sample)
         n_new = max_new_tokens_for(dataset, sample)
         pred = runner.predict(prompt, dataset=dataset, max_new_tokens=n_new)
-        out.append(prediction_record(sample, pred, runner.name))
+        rec = prediction_record(sample, pred, runner.name)
+        stats = getattr(runner, "last_stats", None)
+        if stats:  # positions read and seconds per sample, where the runner measures them
+            rec["stats"] = dict(stats)
+        out.append(rec)
         result.predicted += 1
     result.seconds = time.perf_counter() - t0
     return result

@@ -21,13 +21,15 @@ def make_runner(
     answerer_runner: str = "hf",
     max_length: int | None = None,
     max_visual_tokens: int | None = None,
+    context_tokens: int | None = None,
     chat: bool | None = None,
     device: str = "cpu",
     dtype: str = "auto",
 ) -> Runner:
     """runner: hf (local HF causal LM dir) | vst-text (text-baseline checkpoint) |
     codec (Glyph-style codec reader; `answerer` names the text model for transcribing
-    codecs) | vst (end to end; `model` is the VST checkpoint)."""
+    codecs) | vst (end to end; `model` is the VST checkpoint). `context_tokens`: an
+    instruction-tuned text model reads only the context's last N tokens (truncation)."""
     if runner == "hf":
         from eval.runners.text import HFTextRunner
 
@@ -37,7 +39,8 @@ def make_runner(
         from eval.runners.text import VSTTextRunner
 
         _need(model, "vst-text needs --model, a text-baseline checkpoint directory")
-        return VSTTextRunner(model, device=device, max_length=max_length)
+        return VSTTextRunner(model, device=device, max_length=max_length,
+                             context_tokens=context_tokens)
     if runner == "codec":
         from eval.runners.codec_reader import CodecReaderRunner, has_reader
 

@@ -178,6 +178,7 @@ class VSTTextRunner(Runner):
         tokenizer: str | None = None,
         device: str = "cpu",
         max_length: int | None = None,
+        context_tokens: int | None = None,
         name: str | None = None,
     ) -> None:
         from vst.data import text_codec
@@ -198,7 +199,12 @@ class VSTTextRunner(Runner):
             raise BadCheckpoint(f"tokenizer {self.tokenizer_name!r} has {vocab} ids, "
                                 f"the model {model.cfg.vocab_size}")
         self.max_length = max_length
+        # an instruction-tuned model (vst.sft_text) reads `instruction, context` in its
+        # training layout; others read the filled prompt as one document
+        self.sft_order = state.get("sft_text", {}).get("order")
+        self.context_tokens = context_tokens
         self.checkpoint = checkpoint
+        self.last_stats: dict[str, Any] = {}
         label = Path(checkpoint).name if checkpoint is not None else "model"
         self.name = name or f"vst-text:{label}"
 
@@ -209,8 +215,10 @@ class VSTTextRunner(Runner):
             "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
             "tokenizer": self.tokenizer_name,
             "model_config": self.model.cfg.to_dict(),
-            "truncation": "middle, in model tokens (LongBench pred.py rule)",
-            "decoding": "greedy",
+            "truncation": "middle, in model tokens (LongBench pred.py rule)" if
+            self.context_tokens is None else f"the context's last {self.context_tokens} tokens",
+            "prompt": f"instruction-tuned, {self.sft_order}" if self.sft_order else "filled",
+            "decoding": "greedy" + (" (pointer-generator)" if self.model.cfg.pointer else ""),
         }
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -222,33 +230,35 @@ class VSTTextRunner(Runner):
         return self.max_length or max(1, self.model.cfg.max_seq_len - max_new_tokens - 1)
 
     def _greedy(self, ids: list[int], max_new_tokens: int, stops: Sequence[str]) -> str:
-        import torch
+        from vst.sft_text import greedy_ids
 
-        m, dev = self.model, self.device
-        inputs = torch.tensor([[0] + ids], device=dev)  # position 0 reads the document-start vector
-        bos = torch.zeros_like(inputs, dtype=torch.bool)
-        bos[0, 0] = True
-        cache = m.new_cache(1, inputs.size(1) + max_new_tokens)
-        out: list[int] = []
-        no_bos = torch.zeros(1, 1, dtype=torch.bool, device=dev)
-        with torch.no_grad():
-            h = m(inputs, bos, torch.arange(inputs.size(1), device=dev)[None], cache=cache)
-            for step in range(max_new_tokens):
-                nxt = m.lm_head(h[:, -1:]).argmax(-1)  # [1, 1]
-                out.append(int(nxt))
-                if stops and any(s in self.decode(out) for s in stops):
-                    break
-                if step + 1 < max_new_tokens:
-                    pos = torch.tensor([[inputs.size(1) + step]], device=dev)
-                    h = m(nxt, no_bos, pos, cache=cache)
-        return self.decode(out)
+        # position 0 reads the document-start vector; a pointer model copies where it says
+        stop = (lambda out: any(s in self.decode(out) for s in stops)) if stops else None
+        return self.decode(greedy_ids(self.model, ids, max_new_tokens, stop))
+
+    def _ids(self, prompt: Prompt, max_new_tokens: int) -> list[int]:
+        room = self.budget(max_new_tokens)
+        if self.sft_order is None:
+            ids = self.encode(prompt.text)
+            head, tail = middle_keep(len(ids), room)
+            return ids[:head] + (ids[-tail:] if tail else [])
+        from vst.sft_text import prompt_ids
+
+        # the training layout; the truncation baseline keeps the context's latest tokens
+        return prompt_ids(self.encode, prompt.before + prompt.after, prompt.context,
+                          self.sft_order, room, self.context_tokens)
 
     def predict(self, prompt: Prompt, *, dataset: str, max_new_tokens: int) -> str:
-        ids = self.encode(prompt.text)
-        head, tail = middle_keep(len(ids), self.budget(max_new_tokens))
-        ids = ids[:head] + (ids[-tail:] if tail else [])
-        stops = stop_strings(dataset)
-        return cut_at_stop(self._greedy(ids, max_new_tokens, stops), stops)
+        import time
+
+        from vst.sft_text import response_end
+
+        ids = self._ids(prompt, max_new_tokens)
+        stops = [response_end(self.sft_order)] if self.sft_order else stop_strings(dataset)
+        t0 = time.perf_counter()
+        out = cut_at_stop(self._greedy(ids, max_new_tokens, stops), stops)
+        self.last_stats = {"positions": len(ids) + 1, "seconds": time.perf_counter() - t0}
+        return out
 
     def generate(self, context: str, *, max_new_tokens: int, stop: Sequence[str] = ()) -> str:
         ids = self.encode(context)[-self.budget(max_new_tokens) :]

@@ -64,6 +64,7 @@ class VSTRunner(Runner):
         label = Path(checkpoint).name if checkpoint is not None else "model"
         self.name = name or f"vst:{label}+{codec.name}"
         self._blank = None
+        self.last_stats: dict[str, Any] = {}
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -147,9 +148,26 @@ class VSTRunner(Runner):
             return self.codec.decode(torch.stack(out_pages))
 
     def predict(self, prompt: Prompt, *, dataset: str, max_new_tokens: int) -> str:
+        if self.model.cfg.specials:  # an instruction-tuned VST answers in its SFT layout
+            return self._answer(prompt)
         chars = int(max_new_tokens * CHARS_PER_TEXT_TOKEN)
         text = "\n".join(t.strip("\n") for t in self.continue_prompt(prompt.text, chars)).strip()
         return cut_at_stop(text, stop_strings(dataset))[:chars]
+
+    def _answer(self, prompt: Prompt) -> str:
+        """An instruction-tuned VST (`vst sft`): the task and question (the prompt around
+        its context) are the instruction, the context is the context, and the answer is
+        what the codec reads from the response pages (`vst.chat.ChatSession`)."""
+        from vst.chat import ChatSession
+
+        if self.max_visual_tokens is not None:
+            raise BadInput("--max-visual-tokens is not applied to an instruction-tuned VST",
+                           hint="truncate the context in the task file instead")
+        session = ChatSession(self.model, self.codec, max_pages=self.max_new_pages,
+                              seed=self.seed)
+        answer = session.ask(prompt.before + prompt.after, prompt.context)
+        self.last_stats = {"positions": answer.positions, "seconds": answer.seconds}
+        return "\n".join(line.strip() for line in answer.text.split("\n") if line.strip())
 
     def generate(self, context: str, *, max_new_tokens: int, stop: Sequence[str] = ()) -> str:
         pred = self.predict(Prompt("", context, ""), dataset="", max_new_tokens=max_new_tokens)

@@ -1,0 +1,374 @@
+"""The long-context study (issue #23): a retrieval curriculum, every family trained at equal
+FLOPs, and RULER scores against context length, end to end.
+
+    vst curriculum study --out runs/long_context              # 2 CPU cores, <= 2 h, resumable
+    vst curriculum study --out runs/long_context --gpu        # the same on a GPU
+    vst curriculum study --out runs/lc_smoke --lengths 1500 --lengths 3000 \\
+        --train-per-length 4 --budgets 2e9 --text-depths 1   # a minute: every stage once
+
+Stages (each leaves its files; a re-run skips what is done):
+1. `curriculum`: `eval.curriculum.build_curriculum` (haystacks from the training corpus;
+   evaluation from the held-out one, plus a never-trained task family);
+2. `convert`: the samples' segments through the Ray conversion job into a store;
+3. per FLOPs budget: the VST (`vst sft` from a fresh model with a pointer head, reading the
+   store), and each text family (cl100k, bytes) at every depth of `text_depths`, trained
+   with the same pointer mechanism at the same FLOPs; the text depth with the lowest
+   validation loss is the family's model for that budget;
+4. evaluation through the project's runners (`vst eval run` / `score-ruler`): the VST
+   (text -> render -> encode -> VST -> decode), both text families, and truncation (the
+   cl100k model reading as many positions as the VST used, arXiv 2512.03643's baseline);
+5. `summary.json` and plots (eval/long_context_report.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from data.errors import BadInput
+
+FAMILIES = ("vst", "vst_hier", "text_cl100k", "text_bytes", "truncation")
+
+
+@dataclass
+class StudyConfig:
+    out: str = "runs/long_context"  # study directory (resumable: re-run to continue)
+    corpus: Optional[str] = None  # training haystacks: a `vst corpus build` corpus (default:
+        # the demo corpus, built locally)
+    heldout_corpus: Optional[str] = None  # evaluation haystacks (default: the corpus's
+        # held-out source)
+    codec: str = "mini:small"  # the frozen codec (spec[:mode])
+    lengths: list[int] = field(default_factory=lambda: [2000, 8000, 32000, 64000])  # chars
+    train_per_length: int = 10  # training samples per task and length
+    eval_per_length: int = 4  # evaluation samples per task and length
+    natural_ratio: float = 0.2  # share of natural-text samples in training
+    budgets: list[float] = field(default_factory=lambda: [1.5e12, 4.5e12])  # training FLOPs
+    vst_depth: int = 2  # the VST's size dial (tiny flavour: d_model = 64 * depth)
+    text_depths: list[int] = field(default_factory=lambda: [1, 2, 3])  # text sizes tried
+    cl100k_window: int = 8192  # cl100k training window in tokens (~32K characters)
+    bytes_window: int = 8192  # byte model's training window in bytes
+    bytes_eval_window: int = 16384  # the byte model reads at most this many bytes at
+        # evaluation (64K-position prefill of every sample is past a 2-core budget)
+    pointer_dim: int = 64  # pointer head key width, every family
+    lr: float = 2e-3  # peak learning rate, every family
+    batch_size: int = 4  # samples per step, every family
+    threads: Optional[int] = None  # CPU threads (default: torch's)
+    gpu: bool = False  # train and evaluate on CUDA
+    num_actors: int = 1  # conversion encoder actors
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.budgets or min(self.budgets) <= 0:
+            raise BadInput("--budgets needs positive FLOPs values", hint="e.g. --budgets 3e12")
+        if not self.text_depths or min(self.text_depths) < 1:
+            raise BadInput("--text-depths needs depths >= 1")
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpu else "cpu"
+
+
+def _done(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.replace(path)
+
+
+def _say(msg: str) -> None:
+    print(f"[long-context] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+def build_data(cfg: StudyConfig, root: Path) -> dict:
+    from eval.curriculum import CurriculumConfig, build_curriculum
+
+    cur = root / "curriculum"
+    manifest = _done(cur / "manifest.json")
+    if manifest is None:
+        _say("building the curriculum")
+        manifest = build_curriculum(CurriculumConfig(
+            out=str(cur), corpus=cfg.corpus, heldout_corpus=cfg.heldout_corpus,
+            lengths=list(cfg.lengths), train_per_length=cfg.train_per_length,
+            eval_per_length=cfg.eval_per_length, natural_ratio=cfg.natural_ratio,
+            seed=cfg.seed))
+    store = root / "store"
+    if _done(root / "convert.json") is None:
+        from jobs.convert.config import ConvertConfig
+        from jobs.convert.driver import convert
+
+        spec, _, mode = cfg.codec.partition(":")
+        _say("converting the samples' segments with Ray")
+        res = convert(ConvertConfig(corpus=str(cur / "segments.jsonl.zst"), out=str(store),
+                                    codec=spec, codec_mode=mode or None,
+                                    num_actors=cfg.num_actors, num_parts=4,
+                                    gpus_per_actor=1.0 if cfg.gpu else 0.0))
+        _write(root / "convert.json", res)
+    return manifest
+
+
+# ---------------------------------------------------------------- training
+
+
+def fresh_vst_base(cfg: StudyConfig, root: Path, codec) -> Path:
+    """An untrained VST with a pointer head, saved as a `vst sft` base (no pretraining: every
+    family starts from random weights and sees the same samples)."""
+    from vst.checkpoint import latest_checkpoint, save_checkpoint
+    from vst.config import flavour
+    from vst.model import VST
+    from vst.train_config import TrainConfig
+
+    base = root / "vst" / "base"
+    found = latest_checkpoint(base)
+    if found is not None:
+        return found
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    mcfg = flavour("tiny", depth=cfg.vst_depth, D=codec.D, grid=tuple(codec.grid),
+                   pointer=cfg.pointer_dim, max_seq_len=1 << 16)
+    spec, _, mode = cfg.codec.partition(":")
+    tcfg = TrainConfig(out=str(base), flavour="tiny", depth=cfg.vst_depth, codec=spec,
+                       codec_mode=mode or None)
+    state = {"model_config": mcfg.to_dict(), "train_config": asdict(tcfg), "train_seconds": 0}
+    return save_checkpoint(base, 0, VST(mcfg), None, state, keep=1)
+
+
+def train_vst(cfg: StudyConfig, root: Path, i: int, budget: float, codec) -> dict:
+    from vst.checkpoint import latest_checkpoint
+    from vst.sft import sft
+    from vst.sft_config import SFTConfig
+
+    run = root / "vst" / f"b{i}"
+    done = _done(run / "result.json")
+    if done is not None:
+        return done
+    base = fresh_vst_base(cfg, root, codec)
+    cur = root / "curriculum"
+    _say(f"VST at {budget:.2g} FLOPs")
+    res = sft(SFTConfig(base=str(base), data=str(cur / "train.jsonl"),
+                        val_data=str(cur / "val.jsonl"), store=str(root / "store"),
+                        format="jsonl", out=str(run), max_flops=budget, steps=10**7,
+                        dec=0.0, lr=cfg.lr, batch_size=cfg.batch_size, warmup=20,
+                        save_every=200, keep=1, log_every=25, eval_samples=8,
+                        device=cfg.device, threads=cfg.threads, seed=cfg.seed,
+                        resume=latest_checkpoint(run) is not None,
+                        max_context_chars=max(cfg.lengths) + 8000), codec=codec)
+    return {k: v for k, v in res.items() if k != "history"}
+
+
+def _text_samples(path: Path, encode, window: int) -> list:
+    """Samples whose whole prompt and response fit the text model's training window."""
+    from data.corpus.instructions import Instruction
+    from vst.sft_text import response_end, text_prompt
+
+    out = []
+    for line in path.read_text().splitlines():
+        s = Instruction.from_dict(json.loads(line))
+        n = len(encode(text_prompt(s.instruction, s.context, "instruction-first")))
+        if n + len(encode(s.response + response_end("instruction-first"))) < window:
+            out.append(s)
+    return out
+
+
+def train_text(cfg: StudyConfig, root: Path, i: int, budget: float, tokenizer: str,
+               depth: int) -> dict:
+    import torch
+    from tqdm.auto import tqdm
+
+    from vst.config import flavour
+    from vst.data import text_codec
+    from vst.model import VST
+    from vst.sft_text import save_text_sft, text_batch, text_response_loss, text_sft
+
+    run = root / f"text_{tokenizer}" / f"b{i}" / f"d{depth}"
+    done = _done(run / "result.json")
+    if done is not None:
+        return done
+    encode, _, vocab = text_codec(tokenizer)
+    window = cfg.cl100k_window if tokenizer == "cl100k" else cfg.bytes_window
+    cur = root / "curriculum"
+    train = _text_samples(cur / "train.jsonl", encode, window)
+    val = _text_samples(cur / "val.jsonl", encode, window)
+    if not train:
+        raise BadInput(f"no training sample fits the {tokenizer} window of {window} tokens",
+                       hint="raise --cl100k-window / --bytes-window or add shorter --lengths")
+    torch.manual_seed(cfg.seed)
+    model = VST(flavour("tiny", depth=depth, modality="text", rope="1d", vocab_size=vocab,
+                        pointer=cfg.pointer_dim, max_seq_len=1 << 17)).to(cfg.device)
+    bar = tqdm(total=budget, desc=f"{tokenizer} d{depth} b{i}", unit="FLOP", unit_scale=True)
+    last = [0.0]
+
+    def tick(rec: dict) -> None:
+        bar.update(rec["train_flops"] - last[0])
+        last[0] = rec["train_flops"]
+        bar.set_postfix(loss=f"{rec['loss']:.3f}")
+
+    t0 = time.perf_counter()
+    hist = text_sft(model, tokenizer, train, flops=budget, batch_size=cfg.batch_size,
+                    lr=cfg.lr, seed=cfg.seed, order="instruction-first", max_len=window,
+                    progress=tick)
+    bar.close()
+    model.eval()
+    with torch.no_grad():  # validation: mean response NLL (the size is chosen on it)
+        losses = [float(text_response_loss(model, *text_batch(encode, val[k:k + 4], window,
+                                                              "instruction-first")))
+                  for k in range(0, len(val), 4)]
+    val_loss = sum(losses) / len(losses) if losses else math.inf
+    res = {"tokenizer": tokenizer, "depth": depth, "steps": len(hist),
+           "train_flops": hist[-1]["train_flops"] if hist else 0.0,
+           "train_seconds": time.perf_counter() - t0, "val_loss": val_loss,
+           "train_samples": len(train), "val_samples": len(val), "window": window,
+           "params": model.num_params()}
+    ckpt = save_text_sft(model, tokenizer, run, "instruction-first",
+                         {"steps": len(hist), "train_flops": res["train_flops"]})
+    res["checkpoint"] = str(ckpt)
+    _write(run / "result.json", res)
+    return res
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def eval_files(root: Path, length: int) -> list[Path]:
+    return sorted((root / "curriculum" / "eval").glob(f"*_{length}.jsonl"))
+
+
+def evaluate(runner, root: Path, name: str, lengths: list[int]) -> dict:
+    """Scores {task: {length: score}} and per-length mean positions and seconds."""
+    from eval.runners.common import run_tasks
+    from eval.ruler import score_directory
+
+    scores: dict[str, dict[int, float]] = {}
+    stats: dict[int, dict[str, float]] = {}
+    for length in lengths:
+        pred_dir = root / "eval" / name / str(length)
+        run_tasks(runner, eval_files(root, length), pred_dir, progress=True)
+        for stem, res in score_directory(pred_dir).items():
+            task = stem.rsplit("_", 1)[0]
+            scores.setdefault(task, {})[length] = res["score"]
+        recs = [json.loads(line) for p in pred_dir.glob("*.jsonl")
+                for line in p.read_text().splitlines() if line.strip()]
+        got = [r["stats"] for r in recs if "stats" in r]
+        if got:
+            stats[length] = {k: sum(s[k] for s in got) / len(got) for k in ("positions", "seconds")}
+    return {"scores": scores, "stats": stats}
+
+
+def kv_bytes_per_position(mcfg) -> int:
+    """Keys and values of every layer in bf16."""
+    return 2 * mcfg.depth * mcfg.n_kv_heads * mcfg.head_dim * 2
+
+
+# ---------------------------------------------------------------- the study
+
+
+def run_study(cfg: StudyConfig) -> dict:
+    import torch
+
+    from codec import load_codec
+    from eval.long_context_report import write_report
+    from eval.runners.text import VSTTextRunner
+    from eval.runners.vst_runner import VSTRunner
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    _write(root / "config.json", asdict(cfg))
+    t0 = time.perf_counter()
+    manifest = build_data(cfg, root)
+    spec, _, mode = cfg.codec.partition(":")
+    codec = load_codec(spec, mode=mode or None, device=cfg.device)
+    lengths = sorted(cfg.lengths)
+    by_budget: dict[str, dict] = {}
+    for i, budget in enumerate(sorted(cfg.budgets)):
+        key = f"{budget:.3g}"
+        cached = _done(root / "eval" / f"b{i}.json")
+        if cached is not None:
+            by_budget[key] = cached
+            continue
+        vst = train_vst(cfg, root, i, budget, codec)
+        text = {tok: [train_text(cfg, root, i, budget, tok, d) for d in cfg.text_depths]
+                for tok in ("cl100k", "bytes")}
+        best = {tok: min(runs, key=lambda r: r["val_loss"]) for tok, runs in text.items()}
+        runner = VSTRunner(vst["checkpoint"], codec=codec, device=cfg.device, name="vst")
+        res: dict[str, dict] = {"vst": evaluate(runner, root, f"vst/b{i}", lengths)}
+        res["vst"].update(train_flops=vst["train_flops"], steps=vst["steps"],
+                          kv_bytes_per_position=kv_bytes_per_position(runner.model.cfg))
+        for tok, run in best.items():
+            cap = None if tok == "cl100k" else cfg.bytes_eval_window
+            r = VSTTextRunner(run["checkpoint"], device=cfg.device, max_length=cap,
+                              name=f"text_{tok}")
+            res[f"text_{tok}"] = evaluate(r, root, f"text_{tok}/b{i}", lengths)
+            res[f"text_{tok}"].update(train_flops=run["train_flops"], depth=run["depth"],
+                                      steps=run["steps"], read_window=cap,
+                                      kv_bytes_per_position=kv_bytes_per_position(r.model.cfg),
+                                      sizes={f"d{x['depth']}": x["val_loss"] for x in text[tok]})
+        # truncation: the cl100k model reading as many positions as the VST used per length
+        trunc: dict = {"scores": {}, "stats": {}}
+        for length in lengths:
+            n = int(res["vst"]["stats"].get(length, {}).get("positions", 0)) or None
+            r = VSTTextRunner(best["cl100k"]["checkpoint"], device=cfg.device, max_length=n,
+                              name=f"truncation-{length}")
+            part = evaluate(r, root, f"truncation/b{i}", [length])
+            for task, by_len in part["scores"].items():
+                trunc["scores"].setdefault(task, {}).update(by_len)
+            trunc["stats"].update(part["stats"])
+        res["truncation"] = {**trunc, "train_flops": best["cl100k"]["train_flops"],
+                             "kv_bytes_per_position": kv_bytes_per_position(r.model.cfg)}
+        res["vst_hier"] = {"skipped": "not run: the hierarchical reader changes how predicted "
+                           "tokens are read, and retrieval answers here are pointer copies of "
+                           "true context tokens, which both readers read alike"}
+        _write(root / "eval" / f"b{i}.json", res)
+        by_budget[key] = res
+    summary = summarize(cfg, by_budget, manifest, time.perf_counter() - t0)
+    _write(root / "summary.json", summary)
+    write_report(root, summary)
+    _say(f"done: {root / 'summary.json'}")
+    return summary
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def summarize(cfg: StudyConfig, by_budget: dict[str, dict], manifest: dict,
+              seconds: float) -> dict:
+    """The issue's shape for the largest budget, plus every budget under `by_budget`."""
+    top = by_budget[max(by_budget, key=float)]
+    fams = [f for f in FAMILIES if "scores" in top.get(f, {})]
+    return {
+        "scores": {f: top[f]["scores"] for f in fams},
+        "positions": {f: {str(k): v["positions"] for k, v in top[f]["stats"].items()}
+                      for f in fams},
+        "kv_bytes": {f: {str(k): v["positions"] * top[f]["kv_bytes_per_position"]
+                         for k, v in top[f]["stats"].items()} for f in fams},
+        "prefill_seconds": {f: {str(k): v["seconds"] for k, v in top[f]["stats"].items()}
+                            for f in fams},
+        "train_flops": {f: top[f]["train_flops"] for f in fams},
+        "budget": max(float(b) for b in by_budget),
+        "budgets": sorted(float(b) for b in by_budget),
+        "by_budget": by_budget,
+        "skipped": {f: v["skipped"] for f, v in top.items() if "skipped" in v},
+        "heldout_tasks": manifest.get("config", {}).get("heldout_tasks", []),
+        "config": asdict(cfg),
+        "study_seconds": seconds,
+        "commit": _commit(),
+    }
