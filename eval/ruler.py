@@ -349,7 +349,8 @@ def _fwe(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[flo
 def _repeat_line(args: dict, n: int, rng_seed: str, hay: Sequence[str],
                  depths: Sequence[float] | None, needle_lines: bool = False):
     """Haystack lines, one sentence each; the question quotes a 3-4 word span of one line
-    that occurs nowhere else in the context (case-insensitive), the answer is that line.
+    that occurs nowhere else in the context (case-insensitive; words with a letter or digit,
+    no double quote), the answer is that line.
 
     The line is the nearest one to a random depth (or `depths[0]`) that has such a span;
     when none of the 64 nearest has one (a haystack shorter than the context repeats),
@@ -370,7 +371,8 @@ def _repeat_line(args: dict, n: int, rng_seed: str, hay: Sequence[str],
         starts = list(range(len(words) - width + 1))
         random.Random(f"{rng_seed}/span/{i}").shuffle(starts)
         quote = next((q for q in (" ".join(words[k : k + width]) for k in starts)
-                      if '"' not in q and low.count(q.lower()) == 1), None)
+                      if '"' not in q and all(any(c.isalnum() for c in w) for w in q.split())
+                      and low.count(q.lower()) == 1), None)
         if quote is not None:
             found, valid = (i, quote), True
             break
