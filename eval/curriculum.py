@@ -60,7 +60,7 @@ class CurriculumConfig:
 
     Example (the demo corpus, built locally; seconds on a CPU):
 
-        vst curriculum build --out runs/curriculum --train-per-length 8 --lengths 2000 --lengths 8000
+        vst curriculum build --out runs/cur --train-per-length 8 --lengths 2000 --lengths 8000
     """
 
     out: str = "runs/curriculum"  # output directory (train.jsonl, val.jsonl, eval/, ...)
@@ -85,8 +85,7 @@ class CurriculumConfig:
     def __post_init__(self) -> None:
         from eval.ruler import TASKS
 
-        split = lambda xs: [t.strip() for x in xs for t in str(x).split(",") if t.strip()]  # noqa: E731
-        self.tasks, self.heldout_tasks = split(self.tasks), split(self.heldout_tasks)
+        self.tasks, self.heldout_tasks = _names(self.tasks), _names(self.heldout_tasks)
         unknown = [t for t in self.tasks + self.heldout_tasks if t not in TASKS]
         if unknown:
             raise BadInput(f"unknown task(s) {unknown}", hint=f"choose from {list(TASKS)}")
@@ -109,6 +108,11 @@ class CurriculumConfig:
             raise BadInput(f"natural_ratio must be in [0, 1), got {self.natural_ratio}")
         if not 0 < self.heldout_fraction < 1:
             raise BadInput(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+
+
+def _names(items) -> list[str]:
+    """Task names from a list whose items may also be comma-separated."""
+    return [t.strip() for x in items for t in str(x).split(",") if t.strip()]
 
 
 # ---------------------------------------------------------------- haystacks

@@ -216,8 +216,8 @@ def _niah(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[fl
         raise ValueError(f"unknown haystack type {kind!r}")
     context, info = _place(units, needles, depths, joiner, needle_lines)
     asked = set(queries)
-    answer_lines = [d["text"] for (k, _), d in sorted(zip(keyed, info), key=lambda p: p[1]["span"][0])
-                    if k in asked]
+    by_place = sorted(zip(keyed, info), key=lambda p: p[1]["span"][0])
+    answer_lines = [d["text"] for (k, _), d in by_place if k in asked]
 
     t = _template("niah")
     template, answer_prefix, type_v = t["template"], t["answer_prefix"], a["type_needle_v"]
