@@ -87,6 +87,7 @@ class _Writer:
 def write_corpus(records, path: str | Path) -> dict:
     """Pile-format records (``{"text", "meta"}``) as a ``.jsonl.zst`` corpus, written through
     a temporary name; returns its record count, compressed size and sha256."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     writer = _Writer(Path(path))
     try:
         for record in records:
