@@ -4,7 +4,9 @@ Families (after NVIDIA/RULER's synthetic set): needle-in-a-haystack (single, mul
 multivalue, multiquery; keys and values as words, numbers or uuids), variable tracking
 (vt), common-words extraction (cwe) and frequent-words extraction (fwe). Templates,
 answer prefixes and task configurations are RULER's, stored as data in
-`eval/prompts/ruler.json`; the generators are our own.
+`eval/prompts/ruler.json`; the generators are our own. One family is not RULER's:
+`repeat_line` (a haystack one sentence a line; repeat the line that contains a quoted
+3-4 word span found nowhere else), the retrieval curriculum's copying task (#23).
 
 * Haystacks are any list of texts (e.g. documents from the project's corpus); without
   one, prose is taken from the docstrings of standard-library modules.
@@ -19,7 +21,9 @@ answer prefixes and task configurations are RULER's, stored as data in
 Records are LongBench-like JSON lines (`_id`, `input`, `context`, `answers`, `length`,
 `all_classes`, `dataset`, `language`) plus `prompt_template` (with `{context}` and
 `{input}`; it ends with RULER's answer prefix), `answer_prefix` and `max_new_tokens`;
-`build_prompt(record)` = `prompt_template.format(**record)` is the model input.
+`build_prompt(record)` = `prompt_template.format(**record)` is the model input;
+`answer_lines` are the context lines that carry the answers (a training response that
+RULER's `string_match_all` credits; with `needle_lines=True` each is a whole line).
 Scoring is RULER's `string_match_all` / `string_match_part`.
 """
 
@@ -30,7 +34,7 @@ import itertools
 import json
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -42,6 +46,7 @@ from eval.ruler_haystack import (
     distinct_values,
     haystack_sentences,
     random_value,
+    sentence_lines,
     word_pool,
     zeta,
 )
@@ -78,6 +83,7 @@ def _unit_name(unit: str | CountFn) -> str:
 class TaskSpec:
     name: str
     family: str  # niah | variable_tracking | common_words_extraction | freq_words_extraction
+    # | repeat_line
     args: dict
 
 
@@ -112,6 +118,8 @@ class _Draft:
     answer_prefix: str
     answers: list[str]
     needles: list[dict]
+    answer_lines: list[str] = field(default_factory=list)  # context lines with the answers
+    valid: bool = True  # False: the haystack cannot make this sample (repeat_line)
 
     def prompt(self) -> str:
         return self.prefix + self.context + self.sep + self.question + self.answer_prefix
@@ -124,56 +132,68 @@ def _split_filled(filled: str) -> tuple[str, str, str]:
     return pre, post[: len(post) - len(q)], q
 
 
-def _place(units: list[str], needles: Sequence[str], depths: Sequence[float], joiner: str):
+def _place(units: list[str], needles: Sequence[str], depths: Sequence[float], joiner: str,
+           needle_lines: bool = False):
     """Insert needles at percent depths of `units`; return the context and needle info.
 
     Depth d puts a needle at the first unit boundary with at least d% of the
     haystack's characters before it, so depths mean the same for long and short
     sentences. Info per needle: requested `depth`, `actual_depth` (haystack characters
     before the needle, in percent) and its character `span` in the context.
+    `needle_lines`: a needle is joined to its neighbours by "\n" whatever the joiner, so
+    it is a line of its own (a "\n"-joined haystack is unchanged).
     """
     if len(depths) != len(needles):
         raise ValueError(f"{len(needles)} needles but {len(depths)} depths")
     cum = list(itertools.accumulate((len(u) for u in units), initial=0))
     total = cum[-1]
     order = sorted(range(len(needles)), key=lambda i: depths[i])
-    parts: list[str] = []
+    parts: list[tuple[str, bool]] = []  # (text, is a needle)
     info: list[dict] = [{} for _ in needles]
-    pos, offset = 0, 0  # offset: where the next part starts in the joined text
+    pos = 0
     for i in order:
         cut = max(pos, bisect.bisect_left(cum, total * depths[i] / 100))
-        for u in units[pos:cut]:
-            parts.append(u)
-            offset += len(u) + len(joiner)
+        parts.extend((u, False) for u in units[pos:cut])
         pos = cut
-        parts.append(needles[i])
+        parts.append((needles[i], True))
         info[i] = {
             "text": needles[i],
             "depth": float(depths[i]),
             "actual_depth": 100 * cum[cut] / total if total else 0.0,
-            "span": [offset, offset + len(needles[i])],
         }
-        offset += len(needles[i]) + len(joiner)
-    parts.extend(units[pos:])
-    return joiner.join(parts), info
+    parts.extend((u, False) for u in units[pos:])
+    out: list[str] = []
+    offset, which = 0, iter(order)  # offset: where the next part starts in the joined text
+    for k, (text, is_needle) in enumerate(parts):
+        if k:
+            sep = "\n" if needle_lines and (is_needle or parts[k - 1][1]) else joiner
+            out.append(sep)
+            offset += len(sep)
+        if is_needle:
+            info[next(which)]["span"] = [offset, offset + len(text)]
+        out.append(text)
+        offset += len(text)
+    return "".join(out), info
 
 
 # ---------------------------------------------------------------- families
 
 
-def _niah(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[float] | None):
+def _niah(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[float] | None,
+          needle_lines: bool = False):
     a = args
     rng = random.Random(rng_seed + "/needles")
     num_k = max(a["num_needle_k"], a["num_needle_q"])
     keys = distinct_values(rng, a["type_needle_k"], num_k)
     values = [distinct_values(rng, a["type_needle_v"], a["num_needle_v"]) for _ in keys]
     needle_fmt = _load_prompts("ruler")["niah_needle"]
-    needles = [
-        needle_fmt.format(type_needle_v=a["type_needle_v"], key=k, value=v)
+    keyed = [
+        (k, needle_fmt.format(type_needle_v=a["type_needle_v"], key=k, value=v))
         for k, vs in zip(keys, values)
         for v in vs
     ]
-    rng.shuffle(needles)
+    rng.shuffle(keyed)  # the same permutation as shuffling the needles alone
+    needles = [nd for _, nd in keyed]
     if depths is None:
         depths = rng.sample(DEPTHS, len(needles))
     queried = rng.sample(range(num_k), a["num_needle_q"])
@@ -194,7 +214,10 @@ def _niah(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[fl
         joiner = "\n"
     else:
         raise ValueError(f"unknown haystack type {kind!r}")
-    context, info = _place(units, needles, depths, joiner)
+    context, info = _place(units, needles, depths, joiner, needle_lines)
+    asked = set(queries)
+    by_place = sorted(zip(keyed, info), key=lambda p: p[1]["span"][0])
+    answer_lines = [d["text"] for (k, _), d in by_place if k in asked]
 
     t = _template("niah")
     template, answer_prefix, type_v = t["template"], t["answer_prefix"], a["type_needle_v"]
@@ -206,7 +229,7 @@ def _niah(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[fl
     filled = template.format(type_needle_v=type_v, context=_SENTINEL, query=query)
     pre, sep, question = _split_filled(filled)
     ap = answer_prefix.format(type_needle_v=type_v, query=query)
-    return _Draft(pre, context, sep, question, ap, answers, info)
+    return _Draft(pre, context, sep, question, ap, answers, info, answer_lines)
 
 
 def _vt_chains(rng: random.Random, num_chains: int, num_hops: int):
@@ -237,7 +260,8 @@ def _interleave(rng: random.Random, chains: list[list[str]]) -> list[str]:
     return out
 
 
-def _vt(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[float] | None):
+def _vt(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[float] | None,
+        needle_lines: bool = False):
     num_chains, num_hops = args["num_chains"], args["num_hops"]
     rng = random.Random(rng_seed + "/needles")
     var_lists, chains = _vt_chains(rng, num_chains, num_hops)
@@ -259,16 +283,20 @@ def _vt(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[floa
     icl_q, icl_ap = filled(icl_ctx, icl_chains[0][0].split("= ")[-1])
     example = icl_q + icl_ap + " ".join(icl_vars[0]) + "\n"
 
+    queried = set(chains[0])
+    asked = [s in queried for s in flat]  # flat is in reading order
     if args.get("type_haystack", "noise") == "essay":
         units, joiner = cycle_from(hay, rng.randrange(len(hay)), n), " "
         flat = [s + "." for s in flat]
     else:
         units, joiner = [noise] * n, "\n"
-    context, info = _place(units, flat, depths, joiner)
+    context, info = _place(units, flat, depths, joiner, needle_lines)
+    answer_lines = [s for s, a in zip(flat, asked) if a]
     value = chains[0][0].split("= ")[-1]
     q, ap = filled(_SENTINEL, value)
     pre, sep, question = _split_filled(q)
-    return _Draft(example + pre, context, sep, question, ap, list(var_lists[0]), info)
+    return _Draft(example + pre, context, sep, question, ap, list(var_lists[0]), info,
+                  answer_lines)
 
 
 def _cwe_list(rng: random.Random, n_words: int, reps_common: int, reps_rare: int, n_common: int):
@@ -279,7 +307,8 @@ def _cwe_list(rng: random.Random, n_words: int, reps_common: int, reps_rare: int
     return " ".join(f"{i + 1}. {w}" for i, w in enumerate(seq)), common
 
 
-def _cwe(args: dict, n: int, rng_seed: str, hay: list[str], depths, short: bool = False):
+def _cwe(args: dict, n: int, rng_seed: str, hay: list[str], depths, short: bool = False,
+         needle_lines: bool = False):
     num_cw = args["num_cw"]
     rng = random.Random(rng_seed + "/words")
     t = _template("common_words_extraction")
@@ -305,7 +334,8 @@ def _coded_vocab(rng_seed: str, size: int) -> tuple[str, ...]:
     return ("...", *list(vocab)[1:])
 
 
-def _fwe(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[float] | None):
+def _fwe(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[float] | None,
+         needle_lines: bool = False):
     alpha, vocab_size = float(args.get("alpha", 2.0)), int(args.get("vocab_size", 2000))
     vocab = _coded_vocab(rng_seed, vocab_size)
     z = zeta(alpha)
@@ -316,11 +346,52 @@ def _fwe(args: dict, n: int, rng_seed: str, hay: list[str], depths: Sequence[flo
     return _Draft(pre, " ".join(words), sep, question, t["answer_prefix"], list(vocab[1:4]), [])
 
 
+def _repeat_line(args: dict, n: int, rng_seed: str, hay: Sequence[str],
+                 depths: Sequence[float] | None, needle_lines: bool = False):
+    """Haystack lines, one sentence each; the question quotes a 3-4 word span of one line
+    that occurs nowhere else in the context (case-insensitive; words with a letter or digit,
+    no double quote), the answer is that line.
+
+    The line is the nearest one to a random depth (or `depths[0]`) that has such a span;
+    when none of the 64 nearest has one (a haystack shorter than the context repeats),
+    the draft is marked invalid and `generate_sample` refuses it.
+    """
+    rng = random.Random(rng_seed + "/line")
+    start = rng.randrange(len(hay))
+    depth = float(depths[0]) if depths else float(rng.choice(DEPTHS))
+    width = rng.choice((3, 4))
+    units = cycle_from(hay, start, n)
+    context = "\n".join(units)
+    low = context.lower()
+    cum = list(itertools.accumulate((len(u) for u in units), initial=0))
+    target = min(n - 1, bisect.bisect_left(cum, cum[-1] * depth / 100))
+    found, valid = (target, " ".join(units[target].split()[:width])), False
+    for i in sorted(range(n), key=lambda i: (abs(i - target), i))[:64]:
+        words = units[i].split()
+        starts = list(range(len(words) - width + 1))
+        random.Random(f"{rng_seed}/span/{i}").shuffle(starts)
+        quote = next((q for q in (" ".join(words[k : k + width]) for k in starts)
+                      if '"' not in q and all(any(c.isalnum() for c in w) for w in q.split())
+                      and low.count(q.lower()) == 1), None)
+        if quote is not None:
+            found, valid = (i, quote), True
+            break
+    i, quote = found
+    line = units[i]
+    offset = cum[i] + i  # one newline a line before it
+    info = [{"text": line, "depth": depth, "actual_depth": 100 * cum[i] / max(1, cum[-1]),
+             "span": [offset, offset + len(line)]}]
+    t = _template("repeat_line")
+    pre, sep, question = _split_filled(t["template"].format(context=_SENTINEL, query=quote))
+    return _Draft(pre, context, sep, question, t["answer_prefix"], [line], info, [line], valid)
+
+
 _FAMILIES = {
     "niah": _niah,
     "variable_tracking": _vt,
     "common_words_extraction": _cwe,
     "freq_words_extraction": _fwe,
+    "repeat_line": _repeat_line,
 }
 # Smallest haystack size tried (fwe needs ~100 words before its top-3 counts separate).
 _MIN_SIZE = {
@@ -328,7 +399,17 @@ _MIN_SIZE = {
     "variable_tracking": 1,
     "common_words_extraction": 1,
     "freq_words_extraction": 100,
+    "repeat_line": 1,
 }
+
+
+@lru_cache(maxsize=4)
+def _haystack_units(texts: tuple[str, ...] | None, max_line_chars: int | None
+                    ) -> tuple[str, ...]:
+    """Sentences of the haystack texts (or lines of them, for repeat_line), computed once
+    per haystack: a corpus-sized haystack is split once, not once a sample."""
+    sents = haystack_sentences(texts)
+    return tuple(sentence_lines(sents, max_line_chars) if max_line_chars else sents)
 
 
 # ---------------------------------------------------------------- generation
@@ -370,23 +451,31 @@ def generate_sample(
     depths: Sequence[float] | None = None,
     reserve: int = 0,
     overrides: dict | None = None,
+    needle_lines: bool = False,
 ) -> dict:
     """One record whose full prompt (`build_prompt`) measures at most `target_length - reserve`.
 
     `depths` (percent, one per needle / variable-tracking statement) fixes where the
     needles go; `overrides` changes task arguments (e.g. `{"num_needle_k": 8}`).
+    `needle_lines`: every needle (and variable-tracking statement) is a line of its own
+    in the context; an essay haystack joins it with newlines instead of a space, a
+    newline-joined haystack is unchanged. `record["answer_lines"]` are the context's
+    needles that carry the answers (the queried keys' needles, the queried chain's
+    statements, repeat_line's line; none for cwe / fwe), in reading order.
     """
     spec = task_specs()[task]
     args = {**spec.args, **(overrides or {})}
     count = count_fn_for(unit)
     # Only essay haystacks read text (the stdlib fallback imports ~50 modules once).
-    hay = haystack_sentences(haystack) if args.get("type_haystack") == "essay" else []
+    texts = None if haystack is None else tuple(haystack)
+    lines = args.get("max_line_chars") if spec.family == "repeat_line" else None
+    hay = _haystack_units(texts, lines) if args.get("type_haystack") == "essay" else []
     rng_seed = f"{seed}/{task}/{index}"
     family = _FAMILIES[spec.family]
     budget = target_length - reserve
 
     def make(n: int, **kw) -> _Draft:
-        return family(args, n, rng_seed, hay, depths, **kw)
+        return family(args, n, rng_seed, hay, depths, needle_lines=needle_lines, **kw)
 
     if spec.family == "common_words_extraction":
         try:
@@ -395,6 +484,10 @@ def generate_sample(
             draft = _largest_fitting(lambda n: make(n, short=True), 1, budget, count)
     else:
         draft = _largest_fitting(make, _MIN_SIZE[spec.family], budget, count)
+    if not draft.valid:
+        raise BadInput(f"{task} at length {target_length}: no line near the chosen depth has "
+                       "a 3-4 word span found nowhere else in the context",
+                       hint="give a larger, less repetitive haystack or a shorter length")
 
     # The answer prefix ends the template, so any runner that fills `prompt_template`
     # with `context` and `input` feeds the model exactly what RULER feeds it.
@@ -414,6 +507,8 @@ def generate_sample(
         "max_new_tokens": _template(spec.family)["tokens_to_generate"],
         "metric": "string_match_all",
         "needles": draft.needles,
+        "answer_lines": draft.answer_lines,
+        "needle_lines": needle_lines,
         "length_unit": _unit_name(unit),
         "target_length": target_length,
         "seed": seed,
@@ -424,6 +519,7 @@ def generate_sample(
 
 
 def generate(task: str, target_length: int, num_samples: int, **kw) -> list[dict]:
+    """`num_samples` records, index 0.. (keywords as `generate_sample`, `needle_lines` too)."""
     return [generate_sample(task, target_length, index=i, **kw) for i in range(num_samples)]
 
 

@@ -114,6 +114,34 @@ def haystack_sentences(texts: Sequence[str] | None) -> list[str]:
     return sents
 
 
+def sentence_lines(sentences: Sequence[str], max_chars: int = 100, min_words: int = 4
+                   ) -> list[str]:
+    """Sentences as lines of at most `max_chars` characters (repeat_line's haystack).
+
+    A longer sentence is cut at spaces into consecutive lines; lines of fewer than
+    `min_words` words (too short to quote a span from) and single words longer than a
+    line are left out.
+    """
+    out: list[str] = []
+    for sent in sentences:
+        line: list[str] = []
+        width = 0
+        for word in sent.split():
+            if len(word) > max_chars:
+                continue
+            if line and width + 1 + len(word) > max_chars:
+                out.append(" ".join(line))
+                line, width = [], 0
+            width += len(word) + (1 if line else 0)
+            line.append(word)
+        if line:
+            out.append(" ".join(line))
+    lines = [ln for ln in out if len(ln.split()) >= min_words]
+    if not lines:
+        raise BadInput(f"the haystack has no line of at least {min_words} words")
+    return lines
+
+
 def cycle_from(items: Sequence[str], start: int, n: int) -> list[str]:
     """n items from `start`, wrapping around (long targets repeat the haystack, as RULER)."""
     return [items[(start + i) % len(items)] for i in range(n)]

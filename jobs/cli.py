@@ -15,6 +15,7 @@
     vst generate CKPT ...             # continue a document with a trained VST
     vst sft --base RUN --data FILE    # instruction tuning; vst chat CKPT: talk to it
     vst eval run|lm-eval|compare|...  # benchmarks, runners, efficiency, comparisons
+    vst curriculum build --out DIR    # the retrieval curriculum: SFT sets + held-out RULER files
 
 jobs/ sits on top of the data flow (corpus -> render -> codec -> store -> vst -> eval), so
 this is the only module that imports every stage. Each command's flags come from its
@@ -82,6 +83,7 @@ def _mount() -> None:
     from eval.fidelity import fidelity
     from eval.runners_cli import lm_eval_cmd, run
     from jobs.convert.cli import convert
+    from jobs.curriculum_cli import curriculum_app
     from jobs.demo import demo_command
     from jobs.frontier import FrontierConfig, run_frontier_and_print
     from jobs.speedrun import speedrun_command
@@ -119,6 +121,7 @@ def _mount() -> None:
     eval_app.command("compression")(config_command(CompressionConfig, run_compression))
     app.add_typer(eval_app, name="eval", help="Long-context benchmarks, runners, efficiency and "
                   "the comparison with text baselines.")
+    app.add_typer(curriculum_app, name="curriculum")
 
 
 TRAIN_DOC = """Train a VST (--modality vector) or the same-shape text baseline (--modality text).

@@ -61,6 +61,7 @@ BAD_INPUTS: dict[str, list[str]] = {
     "eval efficiency": ["--codec", "nope", "--out", "OUT", "--lengths", "64"],
     "eval compare": ["--store", MISSING, "--vst", MISSING, "--out", "OUT"],
     "eval compression": ["--arms", "nope", "--out", "OUT"],
+    "curriculum build": ["--tasks", "nosuchtask", "--out", "OUT"],
 }
 
 runner = CliRunner()

@@ -84,6 +84,20 @@ class _Writer:
                 "sha256": digest}
 
 
+def write_corpus(records, path: str | Path) -> dict:
+    """Pile-format records (``{"text", "meta"}``) as a ``.jsonl.zst`` corpus, written through
+    a temporary name; returns its record count, compressed size and sha256."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    writer = _Writer(Path(path))
+    try:
+        for record in records:
+            writer.write(record)
+        return writer.close()
+    except BaseException:
+        writer.tmp.unlink(missing_ok=True)
+        raise
+
+
 def _parse_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
