@@ -36,19 +36,32 @@ FAMILIES = ("vst", "vst_hier", "text_cl100k", "text_bytes", "truncation")
 
 @dataclass
 class StudyConfig:
+    """The long-context study of #23: build the retrieval curriculum, convert it with Ray,
+    train the VST and the text families at equal FLOPs, score RULER tasks end to end against
+    context length, and write summary.json, report.md and plots. Resumable: re-run it.
+
+    Example (test size, about a minute on a CPU):
+
+        vst curriculum study --out runs/lc_smoke --lengths 1500 --lengths 3000 \\
+            --train-per-length 4 --eval-per-length 2 --budgets 2e9 --text-depths 1
+    """
+
     out: str = "runs/long_context"  # study directory (resumable: re-run to continue)
     corpus: Optional[str] = None  # training haystacks: a `vst corpus build` corpus (default:
         # the demo corpus, built locally)
     heldout_corpus: Optional[str] = None  # evaluation haystacks (default: the corpus's
         # held-out source)
     codec: str = "mini:small"  # the frozen codec (spec[:mode])
-    lengths: list[int] = field(default_factory=lambda: [2000, 8000, 32000, 64000])  # chars
+    lengths: list[int] = field(default_factory=lambda: [2000, 4000, 8000, 32000, 64000])  # prompt
+        # lengths in characters (repeatable)
     train_per_length: int = 10  # training samples per task and length
     eval_per_length: int = 4  # evaluation samples per task and length
     natural_ratio: float = 0.2  # share of natural-text samples in training
     budgets: list[float] = field(default_factory=lambda: [1.5e12, 4.5e12])  # training FLOPs
+        # per family (repeatable)
     vst_depth: int = 2  # the VST's size dial (tiny flavour: d_model = 64 * depth)
     text_depths: list[int] = field(default_factory=lambda: [1, 2, 3])  # text sizes tried
+        # (repeatable; the lowest validation loss is kept)
     cl100k_window: int = 8192  # cl100k training window in tokens (~32K characters)
     bytes_window: int = 8192  # byte model's training window in bytes
     bytes_eval_window: int = 16384  # the byte model reads at most this many bytes at
@@ -111,7 +124,7 @@ def build_data(cfg: StudyConfig, root: Path) -> dict:
         _say("converting the samples' segments with Ray")
         res = convert(ConvertConfig(corpus=str(cur / "segments.jsonl.zst"), out=str(store),
                                     codec=spec, codec_mode=mode or None,
-                                    num_actors=cfg.num_actors, num_parts=4,
+                                    num_actors=cfg.num_actors, num_parts=4, id_field="id",
                                     gpus_per_actor=1.0 if cfg.gpu else 0.0))
         _write(root / "convert.json", res)
     return manifest
