@@ -353,7 +353,7 @@ def _repeat_line(args: dict, n: int, rng_seed: str, hay: Sequence[str],
     no double quote), the answer is that line.
 
     The line is the nearest one to a random depth (or `depths[0]`) that has such a span;
-    when none of the 64 nearest has one (a haystack shorter than the context repeats),
+    when none of the 512 nearest has one (a haystack shorter than the context repeats),
     the draft is marked invalid and `generate_sample` refuses it.
     """
     rng = random.Random(rng_seed + "/line")
@@ -366,7 +366,7 @@ def _repeat_line(args: dict, n: int, rng_seed: str, hay: Sequence[str],
     cum = list(itertools.accumulate((len(u) for u in units), initial=0))
     target = min(n - 1, bisect.bisect_left(cum, cum[-1] * depth / 100))
     found, valid = (target, " ".join(units[target].split()[:width])), False
-    for i in sorted(range(n), key=lambda i: (abs(i - target), i))[:64]:
+    for i in sorted(range(n), key=lambda i: (abs(i - target), i))[:512]:
         words = units[i].split()
         starts = list(range(len(words) - width + 1))
         random.Random(f"{rng_seed}/span/{i}").shuffle(starts)

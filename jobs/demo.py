@@ -55,8 +55,11 @@ class DemoSettings:
     fidelity_pages: int = 24  # held-out pages per codec mode in the fidelity stage
     train_steps: int = 120  # VST training steps (the text baseline gets equal FLOPs)
     dec_weight: float = 1.0  # weight of the decoder-CE loss (nats per byte)
-    eval_samples: int = 4  # samples per synthetic task in the evaluate stage
-    eval_chars: int = 3_000  # context length of the synthetic tasks, in characters
+    eval_samples: int = 2  # evaluate stage: held-out samples per task and length
+    eval_lengths: list[int] = field(default_factory=lambda: [1500, 4000])  # evaluate stage:
+        # context lengths of the retrieval curriculum, in characters
+    eval_train_per_length: int = 12  # evaluate stage: training samples per task and length
+    eval_budget: float = 2e11  # evaluate stage: training FLOPs of every family
     sft_seconds: float = 90.0  # chat stage: instruction-tuning wall-clock (encoding excluded)
     sft_steps: int = 200  # chat stage: instruction-tuning steps at most
     chat_chars: int = 1_500  # chat stage: context length of the instruction tasks, in characters
@@ -247,38 +250,43 @@ def stage_train(s: DemoSettings, state: DemoState) -> Section:
 
 
 def stage_evaluate(s: DemoSettings, state: DemoState) -> Section:
-    from eval import ruler
     from eval.efficiency import EfficiencyConfig, run_efficiency
-    from eval.runners.factory import make_runner
-    from eval.runners.common import run_tasks
+    from eval.long_context_report import task_means
+    from jobs.long_context import StudyConfig, run_study
 
-    tasks_dir = s.out / "eval" / "tasks"
-    haystack = [d.text for d in state.docs]
-    for task in ("niah_single_1", "vt"):
-        records = ruler.generate(task, s.eval_chars, s.eval_samples, unit="chars", seed=s.seed,
-                                 haystack=haystack)
-        ruler.write_jsonl(records, tasks_dir / f"{task}_{s.eval_chars}.jsonl")
-    scores = {}
-    for kind, model in (("vst", state.vst_checkpoint), ("vst-text", state.text_checkpoint)):
-        pred_dir = s.out / "eval" / kind
-        # the demo's own codec object: the backend, mode and weights every stage used
-        runner = make_runner(kind, str(model), codec=state.codec)
-        run_tasks(runner, [tasks_dir], pred_dir, progress=True)
-        for dataset, result in ruler.score_directory(pred_dir).items():
-            scores[f"{kind}:{dataset}"] = result
+    # The long-context study (jobs/long_context.py) scaled to minutes: the retrieval
+    # curriculum from the demo corpus, a VST with a pointer head and the text baselines at
+    # equal FLOPs, RULER scores against length on held-out documents' haystacks.
+    study = s.out / "eval" / "long_context"
+    codec = state.codec
+    summary = run_study(StudyConfig(
+        out=str(study), corpus=str(state.corpus), codec=f"{s.codec}:{codec.mode}",
+        codec_path=str(s.codec_path) if s.codec_path else None,
+        lengths=list(s.eval_lengths), train_per_length=s.eval_train_per_length,
+        eval_per_length=s.eval_samples, budgets=[s.eval_budget], text_depths=[1],
+        seed=s.seed), codec=codec)
+    held = set(summary.get("heldout_tasks", []))
+    metrics = {}
+    for fam, scores in summary["scores"].items():
+        trained = [t for t in scores if t not in held]
+        for n, v in task_means(scores, trained).items():
+            metrics[f"{fam}:{int(n) // 1000}K"] = round(v, 1)
     # the codec the demo already loaded: right checkpoint and options, no second load
     run_efficiency(EfficiencyConfig(out=s.out / "eval" / "efficiency", lengths=[2048, 4096, 8192],
-                                    flavour="debug", threads=1), codec=state.codec)
-    metrics = {name: v.get("score") if isinstance(v, dict) else v for name, v in scores.items()}
+                                    flavour="debug", threads=1), codec=codec)
     table = (s.out / "eval" / "efficiency" / "efficiency.md")
     eff_html = f"<pre>{html.escape(table.read_text())}</pre>" if table.exists() else ""
-    return Section("Evaluate (RULER-style tasks; efficiency)", metrics,
-                   "<p>RULER-style synthetic tasks built from the demo corpus, answered end to end "
-                   "by the VST (text -> render -> encode -> VST -> decode) and by the same-shape "
-                   "text baseline, scored with RULER's string_match_all. At debug size both "
-                   "should score near zero: the point here is that every path runs and is "
-                   "scored identically.</p>" + eff_html,
-                   links=["eval/efficiency/efficiency.md", "eval/vst", "eval/vst-text"])
+    plots = sorted(study.glob("score_vs_length_*.png"))
+    img = "".join(f'<img src="eval/long_context/{p.name}" width="720">' for p in plots)
+    return Section("Evaluate (retrieval curriculum; RULER against length; efficiency)", metrics,
+                   "<p>The long-context study at demo scale (<code>vst curriculum study</code>): "
+                   "RULER-style retrieval samples built from the demo corpus, a fresh VST with a "
+                   "pointer head and the cl100k and byte text models trained at equal FLOPs, "
+                   "scored end to end (text -> render -> encode -> VST -> decode) with RULER's "
+                   "string_match_all on haystacks from held-out documents; metrics are the mean "
+                   "over the trained tasks at each length. The full study: docs/long_context.md."
+                   "</p>" + img + eff_html,
+                   links=["eval/long_context/report.md", "eval/efficiency/efficiency.md"])
 
 
 def stage_chat(s: DemoSettings, state: DemoState) -> Section:
@@ -289,7 +297,7 @@ def stage_chat(s: DemoSettings, state: DemoState) -> Section:
 
 # A stage reads what these earlier stages leave in `state`; --only pulls them in.
 PREREQUISITES = {"convert": ["corpus"], "render": ["corpus"], "train": ["convert"],
-                 "evaluate": ["train"], "chat": ["train"]}
+                 "evaluate": ["corpus"], "chat": ["train"]}
 
 STAGES: list[tuple[str, Callable[[DemoSettings, DemoState], Section]]] = [
     ("corpus", stage_corpus),

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from data.errors import BadInput
+from eval.curriculum import HELDOUT_TASKS, TRAINED_TASKS
 
 FAMILIES = ("vst", "vst_hier", "text_cl100k", "text_bytes", "truncation")
 
@@ -52,12 +53,17 @@ class StudyConfig:
     heldout_corpus: Optional[str] = None  # evaluation haystacks (default: the corpus's
         # held-out source)
     codec: str = "mini:small"  # the frozen codec (spec[:mode])
+    codec_path: Optional[str] = None  # codec weights directory (DeepSeek-OCR backends)
+    tasks: list[str] = field(default_factory=lambda: list(TRAINED_TASKS))  # trained RULER
+        # tasks (repeatable)
+    heldout_tasks: list[str] = field(default_factory=lambda: list(HELDOUT_TASKS))  # never
+        # trained, only evaluated (repeatable)
     lengths: list[int] = field(default_factory=lambda: [2000, 4000, 8000, 32000, 64000])  # prompt
         # lengths in characters (repeatable)
     train_per_length: int = 10  # training samples per task and length
     eval_per_length: int = 4  # evaluation samples per task and length
     natural_ratio: float = 0.2  # share of natural-text samples in training
-    budgets: list[float] = field(default_factory=lambda: [1.5e12, 4.5e12])  # training FLOPs
+    budgets: list[float] = field(default_factory=lambda: [1e12, 3e12])  # training FLOPs
         # per family (repeatable)
     vst_depth: int = 2  # the VST's size dial (tiny flavour: d_model = 64 * depth)
     text_depths: list[int] = field(default_factory=lambda: [1, 2, 3])  # text sizes tried
@@ -112,7 +118,7 @@ def build_data(cfg: StudyConfig, root: Path) -> dict:
         _say("building the curriculum")
         manifest = build_curriculum(CurriculumConfig(
             out=str(cur), corpus=cfg.corpus, heldout_corpus=cfg.heldout_corpus,
-            lengths=list(cfg.lengths), train_per_length=cfg.train_per_length,
+            tasks=list(cfg.tasks), heldout_tasks=list(cfg.heldout_tasks), lengths=list(cfg.lengths), train_per_length=cfg.train_per_length,
             eval_per_length=cfg.eval_per_length, natural_ratio=cfg.natural_ratio,
             seed=cfg.seed))
     store = root / "store"
@@ -124,6 +130,7 @@ def build_data(cfg: StudyConfig, root: Path) -> dict:
         _say("converting the samples' segments with Ray")
         res = convert(ConvertConfig(corpus=str(cur / "segments.jsonl.zst"), out=str(store),
                                     codec=spec, codec_mode=mode or None,
+                                    codec_path=cfg.codec_path,
                                     num_actors=cfg.num_actors, num_parts=4, id_field="id",
                                     gpus_per_actor=1.0 if cfg.gpu else 0.0))
         _write(root / "convert.json", res)
@@ -286,7 +293,8 @@ def kv_bytes_per_position(mcfg) -> int:
 # ---------------------------------------------------------------- the study
 
 
-def run_study(cfg: StudyConfig) -> dict:
+def run_study(cfg: StudyConfig, codec=None) -> dict:
+    """The whole study; `codec`: the frozen codec already loaded (else from --codec)."""
     import torch
 
     from codec import load_codec
@@ -302,7 +310,8 @@ def run_study(cfg: StudyConfig) -> dict:
     t0 = time.perf_counter()
     manifest = build_data(cfg, root)
     spec, _, mode = cfg.codec.partition(":")
-    codec = load_codec(spec, mode=mode or None, device=cfg.device)
+    if codec is None:
+        codec = load_codec(spec, mode=mode or None, path=cfg.codec_path, device=cfg.device)
     lengths = sorted(cfg.lengths)
     by_budget: dict[str, dict] = {}
     for i, budget in enumerate(sorted(cfg.budgets)):

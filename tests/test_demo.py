@@ -33,7 +33,8 @@ def test_report_lists_every_stage_with_its_numbers(tmp_path):
 
 
 def test_only_pulls_in_what_a_stage_needs_and_rejects_unknown_names():
-    assert stages_to_run(["evaluate"]) == ["corpus", "convert", "train", "evaluate"]
+    assert stages_to_run(["evaluate"]) == ["corpus", "evaluate"]
+    assert stages_to_run(["chat"]) == ["corpus", "convert", "train", "chat"]
     assert stages_to_run(["fidelity"]) == ["fidelity"]
     assert len(stages_to_run(None)) == 7
     assert stages_to_run(["chat"]) == ["corpus", "convert", "train", "chat"]
@@ -89,8 +90,8 @@ def test_codec_mode_reaches_every_stage(tmp_path, monkeypatch):
     hands on: before the fix the evaluate stage built its runners with the default mode.
     """
     import eval.compare
-    import eval.runners.factory
     import jobs.convert.driver
+    import jobs.long_context
     import vst.train
     from jobs.demo import DemoState, stage_convert, stage_evaluate, stage_train
 
@@ -111,23 +112,22 @@ def test_codec_mode_reaches_every_stage(tmp_path, monkeypatch):
     class Stop(Exception):
         pass
 
-    def make_runner(kind, model, **kw):
-        seen["runner"] = kw
+    def study(cfg, codec=None):
+        seen["study"] = (cfg, codec)
         raise Stop
 
     monkeypatch.setattr(jobs.convert.driver, "run_conversion", convert)
     monkeypatch.setattr(vst.train, "train", train)
     monkeypatch.setattr(eval.compare, "plot_bpb_vs_flops", lambda *a, **k: tmp_path / "p.png")
-    monkeypatch.setattr(eval.runners.factory, "make_runner", make_runner)
-    settings = DemoSettings(out=tmp_path, codec="mini", codec_mode="tiny", eval_samples=1,
-                            eval_chars=2000)
+    monkeypatch.setattr(jobs.long_context, "run_study", study)
+    settings = DemoSettings(out=tmp_path, codec="mini", codec_mode="tiny", eval_samples=1)
     state = DemoState(settings, corpus=tmp_path / "c.jsonl", docs=[])
     stage_convert(settings, state)
     stage_train(settings, state)
-    state.docs = [type("Doc", (), {"text": "word " * 400})()]
     with pytest.raises(Stop):
         stage_evaluate(settings, state)
     assert seen["convert"]["codec_mode"] == "tiny"
     assert [cfg.codec_mode for cfg in seen["train"]] == ["tiny", "tiny"]
-    codec = seen["runner"]["codec"]
+    cfg, codec = seen["study"]
+    assert cfg.codec == "mini:tiny" and cfg.corpus == str(tmp_path / "c.jsonl")
     assert (codec.name, codec.mode, codec.n) == ("mini", "tiny", 16)
