@@ -13,7 +13,8 @@ from pathlib import Path
 
 FAMILY_LABEL = {"vst": "VST (frozen reader, pointer)", "vst_hier": "VST (hierarchical reader)",
                 "text_cl100k": "text cl100k", "text_bytes": "text bytes",
-                "truncation": "cl100k truncated to the VST's positions"}
+                "truncation": "cl100k truncated to the VST's positions",
+                "text_cl100k_short": "text cl100k trained on short samples only"}
 
 
 def _mean(xs) -> float:

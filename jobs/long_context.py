@@ -32,7 +32,7 @@ from typing import Any, Optional
 from data.errors import BadInput
 from eval.curriculum import HELDOUT_TASKS, TRAINED_TASKS
 
-FAMILIES = ("vst", "vst_hier", "text_cl100k", "text_bytes", "truncation")
+FAMILIES = ("vst", "vst_hier", "text_cl100k", "text_bytes", "truncation", "text_cl100k_short")
 
 
 @dataclass
@@ -70,6 +70,8 @@ class StudyConfig:
         # (repeatable; the lowest validation loss is kept)
     cl100k_window: int = 8192  # cl100k training window in tokens (~32K characters)
     bytes_window: int = 8192  # byte model's training window in bytes
+    short_chars: int = 4000  # the length-generalisation arm: a cl100k model (the family's
+        # chosen depth) trained only on samples of at most this many characters; 0: off
     bytes_eval_window: int = 16384  # the byte model reads at most this many bytes at
         # evaluation (64K-position prefill of every sample is past a 2-core budget)
     pointer_dim: int = 64  # pointer head key width, every family
@@ -118,7 +120,8 @@ def build_data(cfg: StudyConfig, root: Path) -> dict:
         _say("building the curriculum")
         manifest = build_curriculum(CurriculumConfig(
             out=str(cur), corpus=cfg.corpus, heldout_corpus=cfg.heldout_corpus,
-            tasks=list(cfg.tasks), heldout_tasks=list(cfg.heldout_tasks), lengths=list(cfg.lengths), train_per_length=cfg.train_per_length,
+            tasks=list(cfg.tasks), heldout_tasks=list(cfg.heldout_tasks),
+            lengths=list(cfg.lengths), train_per_length=cfg.train_per_length,
             eval_per_length=cfg.eval_per_length, natural_ratio=cfg.natural_ratio,
             seed=cfg.seed))
     store = root / "store"
@@ -187,14 +190,17 @@ def train_vst(cfg: StudyConfig, root: Path, i: int, budget: float, codec) -> dic
     return {k: v for k, v in res.items() if k != "history"}
 
 
-def _text_samples(path: Path, encode, window: int) -> list:
-    """Samples whose whole prompt and response fit the text model's training window."""
+def _text_samples(path: Path, encode, window: int, max_chars: Optional[int] = None) -> list:
+    """Samples whose whole prompt and response fit the text model's training window (and,
+    with `max_chars`, whose curriculum length is at most that)."""
     from data.corpus.instructions import Instruction
     from vst.sft_text import response_end, text_prompt
 
     out = []
     for line in path.read_text().splitlines():
         s = Instruction.from_dict(json.loads(line))
+        if max_chars and s.meta.get("length", 0) > max_chars:
+            continue
         n = len(encode(text_prompt(s.instruction, s.context, "instruction-first")))
         if n + len(encode(s.response + response_end("instruction-first"))) < window:
             out.append(s)
@@ -202,7 +208,9 @@ def _text_samples(path: Path, encode, window: int) -> list:
 
 
 def train_text(cfg: StudyConfig, root: Path, i: int, budget: float, tokenizer: str,
-               depth: int) -> dict:
+               depth: int, max_chars: Optional[int] = None) -> dict:
+    """One text model at one budget; `max_chars`: train only on samples of at most that
+    many characters (the length-generalisation arm)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -211,22 +219,23 @@ def train_text(cfg: StudyConfig, root: Path, i: int, budget: float, tokenizer: s
     from vst.model import VST
     from vst.sft_text import save_text_sft, text_batch, text_response_loss, text_sft
 
-    run = root / f"text_{tokenizer}" / f"b{i}" / f"d{depth}"
+    family = f"text_{tokenizer}" + ("_short" if max_chars else "")
+    run = root / family / f"b{i}" / f"d{depth}"
     done = _done(run / "result.json")
     if done is not None:
         return done
     encode, _, vocab = text_codec(tokenizer)
     window = cfg.cl100k_window if tokenizer == "cl100k" else cfg.bytes_window
     cur = root / "curriculum"
-    train = _text_samples(cur / "train.jsonl", encode, window)
-    val = _text_samples(cur / "val.jsonl", encode, window)
+    train = _text_samples(cur / "train.jsonl", encode, window, max_chars)
+    val = _text_samples(cur / "val.jsonl", encode, window, max_chars)
     if not train:
         raise BadInput(f"no training sample fits the {tokenizer} window of {window} tokens",
                        hint="raise --cl100k-window / --bytes-window or add shorter --lengths")
     torch.manual_seed(cfg.seed)
     model = VST(flavour("tiny", depth=depth, modality="text", rope="1d", vocab_size=vocab,
                         pointer=cfg.pointer_dim, max_seq_len=1 << 17)).to(cfg.device)
-    bar = tqdm(total=budget, desc=f"{tokenizer} d{depth} b{i}", unit="FLOP", unit_scale=True)
+    bar = tqdm(total=budget, desc=f"{family} d{depth} b{i}", unit="FLOP", unit_scale=True)
     last = [0.0]
 
     def tick(rec: dict) -> None:
@@ -292,6 +301,78 @@ def kv_bytes_per_position(mcfg) -> int:
 
 # ---------------------------------------------------------------- the study
 
+HIER_SKIP = ("not run: `vst sft` trains no reader (the hierarchical reader trains only beside "
+             "`vst train`), and the answers here are pointer copies of true context tokens, "
+             "which the frozen reader reads as the codec reads any page")
+
+
+def _at(by_length: dict, length: int) -> dict:
+    return by_length.get(length, by_length.get(str(length), {}))
+
+
+def budget_results(cfg: StudyConfig, root: Path, i: int, budget: float, codec,
+                   lengths: list[int]) -> dict:
+    """Every family's scores at one budget; each family is saved as it finishes, so a
+    re-run computes only what is missing (eval/b{i}.json)."""
+    from eval.runners.text import VSTTextRunner
+    from eval.runners.vst_runner import VSTRunner
+
+    path = root / "eval" / f"b{i}.json"
+    res: dict[str, dict] = _done(path) or {}
+
+    def save(name: str, value: dict) -> None:
+        res[name] = value
+        _write(path, res)
+
+    vst = train_vst(cfg, root, i, budget, codec)
+    text = {tok: [train_text(cfg, root, i, budget, tok, d) for d in cfg.text_depths]
+            for tok in ("cl100k", "bytes")}
+    best = {tok: min(runs, key=lambda r: r["val_loss"]) for tok, runs in text.items()}
+    if "vst" not in res:
+        runner = VSTRunner(vst["checkpoint"], codec=codec, device=cfg.device, name="vst")
+        save("vst", {**evaluate(runner, root, f"vst/b{i}", lengths),
+                     "train_flops": vst["train_flops"], "steps": vst["steps"],
+                     "kv_bytes_per_position": kv_bytes_per_position(runner.model.cfg)})
+    for tok, run in best.items():
+        if f"text_{tok}" in res:
+            continue
+        cap = None if tok == "cl100k" else cfg.bytes_eval_window
+        r = VSTTextRunner(run["checkpoint"], device=cfg.device, max_length=cap,
+                          name=f"text_{tok}")
+        save(f"text_{tok}", {**evaluate(r, root, f"text_{tok}/b{i}", lengths),
+                             "train_flops": run["train_flops"], "depth": run["depth"],
+                             "steps": run["steps"], "read_window": cap,
+                             "kv_bytes_per_position": kv_bytes_per_position(r.model.cfg),
+                             "sizes": {f"d{x['depth']}": x["val_loss"] for x in text[tok]}})
+    if "truncation" not in res:
+        # the cl100k model reading as many positions as the VST used at each length
+        trunc: dict = {"scores": {}, "stats": {}}
+        for length in lengths:
+            n = int(_at(res["vst"]["stats"], length).get("positions", 0)) or None
+            r = VSTTextRunner(best["cl100k"]["checkpoint"], device=cfg.device, max_length=n,
+                              name=f"truncation-{length}")
+            part = evaluate(r, root, f"truncation/b{i}", [length])
+            for task, by_len in part["scores"].items():
+                trunc["scores"].setdefault(task, {}).update(by_len)
+            trunc["stats"].update(part["stats"])
+        save("truncation", {**trunc, "train_flops": best["cl100k"]["train_flops"],
+                            "depth": best["cl100k"]["depth"],
+                            "kv_bytes_per_position": kv_bytes_per_position(r.model.cfg)})
+    if cfg.short_chars and "text_cl100k_short" not in res:
+        # what users do: a text model trained on short samples, evaluated longer
+        d = best["cl100k"]["depth"]
+        run = train_text(cfg, root, i, budget, "cl100k", d, max_chars=cfg.short_chars)
+        r = VSTTextRunner(run["checkpoint"], device=cfg.device, name="text_cl100k_short")
+        save("text_cl100k_short", {**evaluate(r, root, f"text_cl100k_short/b{i}", lengths),
+                                   "train_flops": run["train_flops"], "depth": d,
+                                   "steps": run["steps"], "trained_chars": cfg.short_chars,
+                                   "kv_bytes_per_position":
+                                       kv_bytes_per_position(r.model.cfg)})
+    if "vst_hier" not in res:
+        save("vst_hier", {"skipped": HIER_SKIP})
+    return res
+
+
 
 def run_study(cfg: StudyConfig, codec=None) -> dict:
     """The whole study; `codec`: the frozen codec already loaded (else from --codec)."""
@@ -299,8 +380,6 @@ def run_study(cfg: StudyConfig, codec=None) -> dict:
 
     from codec import load_codec
     from eval.long_context_report import write_report
-    from eval.runners.text import VSTTextRunner
-    from eval.runners.vst_runner import VSTRunner
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -313,47 +392,8 @@ def run_study(cfg: StudyConfig, codec=None) -> dict:
     if codec is None:
         codec = load_codec(spec, mode=mode or None, path=cfg.codec_path, device=cfg.device)
     lengths = sorted(cfg.lengths)
-    by_budget: dict[str, dict] = {}
-    for i, budget in enumerate(sorted(cfg.budgets)):
-        key = f"{budget:.3g}"
-        cached = _done(root / "eval" / f"b{i}.json")
-        if cached is not None:
-            by_budget[key] = cached
-            continue
-        vst = train_vst(cfg, root, i, budget, codec)
-        text = {tok: [train_text(cfg, root, i, budget, tok, d) for d in cfg.text_depths]
-                for tok in ("cl100k", "bytes")}
-        best = {tok: min(runs, key=lambda r: r["val_loss"]) for tok, runs in text.items()}
-        runner = VSTRunner(vst["checkpoint"], codec=codec, device=cfg.device, name="vst")
-        res: dict[str, dict] = {"vst": evaluate(runner, root, f"vst/b{i}", lengths)}
-        res["vst"].update(train_flops=vst["train_flops"], steps=vst["steps"],
-                          kv_bytes_per_position=kv_bytes_per_position(runner.model.cfg))
-        for tok, run in best.items():
-            cap = None if tok == "cl100k" else cfg.bytes_eval_window
-            r = VSTTextRunner(run["checkpoint"], device=cfg.device, max_length=cap,
-                              name=f"text_{tok}")
-            res[f"text_{tok}"] = evaluate(r, root, f"text_{tok}/b{i}", lengths)
-            res[f"text_{tok}"].update(train_flops=run["train_flops"], depth=run["depth"],
-                                      steps=run["steps"], read_window=cap,
-                                      kv_bytes_per_position=kv_bytes_per_position(r.model.cfg),
-                                      sizes={f"d{x['depth']}": x["val_loss"] for x in text[tok]})
-        # truncation: the cl100k model reading as many positions as the VST used per length
-        trunc: dict = {"scores": {}, "stats": {}}
-        for length in lengths:
-            n = int(res["vst"]["stats"].get(length, {}).get("positions", 0)) or None
-            r = VSTTextRunner(best["cl100k"]["checkpoint"], device=cfg.device, max_length=n,
-                              name=f"truncation-{length}")
-            part = evaluate(r, root, f"truncation/b{i}", [length])
-            for task, by_len in part["scores"].items():
-                trunc["scores"].setdefault(task, {}).update(by_len)
-            trunc["stats"].update(part["stats"])
-        res["truncation"] = {**trunc, "train_flops": best["cl100k"]["train_flops"],
-                             "kv_bytes_per_position": kv_bytes_per_position(r.model.cfg)}
-        res["vst_hier"] = {"skipped": "not run: the hierarchical reader changes how predicted "
-                           "tokens are read, and retrieval answers here are pointer copies of "
-                           "true context tokens, which both readers read alike"}
-        _write(root / "eval" / f"b{i}.json", res)
-        by_budget[key] = res
+    by_budget = {f"{b:.3g}": budget_results(cfg, root, i, b, codec, lengths)
+                 for i, b in enumerate(sorted(cfg.budgets))}
     summary = summarize(cfg, by_budget, manifest, time.perf_counter() - t0)
     _write(root / "summary.json", summary)
     write_report(root, summary)

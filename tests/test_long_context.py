@@ -16,24 +16,27 @@ def study(tmp_path_factory, local_ray):
     out = tmp_path_factory.mktemp("lc")
     cfg = StudyConfig(out=str(out), lengths=[1200], tasks=["niah_single_1"],
                       heldout_tasks=["niah_multiquery"], train_per_length=3, eval_per_length=1,
-                      natural_ratio=0.25, budgets=[3e9], text_depths=[1], threads=1)
+                      natural_ratio=0.25, budgets=[3e9], text_depths=[1], short_chars=1200,
+                      threads=1)
     return out, cfg, run_study(cfg)
 
 
 def test_every_family_is_trained_at_the_budget_and_scored_per_task_and_length(study):
     out, cfg, summary = study
-    fams = ("vst", "text_cl100k", "text_bytes", "truncation")
+    fams = ("vst", "text_cl100k", "text_bytes", "truncation", "text_cl100k_short")
     assert set(summary["scores"]) == set(fams)
     for fam in fams:
         assert set(summary["scores"][fam]) == {"niah_single_1", "niah_multiquery"}
         assert 0 <= summary["scores"][fam]["niah_single_1"][1200] <= 100
-    for fam in ("vst", "text_cl100k", "text_bytes"):  # equal FLOPs: at the budget, one step over
+    for fam in ("vst", "text_cl100k", "text_bytes", "text_cl100k_short"):  # equal FLOPs: the
+        # budget, at most one step over
         assert 3e9 <= summary["train_flops"][fam] < 3e9 * 3
     pos = summary["positions"]
     assert pos["vst"]["1200"] < pos["text_cl100k"]["1200"] < pos["text_bytes"]["1200"]
     # truncation reads as many positions as the VST did (its instruction and latest context)
     assert pos["truncation"]["1200"] <= pos["vst"]["1200"] + 1
     assert summary["budget"] == 3e9 and len(summary["commit"]) >= 7
+    assert "skipped" in summary["by_budget"]["3e+09"]["vst_hier"]
     assert (out / "report.md").read_text().count("| vst |") >= 2
     assert list(out.glob("score_vs_length_*.png"))
     saved = json.loads((out / "summary.json").read_text())
