@@ -167,7 +167,11 @@ class VSTRunner(Runner):
                               seed=self.seed)
         answer = session.ask(prompt.before + prompt.after, prompt.context)
         self.last_stats = {"positions": answer.positions, "seconds": answer.seconds}
-        return "\n".join(line.strip() for line in answer.text.split("\n") if line.strip())
+        # the answer ends at its first blank line, as an instruction-tuned text model's
+        # ends at "\n\n" (vst.sft_text.response_end): rows after it are not part of it
+        lines = answer.text.strip("\n").split("\n")
+        end = next((k for k, line in enumerate(lines) if not line.strip()), len(lines))
+        return "\n".join(line.strip() for line in lines[:end])
 
     def generate(self, context: str, *, max_new_tokens: int, stop: Sequence[str] = ()) -> str:
         pred = self.predict(Prompt("", context, ""), dataset="", max_new_tokens=max_new_tokens)
