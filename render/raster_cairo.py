@@ -84,7 +84,7 @@ _registry = _FontRegistry()
 
 def _pango_context(cr: Any, config: RenderConfig) -> Any:
     cairo, _, PangoCairo = _modules()
-    context = _registry.fontmap(config.font_chain).create_context()
+    context = _registry.fontmap(chain_for(config).specs).create_context()
     options = cairo.FontOptions()
     options.set_antialias(cairo.ANTIALIAS_GRAY)
     options.set_hint_style(cairo.HINT_STYLE_NONE)
@@ -125,12 +125,17 @@ def rasterize_cairo(page: Page, config: RenderConfig) -> np.ndarray:
                 desc = Pango.FontDescription.from_string(chain.face(run.font).family)
                 desc.set_absolute_size(config.font_size * Pango.SCALE)
                 descriptions[run.font] = desc
-            layout = Pango.Layout.new(context)
-            layout.set_font_description(desc)
-            layout.set_attributes(attrs)
-            layout.set_text(run.text, -1)
-            cr.move_to(line.x + run.xs[0], line.baseline - layout.get_baseline() / Pango.SCALE)
-            PangoCairo.show_layout(cr, layout)
+            # Pango spaces a run by the font's own advances; characters widened to two
+            # monospace cells (`chain.offsets`) are drawn one by one at the layout's x.
+            pieces = ([(run.xs[0], run.text)] if not any(c in chain.offsets for c in run.text)
+                      else [(x + chain.offsets.get(c, 0.0), c) for x, c in zip(run.xs, run.text)])
+            for x, text in pieces:
+                layout = Pango.Layout.new(context)
+                layout.set_font_description(desc)
+                layout.set_attributes(attrs)
+                layout.set_text(text, -1)
+                cr.move_to(line.x + x, line.baseline - layout.get_baseline() / Pango.SCALE)
+                PangoCairo.show_layout(cr, layout)
     surface.flush()
     stride = surface.get_stride()
     bgrx = np.ndarray((config.height, stride // 4, 4), dtype=np.uint8, buffer=surface.get_data())
