@@ -144,10 +144,16 @@ def page_svg(page: Page, config: RenderConfig, families: dict[int, str]) -> str:
                         f'M{x0 + 1} {y0 + 1}v{h - 2}h{w - 2}v-{h - 2}z" fill-rule="evenodd"/>'
                     )
                 continue
-            xs = " ".join(f"{line.x + x + offsets.get(ch, 0.0):.3f}"
-                          for x, ch in zip(run.xs, run.text))
+            # Spaces draw nothing and every glyph has its own x, so they are left out:
+            # Chromium drops a <text>'s leading spaces even under white-space:pre and
+            # would then give their x positions to the characters that follow.
+            glyphs = [(x, ch) for x, ch in zip(run.xs, run.text) if not ch.isspace()]
+            if not glyphs:
+                continue
+            xs = " ".join(f"{line.x + x + offsets.get(ch, 0.0):.3f}" for x, ch in glyphs)
+            shown = html.escape("".join(ch for _, ch in glyphs))
             parts.append(f'<text font-family="{families[run.font]}" x="{xs}" '
-                         f'y="{line.baseline:.3f}">{html.escape(run.text)}</text>')
+                         f'y="{line.baseline:.3f}">{shown}</text>')
     parts.append("</g></svg>")
     return "".join(parts)
 

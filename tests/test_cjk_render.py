@@ -222,3 +222,30 @@ def test_spans_are_exact_and_each_drawn_glyph_is_its_source_character(preset: st
         for (x0, _, x1, _), ch in zip(boxes, page.text):
             if ch not in "\n ":
                 assert x1 > x0, ch
+
+
+# -- optional backends -----------------------------------------------------------------------
+def near(ink: np.ndarray, other: np.ndarray) -> float:
+    """Share of `ink` pixels with an `other` pixel within 1 px (glyph hinting differs)."""
+    grown = other.copy()
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        grown |= np.roll(other, (dy, dx), axis=(0, 1))
+    return float((ink & grown).sum() / max(1, ink.sum()))
+
+
+@pytest.mark.parametrize("backend", ["cairo", "chromium"])
+@pytest.mark.parametrize("preset", ["mini", "ds-base"])
+def test_optional_backends_draw_cjk_where_pillow_does(backend: str, preset: str) -> None:
+    from render.raster import backend_error
+
+    reason = backend_error(backend)
+    if reason:
+        pytest.skip(reason)
+    base = get_preset(preset)
+    # Runs that start with spaces (indentation, a space after a CJK run) included.
+    text = ("    缩进的中文 English words after a CJK run 한국어 テキスト。\n"
+            "        indented English line\n「引号」（括号）ＡＢＣ！ end")
+    config = base.replace(backend=backend)
+    ours = (rasterize(next(paginate(text, config)), config) < 128).any(axis=2)
+    pillow = (rasterize(next(paginate(text, base)), base) < 128).any(axis=2)
+    assert near(pillow, ours) > 0.9 and near(ours, pillow) > 0.9
