@@ -1,7 +1,7 @@
 """Optional rasterizer: pycairo + PangoCairo (extra `cairo`).
 
-Draws each `Run` of the shared layout as one Pango layout placed at the run's pen position
-and baseline, with kerning and ligatures off and unhinted metrics, so glyph advances match
+Draws each space-free word of a `Run` of the shared layout as one Pango layout placed at
+its pen position and baseline, with kerning and ligatures off and unhinted metrics, so glyph advances match
 the layout's (the fonts' own advance tables). Font files from the config are registered
 with fontconfig so Pango uses the same faces as the other backends.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,8 +25,9 @@ from render.fonts import MISSING, chain_for, resolve_font
 
 if TYPE_CHECKING:
     from render.config import RenderConfig
-    from render.layout import Page
+    from render.layout import Page, Run
 
+_WORD = re.compile(r"\S+")
 INSTALL_HINT = (
     "the 'cairo' backend needs pycairo and PyGObject with Pango: pip install "
     "'visual-symbolic-transformer[cairo]' (pycairo==1.29.2, PyGObject<3.51) and "
@@ -94,6 +96,24 @@ def _pango_context(cr: Any, config: RenderConfig) -> Any:
     return context
 
 
+def _pieces(run: Run, offsets: dict[str, float]) -> list[tuple[float, str]]:
+    """(layout x, text) of the space-free words of a run, each placed by the layout.
+
+    Pango would otherwise place a whole run by its own advances, and it widens spaces
+    (measured: 8 leading spaces of DejaVu Sans at 18 px land ~2 px right of the layout),
+    so words are placed one by one, as the Pillow backend does. Characters widened to two
+    monospace cells (`offsets`) are drawn alone, centred in their cells.
+    """
+    out: list[tuple[float, str]] = []
+    for match in _WORD.finditer(run.text):
+        word, first = match.group(), match.start()
+        if any(c in offsets for c in word):
+            out.extend((run.xs[first + k] + offsets.get(c, 0.0), c) for k, c in enumerate(word))
+        else:
+            out.append((run.xs[first], word))
+    return out
+
+
 def rasterize_cairo(page: Page, config: RenderConfig) -> np.ndarray:
     """[H, W, 3] uint8 RGB image of `page` drawn with cairo/Pango."""
     reason = unavailable_reason()
@@ -125,11 +145,7 @@ def rasterize_cairo(page: Page, config: RenderConfig) -> np.ndarray:
                 desc = Pango.FontDescription.from_string(chain.face(run.font).family)
                 desc.set_absolute_size(config.font_size * Pango.SCALE)
                 descriptions[run.font] = desc
-            # Pango spaces a run by the font's own advances; characters widened to two
-            # monospace cells (`chain.offsets`) are drawn one by one at the layout's x.
-            pieces = ([(run.xs[0], run.text)] if not any(c in chain.offsets for c in run.text)
-                      else [(x + chain.offsets.get(c, 0.0), c) for x, c in zip(run.xs, run.text)])
-            for x, text in pieces:
+            for x, text in _pieces(run, chain.offsets):
                 layout = Pango.Layout.new(context)
                 layout.set_font_description(desc)
                 layout.set_attributes(attrs)
