@@ -1,8 +1,8 @@
 """Optional rasterizer: pycairo + PangoCairo (extra `cairo`).
 
 Draws each space-free word of a `Run` of the shared layout as one Pango layout placed at
-its pen position and baseline, with kerning and ligatures off and unhinted metrics, so glyph advances match
-the layout's (the fonts' own advance tables). Font files from the config are registered
+its pen position and baseline, with kerning and ligatures off and unhinted metrics, so
+glyph advances match the layout's (the fonts' own advance tables). Font files from the config are registered
 with fontconfig so Pango uses the same faces as the other backends.
 
 Needs: `pip install .[cairo]` (pycairo, PyGObject) and
