@@ -89,6 +89,12 @@ class FontFace:
     advances: dict[str, int]
     fixed_pitch: bool = False  # the post table says monospace
 
+    @property
+    def is_cjk(self) -> bool:
+        """A CJK font: it covers at least 1,000 of the URO ideographs (U+4E00-9FFF).
+        (OS/2 code page bits cannot tell: STIX General claims every CJK code page.)"""
+        return sum(0x4E00 <= cp <= 0x9FFF for cp in self.cmap) >= 1000
+
     @classmethod
     def load(cls, spec: str) -> FontFace:
         from fontTools.ttLib import TTFont
@@ -149,6 +155,7 @@ class FontChain:
         self._faces: list[FontFace | None] = [FontFace.load(specs[0])] + [None] * (len(specs) - 1)
         self._lookup: dict[str, tuple[int, float]] = {}
         self.offsets: dict[str, float] = {}
+        self._wide_order: list[int] | None = None
         primary = self.primary
         scale = self.size / primary.units_per_em
         self.ascent = primary.ascent * scale
@@ -178,16 +185,29 @@ class FontChain:
             return None
         return face.advances.get(glyph, 0) * self.size / face.units_per_em
 
+    def _cjk_first(self) -> list[int]:
+        """Face order for wide characters: CJK fonts (`FontFace.is_cjk`) first, each group
+        in chain order. So ideographs, kana and Hangul come from a CJK font whenever the
+        chain has one that covers them: a Latin font's few stray kana (STIX General has
+        の, 〒 and 〰) never mix into Japanese text, while wide symbols that only a Latin
+        font has (DejaVu's 😀) still come from it. Loads every face once."""
+        if self._wide_order is None:
+            faces = range(len(self.specs))
+            cjk = [i for i in faces if self.face(i).is_cjk]
+            self._wide_order = cjk + [i for i in faces if i not in cjk]
+        return self._wide_order
+
     def lookup(self, ch: str) -> tuple[int, float]:
         """(face index or MISSING/INVISIBLE, advance in px) for one character; cached."""
         hit = self._lookup.get(ch)
         if hit is not None:
             return hit
         result: tuple[int, float] | None = None
-        for index in range(len(self.specs)):
+        wide = is_wide(ch)
+        for index in self._cjk_first() if wide else range(len(self.specs)):
             advance = self._advance(index, ch)
             if advance is not None:
-                if index and self.wide_cells is not None and is_wide(ch):
+                if index and self.wide_cells is not None and wide:
                     self.offsets[ch] = max(0.0, (self.wide_cells - advance) / 2)
                     advance = self.wide_cells
                 result = (index, advance)
@@ -197,7 +217,7 @@ class FontChain:
                 result = (INVISIBLE, self.space_advance)
             elif _is_default_ignorable(ch):
                 result = (INVISIBLE, 0.0)
-            elif is_wide(ch):
+            elif wide:
                 result = (MISSING, self.wide_cells or self.size)
             else:
                 result = (MISSING, self.box_advance)

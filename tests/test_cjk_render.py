@@ -78,14 +78,24 @@ def test_fallback_resolves_cjk_to_the_shipped_font(ch: str) -> None:
     chain = font_chain(config.font_chain, config.font_size)
     assert chain.specs[-1] == SHIPPED and SHIPPED not in config.font_chain  # ids unchanged
     face, advance = chain.lookup(ch)
-    expected = next(i for i, spec in enumerate(chain.specs)
-                    if ord(ch) in chain.face(i).cmap)
-    assert face == expected
-    if ch == "の":  # STIXGeneral, earlier in the chain, happens to have の
-        return
     assert chain.specs[face] == SHIPPED
     # Full width: one em (Noto's Hangul syllables are 0.92 em), from the font's hmtx.
     assert config.font_size * 0.9 <= advance <= config.font_size
+
+
+def test_wide_characters_prefer_a_cjk_font_over_a_latin_fonts_stray_kana() -> None:
+    config = get_preset("ds-base")
+    chain = font_chain(config.font_chain, config.font_size)
+    stix = chain.specs.index("STIXGeneral.ttf")
+    assert ord("の") in chain.face(stix).cmap and not chain.face(stix).is_cjk
+    assert chain.face(len(chain.specs) - 1).is_cjk
+    for ch in "の〒〰":  # STIX General has these; Japanese text must not mix its forms in
+        assert chain.specs[chain.lookup(ch)[0]] == SHIPPED, ch
+    # A user's CJK fallback still comes before the shipped one, and wide symbols that only
+    # DejaVu has stay with DejaVu.
+    user = config.replace(fallback_fonts=(*config.fallback_fonts, SHIPPED))
+    assert font_chain(user.font_chain, 18.0).lookup("の")[0] == len(user.font_chain) - 1
+    assert chain.specs[chain.lookup("\U0001F600")[0]] == "DejaVuSans.ttf"
 
 
 def test_config_without_fallbacks_still_reaches_the_shipped_font() -> None:
