@@ -4,8 +4,9 @@
     python -m render.fonts_build                 # writes render/fonts/NotoSansCJKsc-VST.otf
     python -m render.fonts_build --source /path/NotoSansCJK-Regular.ttc#2 --out /tmp/x.otf
 
-The subset keeps every Chinese ideograph of the URO block (U+4E00-9FFF: all 6,763 GB2312
-hanzi and the common traditional and Japanese forms), every GB2312 character, CJK symbols
+The subset keeps every ideograph the source has in the URO block (U+4E00-9FFF: 20,976, so
+all 6,763 GB2312 hanzi and the common traditional and Japanese forms), every GB2312
+character (7,445), CJK symbols
 and punctuation, hiragana and katakana, all 11,172 Hangul syllables plus compatibility jamo,
 CJK compatibility ideographs, and the full-width and half-width forms (U+FF00-FFEF). It
 drops hinting and OpenType layout features: layout uses only the `hmtx` advances (see
