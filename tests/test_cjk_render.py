@@ -72,6 +72,22 @@ def test_shipped_font_covers_gb2312_kana_hangul_and_full_width_forms() -> None:
     assert all(chain.lookup(c)[0] >= 0 for c in "…—“”‘’·")
 
 
+def test_shipped_font_is_what_fonts_build_makes_and_avoids_the_reserved_name() -> None:
+    from fontTools.ttLib import TTFont
+
+    from render import fonts_build
+
+    asked = fonts_build.codepoints()
+    # fontTools keeps the few extra code points that share a kept glyph (∋ ≅).
+    assert len(set(FontFace.load(SHIPPED).cmap) - asked) < 16
+    assert {ord(c) for c in gb2312_hanzi()} <= asked and set(range(0xAC00, 0xD7A4)) <= asked
+    font = TTFont(str(resolve_font(SHIPPED)[0]), lazy=True)
+    names = font["name"]
+    assert names.getDebugName(1) == fonts_build.FAMILY and "CFF " in font
+    # OFL: a Modified Version may not use the Reserved Font Name ("Source") as its name.
+    assert not any("Source" in str(names.getDebugName(i)) for i in (1, 3, 4, 6, 16, 17))
+
+
 @pytest.mark.parametrize("ch", ["中", "の", "カ", "한", "，", "Ａ", "「"])
 def test_fallback_resolves_cjk_to_the_shipped_font(ch: str) -> None:
     config = get_preset("ds-base")
