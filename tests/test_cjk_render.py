@@ -10,6 +10,8 @@ import unicodedata
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from render import char_boxes, get_preset, paginate, rasterize
 from render.fonts import SHIPPED_FALLBACKS, FontFace, font_chain, resolve_font, shipped_font_dir
@@ -225,6 +227,32 @@ def test_cjk_breaks_next_to_english_and_english_is_unchanged() -> None:
     assert setter.cjk_break("中", "E") and setter.cjk_break("h", "混")
     assert not setter.cjk_break("a", "b") and not setter.cjk_break("中", "，")
     assert not setter.cjk_break("（", "中") and not setter.cjk_break("中", ",")
+
+
+CJK_ALPHABET = "中文字の가カ，。、」）「（ab .\n\u3000—…😀"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.text(st.sampled_from(CJK_ALPHABET), max_size=200),
+       preset=st.sampled_from(PRESETS), chars=st.integers(2, 9))
+def test_cjk_breaking_tiles_fits_and_obeys_kinsoku(text: str, preset: str, chars: int) -> None:
+    config = narrow(preset, chars)
+    setter = Typesetter(config)
+    lines = [ln for page in paginate(text, config) for ln in page.lines]
+    assert "".join(text[ln.start:ln.end] for ln in lines) == text
+    for line, after in zip(lines, lines[1:]):
+        body = text[line.start:line.end]
+        visible = [c for c in body if not c.isspace()]
+        assert line.width <= config.text_width + 1e-6 or len(visible) == 1
+        if not body or body[-1] in "\n" or body[-1].isspace():
+            continue  # a hard break, or a break after whitespace
+        # A break between two characters: either kinsoku allows it, or the line had no
+        # allowed break at all (then it was cut where it overflowed).
+        prev, first = body[-1], text[after.start]
+        if not setter.cjk_break(prev, first):
+            allowed = any(setter.cjk_break(a, b) or a.isspace()
+                          for a, b in zip(body, body[1:]))
+            assert not allowed and line.width + setter.advance(first) > config.text_width
 
 
 # -- spans -----------------------------------------------------------------------------------
