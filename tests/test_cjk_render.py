@@ -250,8 +250,10 @@ def test_cjk_breaking_tiles_fits_and_obeys_kinsoku(text: str, preset: str, chars
         # allowed break at all (then it was cut where it overflowed).
         prev, first = body[-1], text[after.start]
         if not setter.cjk_break(prev, first):
-            allowed = any(setter.cjk_break(a, b) or a.isspace()
-                          for a, b in zip(body, body[1:]))
+            allowed = any(
+                not b.isspace() and (a.isspace() and body[:k].strip()  # after a space
+                                     or not a.isspace() and setter.cjk_break(a, b))
+                for k, (a, b) in enumerate(zip(body, body[1:]), start=1))
             assert not allowed and line.width + setter.advance(first) > config.text_width
 
 
