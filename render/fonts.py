@@ -207,7 +207,8 @@ class FontChain:
         for index in self._cjk_first() if wide else range(len(self.specs)):
             advance = self._advance(index, ch)
             if advance is not None:
-                if index and self.wide_cells is not None and wide:
+                if index and self.wide_cells is not None and wide and advance > 0:
+                    # (zero-width glyphs, like the combining dakuten, stay zero-width)
                     self.offsets[ch] = max(0.0, (self.wide_cells - advance) / 2)
                     advance = self.wide_cells
                 result = (index, advance)

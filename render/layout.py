@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -47,6 +48,7 @@ NO_BREAK_BEFORE = frozenset(
     ",.;:!?)]}%’”"
 )
 NO_BREAK_AFTER = frozenset("（「『【《〈〔〖〘〚［｛｟｢([{“‘")
+_GLUED = frozenset({"Mn", "Mc", "Me", "Cf"})  # categories that belong to the character before
 
 
 class Run(NamedTuple):
@@ -171,9 +173,15 @@ class Typesetter:
         return hit
 
     def cjk_break(self, before: str, after: str) -> bool:
-        """May a line break between the non-space characters `before` and `after`?"""
+        """May a line break between the non-space characters `before` and `after`?
+
+        Only next to a wide character, never against kinsoku, never inside a dash pair
+        (——), and never before a combining mark or format character (a decomposed が,
+        an ideographic variation selector) or after a zero-width joiner.
+        """
         return ((self.wide(before) or self.wide(after)) and after not in NO_BREAK_BEFORE
-                and before not in NO_BREAK_AFTER and not before == after == "\u2014")
+                and before not in NO_BREAK_AFTER and not before == after == "\u2014"
+                and before != "\u200d" and unicodedata.category(after) not in _GLUED)
 
     def find_break(self, text: str, start: int, stop: int) -> int:
         """End of the line that starts at `start` within the hard line ending at `stop`.
@@ -205,8 +213,8 @@ class Typesetter:
                 last_break = i
             elif (seen_content and (ch >= "\u1100" or prev >= "\u1100")
                   and self.cjk_break(prev, ch)):
-                # Wide characters all lie at U+1100 and above, so English never gets here
-                # and keeps exactly the breaks it had.
+                # Only a wide character opens a break here (all lie at U+1100 and above),
+                # so text without one keeps exactly the breaks it had.
                 last_break = i
             after_space = False
             prev = ch

@@ -305,3 +305,15 @@ def test_optional_backends_draw_cjk_where_pillow_does(backend: str, preset: str)
     ours = (rasterize(next(paginate(text, config)), config) < 128).any(axis=2)
     pillow = (rasterize(next(paginate(text, base)), base) < 128).any(axis=2)
     assert near(pillow, ours) > 0.9 and near(ours, pillow) > 0.9
+
+
+def test_no_break_inside_a_decomposed_kana_or_before_a_variation_selector() -> None:
+    setter = Typesetter(get_preset("ds-base"))
+    assert not setter.cjk_break("か", "\u3099")  # か + combining dakuten = が
+    mini = Typesetter(get_preset("mini"))
+    assert mini.advance("\u3099") == 0 and mini.advance("か") == 2 * mini.advance("a")
+    assert not setter.cjk_break("葛", "\U000E0100")  # an ideographic variation sequence
+    assert not setter.cjk_break("\u200d", "中") and setter.cjk_break("中", "\ue000")
+    text = "かか\u3099かか\u3099" * 6
+    for line in line_texts(text, narrow("ds-base", 3)):
+        assert line[0] != "\u3099"
