@@ -3,6 +3,16 @@
 Widths come from the fonts' own advance tables (fontTools `hmtx`, unhinted, scaled to the
 font size), so layout never depends on a rasterizer's hinting and all backends agree on
 line breaks, page breaks and character spans.
+
+Every chain ends with the fonts shipped in render/fonts/ (`SHIPPED_FALLBACKS`: a subset of
+Noto Sans CJK SC, OFL 1.1, made by `python -m render.fonts_build`), so a pip-only install
+draws Chinese, Japanese kana and Hangul. They are appended after the config's own fonts
+rather than written into `RenderConfig.fallback_fonts`, so the ids of existing configs
+(and of the stores and codecs that record them) do not change; English never reaches them.
+
+On a monospace primary font (the `mini` preset) a wide character (East Asian Width W or F)
+drawn by a fallback takes exactly two cells, centred in them, so CJK text stays on the
+character grid the mini codec reads; proportional primaries keep the fonts' own advances.
 """
 
 from __future__ import annotations
@@ -36,19 +46,31 @@ def bundled_font_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "mpl-data" / "fonts" / "ttf"
 
 
+def shipped_font_dir() -> Path:
+    """render/fonts/: the fonts this package ships (package data), with their licences."""
+    return Path(__file__).parent / "fonts"
+
+
+# Appended to every chain, after the config's fonts (see the module docstring).
+SHIPPED_FALLBACKS: tuple[str, ...] = ("NotoSansCJKsc-VST.otf",)
+
+
 def resolve_font(spec: str) -> tuple[Path, int]:
-    """'DejaVuSans.ttf' (bundled), '/abs/font.ttf' or '/abs/fonts.ttc#2' -> (path, face)."""
+    """'DejaVuSans.ttf' (matplotlib's), 'NotoSansCJKsc-VST.otf' (shipped), '/abs/font.ttf'
+    or '/abs/fonts.ttc#2' -> (path, face)."""
     name, _, face = spec.partition("#")
     if face and not face.isdigit():
         raise BadInput(f"font {spec!r}: the part after '#' must be a face number")
-    candidates = [Path(name)] if Path(name).is_absolute() else [bundled_font_dir() / name, Path(name)]
+    candidates = [Path(name)] if Path(name).is_absolute() else [
+        bundled_font_dir() / name, shipped_font_dir() / name, Path(name)]
     for path in candidates:
         if path.is_file():
             return path, int(face or 0)
     bundled = sorted(p.name for p in bundled_font_dir().glob("*.ttf"))
+    shipped = sorted(p.name for p in shipped_font_dir().glob("*.[ot]tf"))
     raise MissingPath(
-        f"font {spec!r} not found; use an absolute path or one of matplotlib's bundled "
-        f"fonts: {', '.join(bundled)}"
+        f"font {spec!r} not found; use an absolute path, one of matplotlib's bundled "
+        f"fonts ({', '.join(bundled)}) or one shipped in render/fonts ({', '.join(shipped)})"
     )
 
 
@@ -65,6 +87,13 @@ class FontFace:
     descent: int  # positive, below the baseline
     cmap: dict[int, str]
     advances: dict[str, int]
+    fixed_pitch: bool = False  # the post table says monospace
+
+    @property
+    def is_cjk(self) -> bool:
+        """A CJK font: it covers at least 1,000 of the URO ideographs (U+4E00-9FFF).
+        (OS/2 code page bits cannot tell: STIX General claims every CJK code page.)"""
+        return sum(0x4E00 <= cp <= 0x9FFF for cp in self.cmap) >= 1000
 
     @classmethod
     def load(cls, spec: str) -> FontFace:
@@ -90,6 +119,7 @@ class FontFace:
             descent=-int(hhea.descent),
             cmap=dict(font.getBestCmap() or {}),
             advances={name: adv for name, (adv, _lsb) in font["hmtx"].metrics.items()},
+            fixed_pitch=bool("post" in font and font["post"].isFixedPitch),
         )
 
 
@@ -103,22 +133,37 @@ def _is_default_ignorable(ch: str) -> bool:
     )
 
 
+def is_wide(ch: str) -> bool:
+    """East Asian Width W or F: ideographs, kana, Hangul, CJK and full-width punctuation."""
+    return unicodedata.east_asian_width(ch) in ("W", "F")
+
+
 class FontChain:
-    """Primary font plus fallbacks at one size; answers 'which face, how wide' per char."""
+    """Primary font plus fallbacks at one size; answers 'which face, how wide' per char.
+
+    `specs` are the config's fonts followed by `SHIPPED_FALLBACKS` (face indices in the
+    layout's runs index this tuple). `offsets` holds the draw offset (px) of characters
+    whose advance was widened to two monospace cells, so each backend centres them.
+    """
 
     def __init__(self, specs: tuple[str, ...], size: float) -> None:
         if not specs:
             raise BadInput("a font chain needs at least one font")
+        specs = tuple(specs) + tuple(s for s in SHIPPED_FALLBACKS if s not in specs)
         self.specs = specs
         self.size = float(size)
         self._faces: list[FontFace | None] = [FontFace.load(specs[0])] + [None] * (len(specs) - 1)
         self._lookup: dict[str, tuple[int, float]] = {}
+        self.offsets: dict[str, float] = {}
+        self._wide_order: list[int] | None = None
         primary = self.primary
         scale = self.size / primary.units_per_em
         self.ascent = primary.ascent * scale
         self.descent = primary.descent * scale
         self.space_advance = self._advance(0, " ") or self.size * 0.5
         self.box_advance = self._advance(0, "0") or self.size * 0.6
+        # Monospace primary: wide fallback characters take two cells (see module doc).
+        self.wide_cells = 2 * self.box_advance if primary.fixed_pitch else None
 
     @property
     def primary(self) -> FontFace:
@@ -140,15 +185,32 @@ class FontChain:
             return None
         return face.advances.get(glyph, 0) * self.size / face.units_per_em
 
+    def _cjk_first(self) -> list[int]:
+        """Face order for wide characters: CJK fonts (`FontFace.is_cjk`) first, each group
+        in chain order. So ideographs, kana and Hangul come from a CJK font whenever the
+        chain has one that covers them: a Latin font's few stray kana (STIX General has
+        の, 〒 and 〰) never mix into Japanese text, while wide symbols that only a Latin
+        font has (DejaVu's 😀) still come from it. Loads every face once."""
+        if self._wide_order is None:
+            faces = range(len(self.specs))
+            cjk = [i for i in faces if self.face(i).is_cjk]
+            self._wide_order = cjk + [i for i in faces if i not in cjk]
+        return self._wide_order
+
     def lookup(self, ch: str) -> tuple[int, float]:
         """(face index or MISSING/INVISIBLE, advance in px) for one character; cached."""
         hit = self._lookup.get(ch)
         if hit is not None:
             return hit
         result: tuple[int, float] | None = None
-        for index in range(len(self.specs)):
+        wide = is_wide(ch)
+        for index in self._cjk_first() if wide else range(len(self.specs)):
             advance = self._advance(index, ch)
             if advance is not None:
+                if index and self.wide_cells is not None and wide and advance > 0:
+                    # (zero-width glyphs, like the combining dakuten, stay zero-width)
+                    self.offsets[ch] = max(0.0, (self.wide_cells - advance) / 2)
+                    advance = self.wide_cells
                 result = (index, advance)
                 break
         if result is None:
@@ -156,9 +218,10 @@ class FontChain:
                 result = (INVISIBLE, self.space_advance)
             elif _is_default_ignorable(ch):
                 result = (INVISIBLE, 0.0)
+            elif wide:
+                result = (MISSING, self.wide_cells or self.size)
             else:
-                wide = unicodedata.east_asian_width(ch) in ("W", "F")
-                result = (MISSING, self.size if wide else self.box_advance)
+                result = (MISSING, self.box_advance)
         self._lookup[ch] = result
         return result
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from render.fonts import INVISIBLE, MISSING, FontChain, chain_for
+from render.fonts import INVISIBLE, MISSING, FontChain, chain_for, is_wide
 
 if TYPE_CHECKING:
     from render.config import RenderConfig
@@ -36,6 +37,18 @@ _PAGE_BREAK = "\f"
 BREAKABLE_SPACES = frozenset(" \u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2008"
                              "\u2009\u200a\u205f\u3000")
 _EPS = 1e-6
+
+# CJK line breaking. A line may also break between two characters when either is wide
+# (East Asian Width W/F: ideographs, kana, Hangul, full-width forms), the way Chinese and
+# Japanese are set without spaces, except where basic kinsoku forbids it: never before a
+# closing mark (the comma stays with the character it follows), never after an opening one.
+NO_BREAK_BEFORE = frozenset(
+    "，。、；：？！）」』】》〉〕〗〙〛｝］｠｣､｡．・ー…‥〜～々ゝゞヽヾ"
+    "ぁぃぅぇぉっゃゅょゎゕゖァィゥェォッャュョヮヵヶㇰㇱㇲㇳㇴㇵㇶㇷㇸㇹㇺㇻㇼㇽㇾㇿ"
+    ",.;:!?)]}%’”"
+)
+NO_BREAK_AFTER = frozenset("（「『【《〈〔〖〘〚［｛｟｢([{“‘")
+_GLUED = frozenset({"Mn", "Mc", "Me", "Cf"})  # categories that belong to the character before
 
 
 class Run(NamedTuple):
@@ -125,6 +138,7 @@ class Typesetter:
         self.tab_width = config.tab_size * self.chain.space_advance
         self._advance: dict[str, float] = {}
         self._glyphs: dict[str, _Glyphs] = {}
+        self._wide: dict[str, bool] = {}
 
     def glyphs(self, ch: str) -> _Glyphs:
         hit = self._glyphs.get(ch)
@@ -151,12 +165,32 @@ class Typesetter:
     def _tab_stop(self, x: float) -> float:
         return (math.floor(x / self.tab_width + _EPS) + 1) * self.tab_width
 
+    def wide(self, ch: str) -> bool:
+        """Whether `ch` is set like an ideograph (may break on either side); cached."""
+        hit = self._wide.get(ch)
+        if hit is None:
+            hit = self._wide[ch] = ch >= "\u1100" and is_wide(ch)
+        return hit
+
+    def cjk_break(self, before: str, after: str) -> bool:
+        """May a line break between the non-space characters `before` and `after`?
+
+        Only next to a wide character, never against kinsoku, never inside a dash pair
+        (——), and never before a combining mark or format character (a decomposed が,
+        an ideographic variation selector) or after a zero-width joiner.
+        """
+        return ((self.wide(before) or self.wide(after)) and after not in NO_BREAK_BEFORE
+                and before not in NO_BREAK_AFTER and not before == after == "\u2014"
+                and before != "\u200d" and unicodedata.category(after) not in _GLUED)
+
     def find_break(self, text: str, start: int, stop: int) -> int:
         """End of the line that starts at `start` within the hard line ending at `stop`.
 
-        Greedy: break after the last whitespace run that precedes an overflowing word,
-        otherwise inside the word (at least one character per line). Whitespace may hang
-        past the right margin; only drawn characters trigger a break.
+        Greedy: break at the last opportunity before an overflowing character, otherwise
+        at the overflowing character itself (at least one character per line). Breaks
+        come after whitespace runs and between CJK characters (`cjk_break`, kinsoku
+        rules); whitespace may hang past the right margin; only drawn characters trigger
+        a break.
         """
         x = 0.0
         limit = self.avail + _EPS
@@ -164,6 +198,7 @@ class Typesetter:
         seen_content = False
         after_space = False
         advance = self.advance
+        prev = ""
         for i in range(start, stop):
             ch = text[i]
             if ch == "\t":
@@ -176,7 +211,13 @@ class Typesetter:
                 continue
             if after_space and seen_content:
                 last_break = i
+            elif (seen_content and (ch >= "\u1100" or prev >= "\u1100")
+                  and self.cjk_break(prev, ch)):
+                # Only a wide character opens a break here (all lie at U+1100 and above),
+                # so text without one keeps exactly the breaks it had.
+                last_break = i
             after_space = False
+            prev = ch
             x += advance(ch)
             if x > limit and i > start:
                 return last_break if last_break > start else i

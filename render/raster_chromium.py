@@ -24,7 +24,7 @@ import numpy as np
 
 from data.errors import MissingDependency
 from render.boxes import missing_box_rects
-from render.fonts import MISSING, resolve_font
+from render.fonts import MISSING, chain_for, resolve_font
 
 if TYPE_CHECKING:
     from render.config import RenderConfig
@@ -125,6 +125,7 @@ def _get_browser() -> _Browser:
 
 def page_svg(page: Page, config: RenderConfig, families: dict[int, str]) -> str:
     """The SVG markup of one page (exposed for inspection and tests)."""
+    offsets = chain_for(config).offsets  # wide characters centred in two monospace cells
     fg = config.foreground
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{config.width}" '
@@ -143,9 +144,16 @@ def page_svg(page: Page, config: RenderConfig, families: dict[int, str]) -> str:
                         f'M{x0 + 1} {y0 + 1}v{h - 2}h{w - 2}v-{h - 2}z" fill-rule="evenodd"/>'
                     )
                 continue
-            xs = " ".join(f"{line.x + x:.3f}" for x in run.xs)
+            # Spaces draw nothing and every glyph has its own x, so they are left out:
+            # Chromium drops a <text>'s leading spaces even under white-space:pre and
+            # would then give their x positions to the characters that follow.
+            glyphs = [(x, ch) for x, ch in zip(run.xs, run.text) if not ch.isspace()]
+            if not glyphs:
+                continue
+            xs = " ".join(f"{line.x + x + offsets.get(ch, 0.0):.3f}" for x, ch in glyphs)
+            shown = html.escape("".join(ch for _, ch in glyphs))
             parts.append(f'<text font-family="{families[run.font]}" x="{xs}" '
-                         f'y="{line.baseline:.3f}">{html.escape(run.text)}</text>')
+                         f'y="{line.baseline:.3f}">{shown}</text>')
     parts.append("</g></svg>")
     return "".join(parts)
 
@@ -168,7 +176,8 @@ def rasterize_chromium(page: Page, config: RenderConfig) -> np.ndarray:
     if tab.viewport_size != size:
         tab.set_viewport_size(size)
     used = sorted({run.font for line in page.lines for run in line.runs if run.font != MISSING})
-    families = {i: browser.family(config.font_chain[i]) for i in used}
+    specs = chain_for(config).specs  # the config's fonts, then the shipped fallbacks
+    families = {i: browser.family(specs[i]) for i in used}
     tab.evaluate(_SHOW, [page_svg(page, config, families), list(families.values())])
     png = tab.screenshot(type="png", animations="disabled", caret="hide")
     with Image.open(io.BytesIO(png)) as image:

@@ -74,11 +74,14 @@ class GlyphCache:
 
     def _glyph_parts(self, face: int, text: str, step: int) -> list[_Mask]:
         # Offsets come from the font metric alone, so they are a pure function of the key.
+        # A wide character on a monospace grid is centred in its two cells (`offsets`).
         pen = step / SUBPIXEL_STEPS
         parts: list[_Mask] = []
+        offsets = self.chain.offsets
         for ch in text:
-            whole = math.floor(pen)
-            mask, dx, dy = self.mask(face, ch, int((pen - whole) * SUBPIXEL_STEPS + 0.5))
+            at = pen + offsets[ch] if ch in offsets else pen
+            whole = math.floor(at)
+            mask, dx, dy = self.mask(face, ch, int((at - whole) * SUBPIXEL_STEPS + 0.5))
             if mask.size:
                 parts.append((mask, whole + dx, dy))
             pen += self.chain.lookup(ch)[1]
@@ -87,7 +90,7 @@ class GlyphCache:
     def _rasterise(self, face: int, ch: str, frac: float) -> _Mask:
         from PIL import Image, ImageDraw
 
-        font = pillow_font(self.specs[face], self.size)
+        font = pillow_font(self.chain.specs[face], self.size)
         left, top, right, bottom = font.getbbox(ch, anchor="ls")
         if right <= left or bottom <= top:
             return _EMPTY
