@@ -17,6 +17,11 @@ FAMILY_LABEL = {"vst": "VST (frozen reader, pointer)", "vst_hier": "VST (hierarc
                 "text_cl100k_short": "text cl100k trained on short samples only"}
 
 
+def _k(n) -> str:
+    """4000 -> '4K', 1500 -> '1.5K'."""
+    return f"{int(n) / 1000:g}K"
+
+
 def _mean(xs) -> float:
     xs = [x for x in xs if x is not None]
     return sum(xs) / len(xs) if xs else float("nan")
@@ -83,14 +88,14 @@ def targets(summary: dict) -> list[tuple[str, str, str]]:
                  for f in ("text_cl100k", "text_bytes") if f in sc]
         texts = [(s, f) for s, f in texts if s is not None]
         if v is None or not texts:
-            rows.append((f"VST >= best text at {n // 1000}K", "not measured at this length", "-"))
+            rows.append((f"VST >= best text at {_k(n)}", "not measured at this length", "-"))
             continue
         best = max(texts)
         p_v = pos.get("vst", {}).get(str(n))
         p_t = pos.get("text_cl100k", {}).get(str(n))
         ratio = p_t / p_v if p_v and p_t else float("nan")
         met = v >= best[0] and ratio >= 7
-        rows.append((f"VST >= best text at {n // 1000}K, >= 7x fewer positions than cl100k",
+        rows.append((f"VST >= best text at {_k(n)}, >= 7x fewer positions than cl100k",
                      f"VST {v:.1f} vs {best[1]} {best[0]:.1f}; {ratio:.1f}x fewer positions",
                      "yes" if met else "no"))
     if "truncation" in sc and "truncation" in pos:
@@ -99,7 +104,7 @@ def targets(summary: dict) -> list[tuple[str, str, str]]:
                                                                .get(n, 1), 1))
                  for n in tr}
         rows.append(("truncation falls to the share of needles in its window",
-                     "; ".join(f"{int(n) // 1000}K: {v:.0f} (window {100 * share[n]:.0f}%)"
+                     "; ".join(f"{_k(n)}: {v:.0f} (window {100 * share[n]:.0f}%)"
                                for n, v in tr.items()), "see table"))
     hv = [task_means(sc.get("vst", {}), [t]) for t in held]
     best_h = max((max(m.values()) if m else 0.0) for m in hv) if hv else 0.0
@@ -122,7 +127,7 @@ def write_report(root: Path, summary: dict) -> Path:
         lengths = sorted({int(n) for f in fams for t in res[f]["scores"]
                           for n in res[f]["scores"][t]})
         lines += [f"## Budget {float(budget):.2g} training FLOPs", "",
-                  "| family | task | " + " | ".join(f"{n // 1000}K" for n in lengths) + " |",
+                  "| family | task | " + " | ".join(_k(n) for n in lengths) + " |",
                   "|---|---|" + "---|" * len(lengths)]
         for f in fams:
             for t in tasks:
@@ -131,7 +136,7 @@ def write_report(root: Path, summary: dict) -> Path:
                 lines.append(f"| {f} | {t}{tag} | " + " | ".join(
                     "-" if v is None else f"{v:.0f}" for v in vals) + " |")
         lines += ["", "| family | train FLOPs | steps | text depth | " +
-                  " | ".join(f"positions {n // 1000}K" for n in lengths) + " |",
+                  " | ".join(f"positions {_k(n)}" for n in lengths) + " |",
                   "|---|---|---|---|" + "---|" * len(lengths)]
         for f in fams:
             st = res[f].get("stats", {})
@@ -148,7 +153,7 @@ def write_report(root: Path, summary: dict) -> Path:
               "|---|---|---|---|---|"]
     for f, by in summary["positions"].items():
         for n, p in by.items():
-            lines.append(f"| {f} | {int(n) // 1000}K | {p:.0f} | "
+            lines.append(f"| {f} | {_k(n)} | {p:.0f} | "
                          f"{summary['kv_bytes'][f][n] / 1e6:.2f} MB | "
                          f"{summary['prefill_seconds'][f][n]:.2f} |")
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]

@@ -264,13 +264,13 @@ def stage_evaluate(s: DemoSettings, state: DemoState) -> Section:
         codec_path=str(s.codec_path) if s.codec_path else None,
         lengths=list(s.eval_lengths), train_per_length=s.eval_train_per_length,
         eval_per_length=s.eval_samples, budgets=[s.eval_budget], text_depths=[1],
-        seed=s.seed), codec=codec)
+        short_chars=0, seed=s.seed), codec=codec)
     held = set(summary.get("heldout_tasks", []))
     metrics = {}
     for fam, scores in summary["scores"].items():
         trained = [t for t in scores if t not in held]
         for n, v in task_means(scores, trained).items():
-            metrics[f"{fam}:{int(n) // 1000}K"] = round(v, 1)
+            metrics[f"{fam}:{int(n) / 1000:g}K"] = round(v, 1)
     # the codec the demo already loaded: right checkpoint and options, no second load
     run_efficiency(EfficiencyConfig(out=s.out / "eval" / "efficiency", lengths=[2048, 4096, 8192],
                                     flavour="debug", threads=1), codec=codec)
