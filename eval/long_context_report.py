@@ -60,6 +60,10 @@ def plot(summary: dict, out: Path) -> list[Path]:
                 xs = sorted(int(k) for k in m)
                 ax.plot(xs, [m[str(x)] for x in xs], marker="o", label=FAMILY_LABEL[fam])
             ax.set_xscale("log")
+            ax.minorticks_off()
+            xs_all = sorted({int(n) for fam in fams for t in res[fam]["scores"]
+                             for n in res[fam]["scores"][t]})
+            ax.set_xticks(xs_all, [_k(x) for x in xs_all])
             ax.set_xlabel("context length (characters)")
             ax.set_title(f"{which} tasks, {float(budget):.2g} training FLOPs")
         axes[0].set_ylabel("RULER string_match_all (mean over tasks)")
