@@ -125,6 +125,12 @@ def test_a_pointer_vst_learns_a_needle_task_and_answers_end_to_end(tmp_path):
                             max_new_tokens=64) for r in recs]
     assert ruler.string_match_all(preds, [r["answers"] for r in recs]) >= 66
     assert runner.last_stats["positions"] > 0
+    # truncated to no context pages, the same model cannot have the needle
+    blind = VSTRunner(res["checkpoint"], codec=codec, max_visual_tokens=0)
+    preds = [blind.predict(build_prompt("niah_single_1", r), dataset="niah_single_1",
+                           max_new_tokens=64) for r in recs]
+    assert ruler.string_match_all(preds, [r["answers"] for r in recs]) == 0
+    assert blind.last_stats["positions"] < runner.last_stats["positions"]
 
 
 def test_instruction_first_prompts_keep_the_instruction_and_the_latest_context():

@@ -69,6 +69,7 @@ class ChatSession:
     model: VST
     codec: object
     max_pages: int = 4  # response pages at most
+    max_context_pages: int | None = None  # keep only the context's last K pages (truncation)
     stop_threshold: float = 0.5
     seed: int = 0
     max_new_tokens: int | None = None  # the codec reads at most this many per page (None: all)
@@ -87,7 +88,12 @@ class ChatSession:
         n, D = cfg.tokens_per_page, cfg.D
         parts = list(self.history)
         parts.append(("instruction", *encode_segment(self.codec, instruction)))
-        parts.append(("context", *encode_segment(self.codec, context)))
+        ctx, ctx_texts = encode_segment(self.codec, context)
+        if self.max_context_pages is not None:  # the latest pages, as a truncated reader
+            keep = max(0, self.max_context_pages)
+            ctx, ctx_texts = ctx[ctx.size(0) - min(keep, ctx.size(0)):], \
+                ctx_texts[len(ctx_texts) - min(keep, len(ctx_texts)):]
+        parts.append(("context", ctx, ctx_texts))
         parts.append(("response", None, None))
         items = layout(parts, cfg.grid, D, cfg.rope)
         N = len(items.special)

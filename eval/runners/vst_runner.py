@@ -160,11 +160,11 @@ class VSTRunner(Runner):
         what the codec reads from the response pages (`vst.chat.ChatSession`)."""
         from vst.chat import ChatSession
 
+        pages = None  # --max-visual-tokens: the context's latest whole pages within it
         if self.max_visual_tokens is not None:
-            raise BadInput("--max-visual-tokens is not applied to an instruction-tuned VST",
-                           hint="truncate the context in the task file instead")
+            pages = self.max_visual_tokens // self.codec.n
         session = ChatSession(self.model, self.codec, max_pages=self.max_new_pages,
-                              seed=self.seed)
+                              seed=self.seed, max_context_pages=pages)
         answer = session.ask(prompt.before + prompt.after, prompt.context)
         self.last_stats = {"positions": answer.positions, "seconds": answer.seconds}
         # the answer ends at its first blank line, as an instruction-tuned text model's
