@@ -62,6 +62,7 @@ BAD_INPUTS: dict[str, list[str]] = {
     "eval compare": ["--store", MISSING, "--vst", MISSING, "--out", "OUT"],
     "eval compression": ["--arms", "nope", "--out", "OUT"],
     "curriculum build": ["--tasks", "nosuchtask", "--out", "OUT"],
+    "curriculum study": ["--budgets", "-1", "--out", "OUT"],
 }
 
 runner = CliRunner()
