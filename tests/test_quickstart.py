@@ -28,7 +28,7 @@ def guide_commands(text: str) -> list[list[str]]:
 def test_the_guide_has_a_command_a_step():
     commands = guide_commands(GUIDE.read_text())
     assert [c[1] for c in commands] == ["corpus", "convert", "train", "train", "eval",
-                                        "corpus", "sft", "chat"]
+                                        "corpus", "sft", "chat", "curriculum"]
 
 
 @pytest.mark.slow
