@@ -85,7 +85,7 @@ def _inline(text: str) -> str:
 
 
 def _args(rest: str) -> list[str]:
-    return [a if a is not None else b for a, b in _ARGS.findall(rest)]
+    return [quoted or bare for quoted, bare in _ARGS.findall(rest)]
 
 
 def roff_to_text(source: str) -> str:
