@@ -116,6 +116,7 @@ class CardConfig:
 
     fidelity: Path  # metrics.json of held-out text
     demo: Optional[Path] = None  # metrics.json of demo-corpus text
+    zh: Optional[Path] = None  # metrics.json of mini-zh on held-out Chinese (adds its section)
     notes: Optional[Path] = None  # markdown appended at the end
 
 
