@@ -190,3 +190,22 @@ def test_manpages_zh_source_on_a_fake_tree(tmp_path):
     docs = list(read_corpus(tmp_path / "out" / TRAIN_FILE))
     assert len(docs) == 1 and "不要忽略以点号" in docs[0].text and "\\fB" not in docs[0].text
     assert "manpages-zh" not in SOURCE_NAMES  # English builds stay English
+
+
+def test_card_zh_section(tmp_path):
+    """The model card's mini-zh section: the curve (both compression measures, CER, blind
+    floor) and the verdict on each target, from a fidelity run's metrics."""
+    from codec.mini.card_zh import zh_section
+
+    row = {"visual_tokens_per_page": 48, "compression": 6.2, "chars_per_visual_token": 7.5,
+           "precision": 0.951, "cer": 0.05, "blind_precision": 0.0, "blind_cer": 1.0,
+           "pages": 64, "decode_pages_per_s": 3.0}
+    metrics = {"source": "held-out", "documents": 1, "max_pages": 64,
+               "results": {"mini-zh:small": row,
+                           "mini-zh:base": {**row, "compression": 3.1, "precision": 0.97}}}
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(metrics))
+    text = "\n".join(zh_section(path))
+    assert "| mini-zh:small | 24x2 | 48 | 6.2x | 7.5 | **95.10%** | 5.00% | 0.0% |" in text
+    assert "| >= 95% precision at >= 5x |" in text and "yes (mini-zh:small)" in text
+    assert "| >= 90% precision at >= 8x |" in text and text.count("| no |") == 1
