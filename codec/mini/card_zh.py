@@ -31,15 +31,16 @@ LIMITS = """### mini-zh limitations (honest)
   `text_nll` its CTC likelihood; `vst codec train-reader` would add one as for `mini`.
 - Vocabulary: `mini`'s characters (same ids), GB2312's 682 symbols and 6,763 hanzi, the
   no-break space and the check mark; traditional and rarer hanzi decode as U+FFFD.
-- Trained for 68 minutes on a 2-core CPU shared with a heavier job (stage 1: 1,200 steps
-  of a 1,500-step schedule, stopped at the deadline; stage 2: 300 steps at a low learning
-  rate without the glyph probe; the shared parts initialised from `mini`'s weights where
-  shapes fit). Rare hanzi are seen mainly on the synthetic pages. Of the 1,867 edits on
-  the held-out `small` pages, 77% touch a hanzi (look-alike substitutions mostly), 13%
-  whitespace (a soft wrap read as a line break: the renderer breaks a line at its last
-  space, so such a line ends short, like a hard break) and 9% other characters. Held-out
-  precision was still rising (`small`: 63% at step 600, 89.2% at 1,200, 91.3% after
-  stage 2); the validation precision above is no guide here.
+- Trained for 72 minutes on a 2-core CPU shared with a heavier job (stage 1: 1,200 steps
+  of a 1,500-step schedule, stopped at the deadline; stages 2-3: 300 and 200 steps at low
+  learning rates without the glyph probe; the shared parts initialised from `mini`'s
+  weights where shapes fit). Rare hanzi are seen mainly on the synthetic pages. Of the
+  1,766 edits on the held-out `small` pages, 78% touch a hanzi (look-alike substitutions
+  mostly), 14% whitespace (a soft wrap read as a line break: the renderer breaks a line
+  at its last space, so such a line ends short, like a hard break) and 9% other
+  characters. Held-out precision was still rising (`small`: 63% at step 600, 89.2% at
+  1,200, 91.3% after stage 2, 91.8% after stage 3); the validation precision above is no
+  guide here.
 - Compression is per line, as for `mini`: short lines and the English names and commands
   in Chinese documentation (cl100k packs those densely) keep cl100k tokens per visual
   token low; a `tiny` mode (24x1) would double it, untrained so far.
