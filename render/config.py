@@ -202,6 +202,12 @@ PRESETS: dict[str, RenderConfig] = {
     "mini": RenderConfig(width=512, height=512, dpi=96, font="DejaVuSansMono.ttf",
                          font_size=11.0, line_height=1.2727272727272727, margin_top=32,
                          margin_right=8, margin_bottom=32, margin_left=8),
+    # codec/mini's Chinese page (mini-zh, issue #24): DejaVu Sans Mono 16 px, hanzi from the
+    # shipped Noto Sans CJK SC subset, two cells each (render/fonts.py); 20 px line pitch;
+    # 24 lines x 51 cells (25 hanzi).
+    "mini-zh": RenderConfig(width=512, height=512, dpi=96, font="DejaVuSansMono.ttf",
+                            font_size=16.0, line_height=1.25, margin_top=16, margin_right=8,
+                            margin_bottom=16, margin_left=8),
 }
 
 

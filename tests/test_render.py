@@ -82,11 +82,14 @@ def test_config_save_load(tmp_path) -> None:
 
 
 def test_presets_geometry() -> None:
-    sizes = {"ds-tiny": 512, "ds-small": 640, "ds-base": 1024, "ds-large": 1280, "mini": 512}
+    sizes = {"ds-tiny": 512, "ds-small": 640, "ds-base": 1024, "ds-large": 1280, "mini": 512,
+             "mini-zh": 512}
     for name, side in sizes.items():
         config = get_preset(name)
         assert (config.width, config.height) == (side, side)
     assert get_preset("mini").font == "DejaVuSansMono.ttf"
+    assert get_preset("mini-zh").font == "DejaVuSansMono.ttf"  # hanzi: the shipped CJK fallback
+    assert get_preset("mini-zh").line_pitch == 20.0 and get_preset("mini-zh").lines_per_page == 24
     assert set(PRESETS) == set(sizes)
 
 

@@ -3,6 +3,7 @@
     from codec import load_codec
     codec = load_codec("mini")                 # default mode, shipped weights, offline
     codec = load_codec("mini", mode="tiny")    # 16 tokens per page
+    codec = load_codec("mini-zh:small")         # mini-zh: reads Chinese (GB2312) and English
     tokens = codec.encode(images)              # [B, n, D]
     texts = codec.decode(tokens)
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -46,13 +48,48 @@ MODES: dict[str, dict] = {
 }
 
 
-def mode_config(mode: str, render_config=None, **overrides) -> MiniConfig:
+# Token grid of each mini-zh mode on the `mini-zh` page (24 lines of 60 half-width cells:
+# 30 hanzi or 60 ASCII characters); columns split a line.
+ZH_MODES: dict[str, dict] = {
+    "tiny": {"lines_per_band": 1, "cols": 1},  # 24 tokens: a line (30 hanzi) per token
+    "small": {"lines_per_band": 1, "cols": 2},  # 48 tokens: half a line (15 hanzi) per token
+    "base": {"lines_per_band": 1, "cols": 4},  # 96 tokens: a quarter line per token
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A family of mini checkpoints: registry name, shipped weights, page, modes, vocabulary."""
+
+    name: str
+    weights_dir: Path
+    render_preset: str
+    modes: dict
+    vocab: str
+
+
+VARIANTS: dict[str, Variant] = {
+    "mini": Variant("mini", WEIGHTS_DIR, RENDER_PRESET, MODES, "en"),
+    "mini-zh": Variant("mini-zh", Path(__file__).parent / "weights_zh", "mini-zh", ZH_MODES,
+                       "zh"),
+}
+
+
+def variant_of(name: str) -> Variant:
+    if name not in VARIANTS:
+        raise BadInput(f"unknown mini variant {name!r}; choose one of {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
+
+def mode_config(mode: str, render_config=None, variant: str = "mini", **overrides) -> MiniConfig:
     from render import get_preset
 
-    if mode not in MODES:
-        raise BadInput(f"unknown mini mode {mode!r}; choose one of {', '.join(MODES)}")
-    geometry = Geometry.of(render_config or get_preset(RENDER_PRESET))
-    return MiniConfig(mode=mode, geometry=geometry, **{**MODES[mode], **overrides})
+    v = variant_of(variant)
+    if mode not in v.modes:
+        raise BadInput(f"unknown {v.name} mode {mode!r}; choose one of {', '.join(v.modes)}")
+    geometry = Geometry.of(render_config or get_preset(v.render_preset))
+    return MiniConfig(mode=mode, geometry=geometry, vocab=v.vocab,
+                      **{**v.modes[mode], **overrides})
 
 
 class MiniCodec(Codec):
@@ -68,6 +105,7 @@ class MiniCodec(Codec):
         self.n = cfg.n
         self.grid = cfg.grid
         self.render_config = render_config
+        self.name = "mini-zh" if cfg.vocab == "zh" else "mini"  # the registry name
         self.version = version
         self.batch_size = batch_size
         # `decode`'s default: drafted and verified (exact). Not for `tiny`, whose weaker
@@ -83,7 +121,8 @@ class MiniCodec(Codec):
         g = self.cfg.geometry
         if tuple(batch.shape[1:3]) != (g.height, g.width):
             raise ValueError(f"pages must be {g.height}x{g.width} (render preset "
-                             f"{RENDER_PRESET!r}), got {tuple(batch.shape[1:3])}")
+                             f"{variant_of(self.name).render_preset!r}), got "
+                             f"{tuple(batch.shape[1:3])}")
         out = []
         with torch.no_grad():
             for i in range(0, len(batch), self.batch_size):
@@ -169,7 +208,7 @@ class MiniCodec(Codec):
             logits = self.net.readout(tokens.float())  # [B, rows, T, classes]
             targets = [band for text in texts
                        for band in text_bands(text, self.render_config, c.rows, c.lines_per_band)]
-            nll = band_nll(logits.flatten(0, 1), targets).view(len(texts), c.rows).sum(1)
+            nll = band_nll(logits.flatten(0, 1), targets, c.chars).view(len(texts), c.rows).sum(1)
         return TextNLL(nll=nll, n_bytes=utf8_bytes(texts))
 
     @property
@@ -241,7 +280,7 @@ class MiniCodec(Codec):
         if self.net.reader is None:
             return ("ctc",), list(texts[:1])
         n_lines = self.cfg.geometry.n_lines
-        longest = [max(len(vocab.encode(b)) for b in text_bands(t, self.render_config,
+        longest = [max(len(self.cfg.chars.encode(b)) for b in text_bands(t, self.render_config,
                                                                  n_lines, 1)) for t in texts]
         i = max(range(len(texts)), key=longest.__getitem__)
         return ("longest_line", longest[i]), [texts[i]]
@@ -259,16 +298,18 @@ class MiniCodec(Codec):
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, mode: str = DEFAULT_MODE, path: str | Path | None = None,
-                        **kw) -> MiniCodec:
+                        variant: str = "mini", **kw) -> MiniCodec:
         from safetensors.torch import load_file
 
         from render import RenderConfig
 
-        root = Path(path) if path is not None else WEIGHTS_DIR
+        v = variant_of(variant)
+        root = Path(path) if path is not None else v.weights_dir
         meta_path = root / f"{mode}.json"
         if not meta_path.exists():
-            raise MissingPath(f"no mini codec weights for mode {mode!r} in {root}",
-                              hint="train them with `vst codec train`")
+            raise MissingPath(f"no {v.name} codec weights for mode {mode!r} in {root}",
+                              hint="train them with `vst codec train`"
+                              + (" --variant mini-zh" if v.name != "mini" else ""))
         meta = json.loads(meta_path.read_text())
         net = MiniNet(MiniConfig.from_dict(meta["model"]))
         net.load_state_dict({k: v.float() for k, v in
@@ -277,24 +318,32 @@ class MiniCodec(Codec):
 
     @classmethod
     def random(cls, mode: str = DEFAULT_MODE, seed: int = 0, dim: int = 16, D: int = 32,
-               reader: str = "causal", **kw) -> MiniCodec:
+               reader: str = "causal", variant: str = "mini", **kw) -> MiniCodec:
         """An untrained instance (tests): same shapes and contract, tiny widths."""
         from render import get_preset
 
         torch.manual_seed(seed)
-        cfg = mode_config(mode, dim=dim, D=D, code=4, depth=1, reader=reader, reader_dim=32,
-                          reader_depth=1)
-        return cls(MiniNet(cfg), get_preset(RENDER_PRESET), f"mini-{mode}-random-{seed}", **kw)
+        cfg = mode_config(mode, variant=variant, dim=dim, D=D, code=4, depth=1, reader=reader,
+                          reader_dim=32, reader_depth=1)
+        return cls(MiniNet(cfg), get_preset(variant_of(variant).render_preset),
+                   f"{variant}-{mode}-random-{seed}", **kw)
 
 
 @register_codec("mini")
 def _factory(mode: str = DEFAULT_MODE, path: str | Path | None = None, random_init: bool = False,
-             device: str = "cpu", **kw) -> MiniCodec:
+             device: str = "cpu", variant: str = "mini", **kw) -> MiniCodec:
     if device != "cpu":
-        raise BadInput(f"the mini codec runs on CPU, not {device!r}")
+        raise BadInput(f"the {variant} codec runs on CPU, not {device!r}")
     if random_init:
-        return MiniCodec.random(mode, **kw)
-    return MiniCodec.from_pretrained(mode, path, **kw)
+        return MiniCodec.random(mode, variant=variant, **kw)
+    return MiniCodec.from_pretrained(mode, path, variant=variant, **kw)
+
+
+@register_codec("mini-zh")
+def _factory_zh(mode: str = DEFAULT_MODE, path: str | Path | None = None,
+                random_init: bool = False, device: str = "cpu", **kw) -> MiniCodec:
+    """mini-zh: the mini codec on the `mini-zh` page, reading GB2312 Chinese and English."""
+    return _factory(mode, path, random_init, device, variant="mini-zh", **kw)
 
 
 @torch.no_grad()
@@ -306,8 +355,11 @@ def decode_pages(net: MiniNet, tokens: torch.Tensor, setter, fast: bool = True,
         pages = fast_read_lines(net, tokens, stats) if fast else net.read_lines(tokens)
         return [_page_text(lines, setter) for lines in pages]
     texts = []
-    for page in net.readout(tokens.float()):
-        bands = best_path(page)
+    chunk = max(1, 2 ** 24 // (net.cfg.n * net.cfg.chars.n_classes * 64))  # bounded logits
+    pages = (page for i in range(0, len(tokens), chunk)
+             for page in net.readout(tokens[i:i + chunk].float()))
+    for page in pages:
+        bands = best_path(page, net.cfg.chars)
         if net.cfg.lines_per_band == 1:
             bands = settle_line_ends(bands, setter)
         keep = PAGE_END_BLANK_LINES // net.cfg.lines_per_band  # the tail counted in bands

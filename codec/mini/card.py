@@ -1,7 +1,7 @@
 """Write codec/mini/MODEL_CARD.md from the shipped weights' JSON and a fidelity run.
 
     vst codec card --fidelity runs/fidelity_mini/metrics.json \
-        [--demo runs/fidelity_demo/metrics.json] [--notes FILE]
+        [--demo runs/fidelity_demo/metrics.json] [--zh runs/fidelity_zh/metrics.json] [--notes FILE]
 
 (flags: `CardConfig` in codec/mini/configs.py.)
 """
@@ -185,6 +185,10 @@ def write_card(args: CardConfig) -> Path:
              "here, and the targets are judged on the held-out text above."),
             ""]
     out.append(NOTES)
+    if args.zh:  # the Chinese variant (codec/mini/card_zh.py)
+        from codec.mini.card_zh import zh_section
+
+        out.append("\n".join(zh_section(existing_path(args.zh, "mini-zh metrics (--zh)"))))
     if args.notes:
         out.append(existing_path(args.notes, "notes (--notes)").read_text())
     card = Path(__file__).parent / "MODEL_CARD.md"

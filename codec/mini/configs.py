@@ -9,6 +9,8 @@ code reads (`args.steps`, ...). `D` keeps its capital: the flag is `--D`, as bef
     vst codec train --steps 3000 --out codec/mini/weights           # stage 1
     vst codec train-reader --steps 1500 --out codec/mini/weights    # stage 2
     vst codec card --fidelity runs/fidelity_mini/metrics.json       # MODEL_CARD.md
+    vst codec train --variant mini-zh --modes small --corpus runs/corpus_zh/train.jsonl.zst \
+        --init-from shipped --out runs/codec_zh/w1                      # mini-zh (issue #24)
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from codec.mini import MODES, WEIGHTS_DIR
+from codec.mini import MODES, VARIANTS, WEIGHTS_DIR
 from data.errors import existing_path
 
 # A weights flag's symbolic value: the weights this repository ships (codec/mini/weights,
@@ -28,14 +30,17 @@ from data.errors import existing_path
 SHIPPED = "shipped"
 
 
-def weights_dir(value: str) -> Path:
-    """The folder a weights flag (--init, --out) names: `shipped`, or a path."""
-    return WEIGHTS_DIR if value == SHIPPED else Path(value)
+def weights_dir(value: str, variant: str = "mini") -> Path:
+    """The folder a weights flag (--init, --out) names: `shipped` (the variant's shipped
+    weights: codec/mini/weights, or codec/mini/weights_zh for mini-zh), or a path."""
+    if value != SHIPPED:
+        return Path(value)
+    return WEIGHTS_DIR if variant == "mini" else VARIANTS[variant].weights_dir
 
 
-def init_files(value: str, modes: str, suffix: str) -> dict[str, Path]:
+def init_files(value: str, modes: str, suffix: str, variant: str = "mini") -> dict[str, Path]:
     """{mode: its file in the --init folder}, each checked before any data is read."""
-    folder = weights_dir(value)
+    folder = weights_dir(value, variant)
     return {mode: existing_path(folder / f"{mode}{suffix}", f"mode {mode!r} weights",
                                 hint="check --init") for mode in modes.split(",")}
 
@@ -59,6 +64,7 @@ class MiniRunConfig:
     seed: int = 0  # random seed
     threads: int = 2  # torch CPU threads
     workers: int = 1  # render worker processes
+    variant: str = "mini"  # mini (English, the `mini` page) or mini-zh (GB2312 Chinese too)
 
 
 @dataclass
@@ -77,7 +83,12 @@ class CodecTrainConfig(MiniRunConfig):
     noise_after: float = 0.5  # fraction of training before token noise starts
     aligned: float = 1.0  # weight of the layout-aligned CTC-path cross-entropy
     probe: float = 1.0  # weight of the glyph probe on the encoder's per-position codes
+    ctc: float = 1.0  # weight of the CTC NLL (0: the aligned cross-entropy alone)
+    blank_frames: float = 1.0  # share of blank frames/cells the cross-entropies sample (<1:
+        # cheaper with a large vocabulary; weighted so the sum stays unbiased)
     bf16: bool = False  # bf16 autocast on CPU
+    init_from: Optional[str] = None  # copy every weight whose shape fits from this folder's
+        # `mini` checkpoints ('shipped': mini's), class heads row by row (a new variant's start)
 
 
 @dataclass
@@ -105,6 +116,7 @@ class CardConfig:
 
     fidelity: Path  # metrics.json of held-out text
     demo: Optional[Path] = None  # metrics.json of demo-corpus text
+    zh: Optional[Path] = None  # metrics.json of mini-zh on held-out Chinese (adds its section)
     notes: Optional[Path] = None  # markdown appended at the end
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from codec.mini import vocab
 
 UNIFORM_CHAR_NATS = math.log(vocab.N_CLASSES - 1)  # charged for characters with no frame left
+# (per vocabulary: log(n_classes - 1); `mini`'s value above)
 
 
 def ctc_frames_needed(ids: list[int]) -> int:
@@ -31,7 +32,8 @@ def fit_target(ids: list[int], frames: int) -> tuple[list[int], int]:
     return ids[:keep], len(ids) - keep
 
 
-def band_nll(logits: torch.Tensor, texts: list[str]) -> torch.Tensor:
+def band_nll(logits: torch.Tensor, texts: list[str], chars: vocab.Vocab = vocab.EN
+             ) -> torch.Tensor:
     """CTC negative log-likelihood (nats) of each band's text. logits [N, T, C] -> [N].
 
     Characters that cannot fit the band's frames (very long lines, hanging whitespace)
@@ -39,20 +41,21 @@ def band_nll(logits: torch.Tensor, texts: list[str]) -> torch.Tensor:
     UNK probability, so the result stays finite and an upper bound.
     """
     N, T, _ = logits.shape
-    fitted = [fit_target(vocab.encode(t), T) for t in texts]
+    fitted = [fit_target(chars.encode(t), T) for t in texts]
     flat = torch.tensor([i for ids, _ in fitted for i in ids], dtype=torch.long)
     lengths = torch.tensor([len(ids) for ids, _ in fitted], dtype=torch.long)
     log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # [T, N, C]
     nll = F.ctc_loss(log_probs, flat, torch.full((N,), T, dtype=torch.long), lengths,
                      blank=vocab.BLANK, reduction="none", zero_infinity=False)
-    extra = [cut * UNIFORM_CHAR_NATS + vocab.n_unknown(t) * vocab.UNK_NATS
+    uniform = math.log(chars.n_classes - 1)
+    extra = [cut * uniform + chars.n_unknown(t) * vocab.UNK_NATS
              for (_, cut), t in zip(fitted, texts)]
     return nll + torch.tensor(extra, dtype=nll.dtype)
 
 
-def best_path(logits: torch.Tensor) -> list[str]:
+def best_path(logits: torch.Tensor, chars: vocab.Vocab = vocab.EN) -> list[str]:
     """Greedy CTC decoding: argmax per frame, merge repeats, drop blanks. [N, T, C] -> str."""
     ids = logits.argmax(-1)
     keep = ids != vocab.BLANK
     keep[:, 1:] &= ids[:, 1:] != ids[:, :-1]
-    return [vocab.decode(row[mask].tolist()) for row, mask in zip(ids, keep)]
+    return [chars.decode(row[mask].tolist()) for row, mask in zip(ids, keep)]

@@ -30,7 +30,8 @@ class PageSample:
     frames: list[np.ndarray | None]  # per line: the canonical CTC path (None: no alignment)
 
 
-def aligned_path(line, text: str, frames: int, cell: float) -> np.ndarray | None:
+def aligned_path(line, text: str, frames: int, cell: float,
+                 chars: vocab.Vocab = vocab.EN) -> np.ndarray | None:
     """The canonical CTC path of a line: the character in cell c at frame 2c (blanks at odd
     frames) and the line terminator in the cell after the last character. Dense,
     layout-given supervision that trains in minutes. None when glyphs and characters do not
@@ -42,7 +43,7 @@ def aligned_path(line, text: str, frames: int, cell: float) -> np.ndarray | None
         return None
     cells = [round(x / cell) for run in line.runs for x in run.xs]
     path = np.zeros(frames, dtype=np.int16)
-    ids = vocab.encode(text)
+    ids = chars.encode(text)
     last = -1
     for ch_id, c in zip(ids, cells):
         if c <= last or 2 * c >= frames:
@@ -64,10 +65,11 @@ def line_frames(render_config) -> tuple[int, float]:
     return cfg.frames_per_line, cfg.geometry.cell_width
 
 
-def to_sample(page, image: np.ndarray, render_config) -> PageSample:
+def to_sample(page, image: np.ndarray, render_config,
+              chars: vocab.Vocab = vocab.EN) -> PageSample:
     frames, px = line_frames(render_config)
     spans = [(ln.start - page.start, ln.end - page.start) for ln in page.lines]
-    paths = [aligned_path(ln, page.text[a:b], frames, px)
+    paths = [aligned_path(ln, page.text[a:b], frames, px, chars)
              for ln, (a, b) in zip(page.lines, spans)]
     return PageSample(image.mean(-1).astype(np.uint8) if image.ndim == 3 else image,
                       page.text, spans, paths)
@@ -163,12 +165,46 @@ def structured_text(rng: random.Random, vocab: list[str], n_lines: int = 40) -> 
     return "\n".join(lines[:n_lines]) + "\n"
 
 
+def hanzi_text(rng: random.Random, hanzi: str, words: list[str], n_lines: int = 30,
+               max_cells: int = 60) -> str:
+    """Lines of random GB2312 hanzi (each equally likely, so rare characters are seen as
+    often as common ones), full-width punctuation and a few words of the corpus."""
+    punct = "，。、；：？！“”（）《》「」【】—…·％＃＠"
+    lines = []
+    for _ in range(n_lines):
+        if rng.random() < 0.06:
+            lines.append("")
+            continue
+        line, width = [], 0
+        target = rng.randint(4, max_cells)
+        while width < target:
+            r = rng.random()
+            if r < 0.8:
+                piece = "".join(rng.choice(hanzi) for _ in range(rng.randint(1, 8)))
+            elif r < 0.9:
+                piece = rng.choice(punct)
+            else:
+                piece = rng.choice(words) if words else "x"
+                piece = (" " + piece + " ") if piece.isascii() else piece
+            cells = sum(1 if ch.isascii() else 2 for ch in piece)
+            if width + cells > max_cells:
+                break
+            line.append(piece)
+            width += cells
+        lines.append("".join(line).strip())
+    return "\n".join(lines) + "\n"
+
+
 class PageStream(torch.utils.data.IterableDataset):
-    """Endless, seeded stream of rendered training pages."""
+    """Endless, seeded stream of rendered training pages (`chars`: the vocabulary the
+    canonical paths use; with `hanzi`, synthetic pages are random GB2312 hanzi lines half
+    of the time)."""
 
     def __init__(self, texts: list[str], render_config, seed: int = 0, synthetic: float = 0.25,
-                 structured: float = 0.0):
+                 structured: float = 0.0, chars: vocab.Vocab = vocab.EN, hanzi: str = ""):
         self.texts = texts
+        self.chars = chars
+        self.hanzi = hanzi
         self.render_config = render_config
         self.seed = seed
         self.synthetic = synthetic
@@ -186,20 +222,22 @@ class PageStream(torch.utils.data.IterableDataset):
             if draw < self.structured:
                 text = structured_text(rng, self.vocab)
             elif draw < self.structured + self.synthetic:
-                text = synthetic_text(rng, self.vocab)
+                text = (hanzi_text(rng, self.hanzi, self.vocab)
+                        if self.hanzi and rng.random() < 0.5 else synthetic_text(rng, self.vocab))
             else:
                 doc = rng.choice(self.texts)
                 starts = [0] + [m.end() for m in re.finditer("\n", doc)][:-1]
                 text = doc[rng.choice(starts):]
             page = next(iter(paginate(text, cfg)))
-            yield to_sample(page, rasterize(page, cfg), cfg)
+            yield to_sample(page, rasterize(page, cfg), cfg, self.chars)
 
 
 def collate(samples: list[PageSample]) -> list[PageSample]:
     return samples
 
 
-def render_pages(texts: list[str], render_config, max_pages: int) -> list[PageSample]:
+def render_pages(texts: list[str], render_config, max_pages: int,
+                 chars: vocab.Vocab = vocab.EN) -> list[PageSample]:
     """Every page of `texts` in order, up to max_pages (validation sets)."""
     from render import paginate, rasterize
 
@@ -208,5 +246,5 @@ def render_pages(texts: list[str], render_config, max_pages: int) -> list[PageSa
         for page in paginate(text, render_config):
             if len(out) == max_pages:
                 return out
-            out.append(to_sample(page, rasterize(page, render_config), render_config))
+            out.append(to_sample(page, rasterize(page, render_config), render_config, chars))
     return out

@@ -29,8 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codec.mini.reader import CausalReader
-from codec.mini.vocab import N_CLASSES
-from codec.mini.vocab import decode as decode_ids
+from codec.mini.vocab import Vocab, get_vocab
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,7 @@ class MiniConfig:
     reader_dim: int = 128
     reader_depth: int = 3
     reader_heads: int = 4
+    vocab: str = "en"  # the characters it reads (codec/mini/vocab.py): "en" or "zh" (mini-zh)
     geometry: Geometry = field(
         default_factory=lambda: Geometry(512, 512, 32, 8, 14, 32, 504, 6.62255859375))
 
@@ -86,6 +86,11 @@ class MiniConfig:
         assert self.frames_per_line % self.chunks_per_line == 0
         assert self.D % self.chunks_per_token == 0
         assert self.reader in ("ctc", "causal"), f"unknown reader {self.reader!r}"
+        get_vocab(self.vocab)  # an unknown name is an error here, not at the first decode
+
+    @property
+    def chars(self) -> Vocab:
+        return get_vocab(self.vocab)
 
     @property
     def positions(self) -> int:  # encoder positions along one line
@@ -196,13 +201,16 @@ class GlyphProbe(nn.Module):
     def __init__(self, cfg: MiniConfig):
         super().__init__()
         self.cells = cfg.frames_per_line // 2
-        self.head = nn.Linear(cfg.code, N_CLASSES)
+        self.head = nn.Linear(cfg.code, cfg.chars.n_classes)
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:  # [B, L, P, code] -> [B*L, cells, C]
+    def features(self, codes: torch.Tensor) -> torch.Tensor:  # [B, L, P, code] -> [B*L, cells, code]
         B, L, P, C = codes.shape
         z = F.interpolate(codes.reshape(B * L, P, C).transpose(1, 2), size=self.cells,
                           mode="linear", align_corners=False)
-        return self.head(z.transpose(1, 2))
+        return z.transpose(1, 2)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:  # [B, L, P, code] -> [B*L, cells, C]
+        return self.head(self.features(codes))
 
 
 class MixerBlock(nn.Module):
@@ -271,7 +279,7 @@ class ReadOut(nn.Module):
         self.bias = nn.Parameter(torch.zeros(K, width))
         self.blocks = nn.Sequential(FrameBlock(cfg.frame_dim), FrameBlock(cfg.frame_dim))
         self.norm = nn.LayerNorm(cfg.frame_dim)
-        self.head = nn.Linear(cfg.frame_dim, N_CLASSES)
+        self.head = nn.Linear(cfg.frame_dim, cfg.chars.n_classes)
 
     def causal_rows(self, tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The mixer's output for chosen grid rows of each page (rows [B, k]), each row mixed
@@ -314,7 +322,8 @@ class ReadOut(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         c = self.cfg
-        return self.head(self.features(tokens)).reshape(tokens.shape[0], c.rows, -1, N_CLASSES)
+        return self.head(self.features(tokens)).reshape(tokens.shape[0], c.rows, -1,
+                                                        c.chars.n_classes)
 
 
 class MiniNet(nn.Module):
@@ -327,7 +336,7 @@ class MiniNet(nn.Module):
         self.reader = None
         if cfg.reader == "causal":
             self.reader = CausalReader(cfg.frame_dim, cfg.frames_per_line // 2, cfg.reader_dim,
-                                       cfg.reader_depth, cfg.reader_heads)
+                                       cfg.reader_depth, cfg.reader_heads, cfg.chars)
 
     def encode(self, ink: torch.Tensor) -> torch.Tensor:
         return self.compressor(self.encoder(ink))
@@ -341,7 +350,7 @@ class MiniNet(nn.Module):
         cells = self.line_cells(tokens.float())
         ids = self.reader.greedy(cells, max_len=cells.shape[1] + 4, temperature=temperature,
                                  generator=generator)
-        lines = [decode_ids(s) for s in ids]
+        lines = [self.cfg.chars.decode(s) for s in ids]
         L = self.cfg.geometry.n_lines
         return [lines[i:i + L] for i in range(0, len(lines), L)]
 

@@ -66,14 +66,16 @@ class CausalBlock(nn.Module):
 class CausalReader(nn.Module):
     """Cell features of a line [N, C, 2*frame_dim] + characters -> next-character logits."""
 
-    def __init__(self, frame_dim: int, cells: int, dim: int = 128, depth: int = 3, heads: int = 4):
+    def __init__(self, frame_dim: int, cells: int, dim: int = 128, depth: int = 3, heads: int = 4,
+                 chars: vocab.Vocab = vocab.EN):
         super().__init__()
         self.cells = cells
+        self.chars = chars
         self.prefix = nn.Sequential(nn.LayerNorm(2 * frame_dim), nn.Linear(2 * frame_dim, dim))
-        self.embed = nn.Embedding(vocab.N_CLASSES, dim)
+        self.embed = nn.Embedding(chars.n_classes, dim)
         self.blocks = nn.ModuleList([CausalBlock(dim, heads) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, vocab.N_CLASSES)
+        self.head = nn.Linear(dim, chars.n_classes)
         hd = dim // heads
         # Periods from ~6 cells up to ~thousands: fine alignment and whole-line context.
         self.register_buffer("inv_freq", 1.0 / (1000.0 ** (torch.arange(0, hd, 2).float() / hd)),
@@ -143,10 +145,11 @@ class CausalReader(nn.Module):
         return out
 
 
-def teacher_forcing(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def teacher_forcing(texts: list[str], chars: vocab.Vocab = vocab.EN
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Inputs [N, L] (BOS + characters), targets [N, L] (characters + EOS, -100 padding),
     and the number of unknown characters per text."""
-    ids = [vocab.encode(t) for t in texts]
+    ids = [chars.encode(t) for t in texts]
     L = max(len(s) for s in ids) + 1
     inputs = torch.full((len(ids), L), BOS, dtype=torch.long)
     targets = torch.full((len(ids), L), -100, dtype=torch.long)
@@ -155,14 +158,14 @@ def teacher_forcing(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[
             inputs[r, 1:len(s) + 1] = torch.tensor(s)
             targets[r, :len(s)] = torch.tensor(s)
         targets[r, len(s)] = EOS
-    return inputs, targets, [vocab.n_unknown(t) for t in texts]
+    return inputs, targets, [chars.n_unknown(t) for t in texts]
 
 
 def line_nll(reader: CausalReader, cells: torch.Tensor, texts: list[str]) -> torch.Tensor:
     """NLL (nats) of each line's text, EOS included, given its cell features. [N]
 
     Unknown characters are charged log(2^16) on top of the model's UNK probability."""
-    inputs, targets, unknown = teacher_forcing(texts)
+    inputs, targets, unknown = teacher_forcing(texts, reader.chars)
     logits = reader(cells, inputs.to(cells.device)).float()
     nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten().to(cells.device),
                           ignore_index=-100, reduction="none").view(targets.shape).sum(1)

@@ -70,7 +70,7 @@ class ReadStats:
     min_margin: float = float("inf")  # smallest top-two logit gap of a settled character
 
 
-SPACE, NEWLINE, TAB = vocab.encode(" \n\t")
+SPACE, NEWLINE, TAB = vocab.encode(" \n\t")  # the same ids in every vocabulary
 
 
 def ctc_drafts(frame_logits: torch.Tensor) -> list[tuple[list[int], list[int]]]:
@@ -282,6 +282,6 @@ def read_lines(net, tokens: torch.Tensor, stats: ReadStats | None = None) -> lis
     drafts = ctc_drafts(net.readout.head(feats))  # the CTC head on each line's frames
     cells = CausalReader.cell_features(feats)
     ids = fast_greedy(net.reader, cells, drafts, cells.shape[1] + 4, stats)
-    lines = [vocab.decode(s) for s in ids]
+    lines = [net.cfg.chars.decode(s) for s in ids]
     L = net.cfg.geometry.n_lines
     return [lines[i:i + L] for i in range(0, len(lines), L)]

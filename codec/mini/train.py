@@ -2,6 +2,8 @@
 read-out per mode) on rendered demo-corpus pages, and write shippable weights.
 
     vst codec train --steps 3000 --out codec/mini/weights
+    vst codec train --variant mini-zh --modes small --corpus runs/corpus_zh/mix.jsonl.zst \
+        --init-from shipped --steps 2000 --threads 1 --out runs/codec_zh/w1   # issue #24
 
 (flags: `CodecTrainConfig` in codec/mini/configs.py; stage 2 is `vst codec train-reader`.)
 
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.mini import RENDER_PRESET, mode_config
+from codec.mini import mode_config, variant_of
 from codec.mini.configs import (CodecTrainConfig, MiniRunConfig, init_files, training_record,
                                 weights_dir)
 from codec.mini.ctc import band_nll, best_path
@@ -65,8 +67,35 @@ def aligned_targets(samples: list[PageSample], cfg) -> tuple[torch.Tensor, torch
     return torch.from_numpy(np.stack(paths).astype(np.int64)), torch.tensor(ok)
 
 
-def probe_loss(probe: GlyphProbe, codes: torch.Tensor, samples: list[PageSample]) -> torch.Tensor:
-    """Summed cross-entropy of the canonical path read straight off the encoder's codes."""
+def init_from(net: MiniNet, folder: Path) -> list[str]:
+    """Copy into `net` every weight of the `mini` checkpoint of its mode in `folder` (else
+    `small`'s) whose shape fits; class heads (`mini`'s classes are the first ids of every
+    vocabulary) row by row. Returns the names copied."""
+    from safetensors.torch import load_file
+
+    path = folder / f"{net.cfg.mode}.safetensors"
+    state = load_file(str(path if path.exists() else folder / "small.safetensors"))
+    own = net.state_dict()
+    copied = []
+    for name, value in state.items():
+        mine = own.get(name)
+        if mine is None:
+            continue
+        if mine.shape == value.shape:
+            mine.copy_(value.float())
+        elif mine.dim() >= 1 and mine.shape[1:] == value.shape[1:] and \
+                mine.shape[0] > value.shape[0] and name.endswith(("head.weight", "head.bias")):
+            mine[:value.shape[0]].copy_(value.float())
+        else:
+            continue
+        copied.append(name)
+    return copied
+
+
+def probe_loss(probe: GlyphProbe, codes: torch.Tensor, samples: list[PageSample],
+               blank_frames: float = 1.0) -> torch.Tensor:
+    """Summed cross-entropy of the canonical path read straight off the encoder's codes
+    (`blank_frames` < 1: sampled blank cells, `sparse_ce`)."""
     n_lines = codes.shape[1]
     empty = np.zeros(2 * probe.cells, dtype=np.int16)
     paths, ok = [], []
@@ -77,18 +106,44 @@ def probe_loss(probe: GlyphProbe, codes: torch.Tensor, samples: list[PageSample]
             paths.append((empty if p is None else p)[0::2])  # the character in each cell
     paths = torch.from_numpy(np.stack(paths).astype(np.int64))
     ok = torch.tensor(ok)
-    logits = probe(codes)
-    return torch.nn.functional.cross_entropy(logits[ok].float().flatten(0, 1), paths[ok].flatten(),
-                                             reduction="sum")
+    if blank_frames >= 1:
+        logits = probe(codes)
+        return torch.nn.functional.cross_entropy(logits[ok].float().flatten(0, 1),
+                                                 paths[ok].flatten(), reduction="sum")
+    return sparse_ce(probe.head, probe.features(codes), paths, ok, blank_frames)
+
+
+def sparse_ce(head, feats: torch.Tensor, paths: torch.Tensor, ok: torch.Tensor,
+              blank_frames: float) -> torch.Tensor:
+    """Summed cross-entropy of canonical paths [N, T] on features [N, T, d] through `head`,
+    on every character position of the rows that have a path (`ok`) and a random
+    `blank_frames` share of their blank positions, weighted 1 / blank_frames (an unbiased
+    estimate of the full sum, at a fraction of the cost of a large vocabulary's logits)."""
+    chosen = ok[:, None] & ((paths != 0) | (torch.rand(paths.shape) < blank_frames))
+    targets = paths[chosen]
+    weight = torch.where(targets == 0, 1.0 / blank_frames, 1.0)
+    ce = torch.nn.functional.cross_entropy(head(feats[chosen.to(feats.device)]).float(),
+                                           targets.to(feats.device), reduction="none")
+    return (ce * weight.to(ce.device)).sum()
 
 
 def page_loss(net: MiniNet, tokens: torch.Tensor, samples: list[PageSample],
-              aligned: float = 0.0) -> tuple[torch.Tensor, int]:
-    """Summed CTC NLL of every band (+ `aligned` x cross-entropy of the canonical path)."""
+              aligned: float = 0.0, ctc: float = 1.0,
+              blank_frames: float = 1.0) -> tuple[torch.Tensor, int]:
+    """Summed CTC NLL of every band (+ `aligned` x cross-entropy of the canonical path).
+
+    `ctc` 0: the canonical-path cross-entropy alone, on sampled blank frames
+    (`blank_frames`, `sparse_ce`): a large vocabulary's logits on every frame cost more
+    than the rest of a step (mini-zh)."""
     c = net.cfg
-    logits = net.readout(tokens).flatten(0, 1)
     targets = [b for s in samples for b in bands_of(s, c.rows, c.lines_per_band)]
-    loss = band_nll(logits, targets).sum()
+    if not ctc:
+        paths, ok = aligned_targets(samples, c)
+        feats = net.readout.features(tokens).reshape(len(paths), paths.shape[1], -1)
+        ce = sparse_ce(net.readout.head, feats, paths, ok, blank_frames)
+        return aligned * ce, sum(len(t) for t in targets)
+    logits = net.readout(tokens).flatten(0, 1)
+    loss = ctc * band_nll(logits, targets, c.chars).sum()
     if aligned:
         paths, ok = aligned_targets(samples, c)
         ce = torch.nn.functional.cross_entropy(logits[ok].float().flatten(0, 1),
@@ -98,9 +153,12 @@ def page_loss(net: MiniNet, tokens: torch.Tensor, samples: list[PageSample],
 
 
 @torch.no_grad()
-def greedy_texts(net: MiniNet, tokens: torch.Tensor) -> list[str]:
-    logits = net.readout(tokens.float())
-    return ["".join(best_path(p)) for p in logits]
+def greedy_texts(net: MiniNet, tokens: torch.Tensor, chunk: int = 2) -> list[str]:
+    out = []
+    for i in range(0, len(tokens), chunk):  # a few pages at a time: large vocabularies
+        out += ["".join(best_path(p, net.cfg.chars))
+                for p in net.readout(tokens[i:i + chunk].float())]
+    return out
 
 
 @torch.no_grad()
@@ -114,7 +172,10 @@ def evaluate(nets: dict[str, MiniNet], val: list[PageSample]) -> dict[str, dict[
         tokens = torch.cat([net.encode(ink[i:i + 16]) for i in range(0, len(val), 16)])
         preds = greedy_texts(net, tokens)
         blind = greedy_texts(net, torch.zeros_like(tokens))
-        nll, nbytes = page_loss(net, tokens, val)
+        nll, nbytes = 0.0, 0
+        for i in range(0, len(val), 2):
+            n, b = page_loss(net, tokens[i:i + 2], val[i:i + 2])
+            nll, nbytes = nll + float(n), nbytes + b
         out[mode] = {
             "precision": float(np.mean([precision(p, r) for p, r in zip(preds, refs)])),
             "exact": float(np.mean([p == r for p, r in zip(preds, refs)])),
@@ -133,7 +194,8 @@ def save(net: MiniNet, render_config, out: Path, meta: dict) -> Path:
     path = out / f"{mode}.safetensors"
     save_file(state, str(path))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    info = {"version": f"mini-{mode}-{digest}", "model": net.cfg.to_dict(),
+    prefix = "mini-zh" if net.cfg.vocab == "zh" else "mini"
+    info = {"version": f"{prefix}-{mode}-{digest}", "model": net.cfg.to_dict(),
             "render_config": render_config.to_dict(), **meta}
     (out / f"{mode}.json").write_text(json.dumps(info, indent=2) + "\n")
     return path
@@ -161,21 +223,29 @@ def start_run(args: MiniRunConfig) -> Run:
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    render_config = get_preset(RENDER_PRESET)
+    from codec.mini.vocab import get_vocab
+
+    variant = variant_of(args.variant)
+    render_config = get_preset(variant.render_preset)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     texts = load_texts(args.corpus, workdir, args.n_docs)
     val_texts = texts[::20]
     train_texts = [t for i, t in enumerate(texts) if i % 20]
     return Run(render_config, workdir, train_texts, val_texts,
-               render_pages(val_texts, render_config, args.val_pages))
+               render_pages(val_texts, render_config, args.val_pages,
+                            get_vocab(variant.vocab)))
 
 
 def page_loader(args: MiniRunConfig, run: Run, structured: float = 0.0):
     """Endless batches of rendered training pages (a list of PageSample per step)."""
+    from codec.mini.vocab import gb2312_chars, get_vocab
+
+    chars = get_vocab(variant_of(args.variant).vocab)
+    hanzi = gb2312_chars()[1] if chars.name == "zh" else ""
     return torch.utils.data.DataLoader(
         PageStream(run.train_texts, run.render_config, seed=args.seed,
-                   synthetic=args.synthetic, structured=structured),
+                   synthetic=args.synthetic, structured=structured, chars=chars, hanzi=hanzi),
         batch_size=args.batch, collate_fn=collate, num_workers=args.workers,
         **({"prefetch_factor": 4} if args.workers else {}))
 
@@ -212,7 +282,7 @@ def record_validation(log, bar, history: list[dict], step: int, t0: float, metri
 def train(args: CodecTrainConfig) -> dict:
     from tqdm import tqdm
 
-    init = init_files(args.init, args.modes, ".safetensors") if args.init else {}
+    init = init_files(args.init, args.modes, ".safetensors", args.variant) if args.init else {}
     run = start_run(args)
     render_config, workdir, train_texts, val_texts, val = (
         run.render_config, run.workdir, run.train_texts, run.val_texts, run.val)
@@ -220,7 +290,7 @@ def train(args: CodecTrainConfig) -> dict:
     modes = args.modes.split(",")
     nets: dict[str, MiniNet] = {}
     for mode in modes:
-        net = MiniNet(mode_config(mode, render_config, dim=args.dim, D=args.D))
+        net = MiniNet(mode_config(mode, render_config, args.variant, dim=args.dim, D=args.D))
         if nets:  # one line encoder shared by every mode
             net.encoder = next(iter(nets.values())).encoder
         nets[mode] = net
@@ -230,6 +300,12 @@ def train(args: CodecTrainConfig) -> dict:
         for mode, net in nets.items():
             state = load_file(str(init[mode]))
             net.load_state_dict({k: v.float() for k, v in state.items()})
+    elif args.init_from:  # a new variant starts from what fits of mini's weights
+        with torch.no_grad():
+            for mode, net in nets.items():
+                copied = init_from(net, weights_dir(args.init_from))
+                print(f"[{mode}] initialised {len(copied)} tensors from {args.init_from}: "
+                      + ", ".join(copied))
     probes = {mode: GlyphProbe(net.cfg) for mode, net in nets.items()}  # training aid only
     params = list({id(p): p for m in [*nets.values(), *probes.values()]
                    for p in m.parameters()}.values())
@@ -250,9 +326,10 @@ def train(args: CodecTrainConfig) -> dict:
                 codes = net.compressor.code(feats)
                 noisy = step >= args.noise_after * args.steps  # clean tokens while learning to read
                 tokens = corrupt(net.compressor(feats, codes), args.noise * noisy, args.drop)
-                nll, nbytes = page_loss(net, tokens, samples, args.aligned)
+                nll, nbytes = page_loss(net, tokens, samples, args.aligned, args.ctc,
+                                        args.blank_frames)
                 if args.probe:
-                    probe = probe_loss(probes[mode], codes, samples)
+                    probe = probe_loss(probes[mode], codes, samples, args.blank_frames)
                     per_mode["probe"] = probe.detach() / nbytes
                     nll = nll + args.probe * probe
                 per_mode[mode] = nll / nbytes
@@ -265,7 +342,7 @@ def train(args: CodecTrainConfig) -> dict:
             record_validation(log, bar, history, step, t0, metrics, train_loss_per_char={
                 m: v.item() for m, v in per_mode.items()})
             for net in nets.values():  # a usable checkpoint at every validation
-                save(net, render_config, weights_dir(args.out),
+                save(net, render_config, weights_dir(args.out, args.variant),
                      meta_of(args, history, t0, train_texts, val_texts))
     bar.close()
     log.close()
@@ -275,8 +352,9 @@ def train(args: CodecTrainConfig) -> dict:
 def meta_of(args: CodecTrainConfig, history: list[dict], t0: float, train_texts: list,
             val_texts: list) -> dict:
     previous = None  # the training record of the checkpoint this run started from
-    if args.init and (weights_dir(args.init) / "small.json").exists():
-        previous = json.loads((weights_dir(args.init) / "small.json").read_text()).get("training")
+    init = weights_dir(args.init, args.variant) if args.init else None
+    if init and (init / "small.json").exists():
+        previous = json.loads((init / "small.json").read_text()).get("training")
     return {"training": {**training_record(args, "vst codec train"),
                          "init": args.init, "previous": previous,
                          "steps_done": history[-1]["step"] if history else 0, "steps": args.steps,

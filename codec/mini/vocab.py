@@ -1,27 +1,126 @@
-"""The read-out's character vocabulary: CTC blank, unknown, and the characters it reads."""
+"""The read-out's character vocabularies: CTC blank, unknown, and the characters each reads.
+
+`mini` reads `EN` (printable ASCII, `\\n`, `\\t` and 36 common non-ASCII characters);
+`mini-zh` reads `ZH`: the same characters with the same ids, then GB2312 (its 682
+symbols: full-width punctuation, full-width ASCII, kana, Greek, Cyrillic, box drawing;
+and its 6,763 hanzi), then the characters the Chinese training text needs beyond those.
+A checkpoint names its vocabulary (`MiniConfig.vocab`); the module-level functions are
+`EN`'s, as they always were.
+
+    python -c "from codec.mini.vocab import ZH; print(ZH.n_classes, ZH.decode(ZH.encode('中文')))"
+"""
 
 from __future__ import annotations
 
+import functools
 import math
+
+from data.errors import BadInput
 
 # Non-ASCII characters common in English technical prose (and shown by the mini font).
 EXTRA_CHARS = "’‘“”—–…°ßéèêàâçüöäñÉ×·•→≤≥±µ§©®€£¥"
 CHARS = "\n\t" + "".join(chr(i) for i in range(32, 127)) + EXTRA_CHARS
 BLANK, UNK = 0, 1
-N_CLASSES = len(CHARS) + 2
-_INDEX = {ch: i + 2 for i, ch in enumerate(CHARS)}
 # An unknown character costs the model's UNK probability plus a uniform choice among
 # 2^16 code points, so the likelihood stays a (sub-normalised) distribution over texts.
 UNK_NATS = 16 * math.log(2.0)
 
+# Characters of the Chinese training text (data/corpus/zh.py sources) outside GB2312 that
+# it uses at least 20 times and the page font draws: the no-break space (7,357 times) and
+# the check mark (52); not the magnifier emoji and its variation selector (1,209 each).
+ZH_EXTRA_CHARS = "\xa0✓"
+
+
+class Vocab:
+    """Characters -> class ids (2 + index; 0 is the CTC blank, 1 unknown) and back."""
+
+    def __init__(self, name: str, chars: str):
+        if len(set(chars)) != len(chars):
+            raise ValueError(f"vocabulary {name!r} repeats characters")
+        self.name = name
+        self.chars = chars
+        self.n_classes = len(chars) + 2
+        self.index = {ch: i + 2 for i, ch in enumerate(chars)}
+
+    def encode(self, text: str) -> list[int]:
+        index = self.index
+        return [index.get(ch, UNK) for ch in text]
+
+    def decode(self, ids) -> str:
+        chars = self.chars
+        return "".join(chars[i - 2] if i >= 2 else "\ufffd" for i in ids)
+
+    def n_unknown(self, text: str) -> int:
+        index = self.index
+        return sum(ch not in index for ch in text)
+
+    def __contains__(self, ch: str) -> bool:
+        return ch in self.index
+
+    def __repr__(self) -> str:
+        return f"Vocab({self.name!r}, {self.n_classes} classes)"
+
+
+def gb2312_chars() -> tuple[str, str]:
+    """(symbols of rows 1-9, hanzi of rows 16-87) of GB2312, in code order, from Python's
+    `gb2312` codec (every valid two-byte code)."""
+    symbols, hanzi = [], []
+    for row in range(0xA1, 0xF8):  # rows 1..87
+        for col in range(0xA1, 0xFF):
+            try:
+                ch = bytes((row, col)).decode("gb2312")
+            except UnicodeDecodeError:
+                continue
+            (hanzi if row >= 0xB0 else symbols).append(ch)
+    return "".join(symbols), "".join(hanzi)
+
+
+def _zh_chars() -> str:
+    symbols, hanzi = gb2312_chars()
+    seen = set(CHARS)
+    out = []
+    for ch in symbols + hanzi + ZH_EXTRA_CHARS:
+        if ch not in seen:
+            seen.add(ch)
+            out.append(ch)
+    return CHARS + "".join(out)
+
+
+EN = Vocab("en", CHARS)
+N_CLASSES = EN.n_classes
+_INDEX = EN.index
+
+
+@functools.cache
+def _zh() -> Vocab:
+    return Vocab("zh", _zh_chars())
+
+
+VOCABS = ("en", "zh")
+
+
+def get_vocab(name: str) -> Vocab:
+    """The vocabulary called `name` ("en": `mini`'s, "zh": `mini-zh`'s)."""
+    if name == "en":
+        return EN
+    if name == "zh":
+        return _zh()
+    raise BadInput(f"unknown mini vocabulary {name!r}; choose one of {', '.join(VOCABS)}")
+
+
+def __getattr__(name: str):  # ZH is built on first use (7,000 codec look-ups)
+    if name == "ZH":
+        return _zh()
+    raise AttributeError(name)
+
 
 def encode(text: str) -> list[int]:
-    return [_INDEX.get(ch, UNK) for ch in text]
+    return EN.encode(text)
 
 
 def decode(ids) -> str:
-    return "".join(CHARS[i - 2] if i >= 2 else "\ufffd" for i in ids)
+    return EN.decode(ids)
 
 
 def n_unknown(text: str) -> int:
-    return sum(ch not in _INDEX for ch in text)
+    return EN.n_unknown(text)

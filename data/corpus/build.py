@@ -25,9 +25,10 @@ from typing import Annotated, Optional
 import typer
 import zstandard
 
-from data.corpus.sources import SOURCE_NAMES, resolve_root, source_by_name
+from data.corpus.sources import ALL_SOURCE_NAMES, SOURCE_NAMES, resolve_root, source_by_name
 from data.corpus.splits import split_of
 from data.corpus.text import MAX_PART_CHARS, content_filter, normalise, split_parts
+from data.corpus.zh import zh_content_filter
 from data.errors import BadInput
 
 TRAIN_FILE = "train.jsonl.zst"
@@ -178,7 +179,7 @@ def _take_source(source, candidates, report: SourceReport, writer: _Writer, seen
         text = None
         if reason is None:
             text = normalise(cand.text)
-            reason = content_filter(text)
+            reason = zh_content_filter(text) if source.language == "zh" else content_filter(text)
         if reason is not None:
             report.filtered[reason] = report.filtered.get(reason, 0) + 1
             continue
@@ -287,7 +288,8 @@ def format_table(manifest: dict) -> str:
 def corpus_build_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
     sources: Annotated[Optional[str], typer.Option(
-        help=f"Comma-separated sources to use (default: all of {', '.join(SOURCE_NAMES)}).")
+        help=f"Comma-separated sources to use (default: all of {', '.join(SOURCE_NAMES)}; "
+             f"also: {', '.join(ALL_SOURCE_NAMES[len(SOURCE_NAMES):])}).")
     ] = None,
     heldout_source: Annotated[str, typer.Option(
         help="Source written to heldout_source.jsonl.zst that training never sees; '' for "

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from data.corpus.demo import module_doc_text
+from data.corpus.zh import zh_sources
 from data.errors import BadInput
 from data.corpus.text import (MAX_LINK_SHARE, html_to_text, is_translation, logical_name,
                               path_filter, pod_to_text, read_text_file, rst_link_share,
@@ -47,6 +48,7 @@ class Source:
     default_roots: tuple[str, ...]
     reader: Reader
     requires: str | None = None  # a path under the root that must exist (the package marker)
+    language: str = "en"  # "en" (the default sources) or "zh" (data/corpus/zh.py, by name)
 
 
 def walk(root: Path) -> Iterator[tuple[str, Path]]:
@@ -249,14 +251,17 @@ SOURCES: tuple[Source, ...] = (
            ("/usr/share/debian-reference",), read_debian_reference),
     Source("pydoc", None, "PSF-2.0", (), read_pydoc),
 )
-SOURCE_NAMES = tuple(s.name for s in SOURCES)
+SOURCE_NAMES = tuple(s.name for s in SOURCES)  # the default: English only
+# Chinese documentation (issue #24): used only when named, e.g. `--sources manpages-zh,...`.
+ZH_SOURCES: tuple[Source, ...] = zh_sources()
+ALL_SOURCE_NAMES = SOURCE_NAMES + tuple(s.name for s in ZH_SOURCES)
 
 
 def source_by_name(name: str) -> Source:
-    for source in SOURCES:
+    for source in SOURCES + ZH_SOURCES:
         if source.name == name:
             return source
-    raise BadInput(f"unknown corpus source {name!r}; known: {', '.join(SOURCE_NAMES)}")
+    raise BadInput(f"unknown corpus source {name!r}; known: {', '.join(ALL_SOURCE_NAMES)}")
 
 
 def _version_key(path: str) -> list:
