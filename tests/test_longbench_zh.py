@@ -173,3 +173,25 @@ def test_zh_context_goes_through_the_mini_codec_pages_without_missing_glyphs(tmp
     score = lb.score_directory(tmp_path / "pred", write=False)["multifieldqa_zh"]
     # The mini codec reads English only: its transcript of Chinese pages has no 竹.
     assert score == 0.0
+
+
+def test_zh_files_run_end_to_end_through_a_vst_on_mini_zh(tmp_path):
+    """`vst eval run --runner vst` on the zh sets: the Chinese prompt is rendered, encoded
+    by `mini-zh`, continued by a (random, fresh) VST and read back by the same codec."""
+    from codec import load_codec
+    from eval.runners.common import run_tasks
+    from eval.runners.vst_runner import VSTRunner
+    from jobs.long_context import StudyConfig, fresh_vst_base
+
+    codec = load_codec("mini-zh", mode="small")
+    base = fresh_vst_base(StudyConfig(out=str(tmp_path), codec="mini-zh:small", vst_depth=1),
+                          tmp_path, codec)
+    runner = VSTRunner(base)  # the codec comes from the checkpoint: mini-zh, small
+    assert runner.codec.name.startswith("mini-zh") and runner.codec.n == codec.n
+    results = run_tasks(runner, [write_tasks(tmp_path / "tasks")], tmp_path / "pred",
+                        progress=False)
+    assert len(results) == 5
+    assert sum(r.predicted for r in results) == sum(len(v) for v in ZH_SAMPLES.values())
+    for r in results:
+        recs = [json.loads(line) for line in r.path.read_text().splitlines()]
+        assert all(isinstance(x["pred"], str) for x in recs)
