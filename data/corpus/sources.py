@@ -17,57 +17,16 @@ import os
 import re
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from data.corpus.demo import module_doc_text
+from data.corpus.source_base import Candidate, Reader, Source, read_candidate, walk
 from data.corpus.zh import zh_sources
 from data.errors import BadInput
 from data.corpus.text import (MAX_LINK_SHARE, html_to_text, is_translation, logical_name,
                               path_filter, pod_to_text, read_text_file, rst_link_share,
                               suffix_of)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    path: str                   # relative to the source root ("module" for pydoc)
-    text: str | None = None     # raw text (before normalisation); None when filtered
-    filtered: str | None = None  # the filter reason when text is None
-    section: str | None = None  # a sub-document of one file (e.g. a book chapter)
-
-
-Reader = Callable[[Path], Iterator[Candidate]]
-
-
-@dataclass(frozen=True)
-class Source:
-    name: str
-    apt_package: str | None
-    licence: str
-    default_roots: tuple[str, ...]
-    reader: Reader
-    requires: str | None = None  # a path under the root that must exist (the package marker)
-    language: str = "en"  # "en" (the default sources) or "zh" (data/corpus/zh.py, by name)
-
-
-def walk(root: Path) -> Iterator[tuple[str, Path]]:
-    """(relative posix path, path) of every file under root, sorted, symlinked dirs not
-    followed (a symlinked file is read through)."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel_dir = Path(dirpath).relative_to(root)
-        for name in sorted(filenames):
-            yield (rel_dir / name).as_posix(), Path(dirpath) / name
-
-
-def _read(rel: str, path: Path, convert: Callable[[str], tuple[str, str | None]]
-          ) -> Candidate:
-    text, reason = read_text_file(path)
-    if text is None:
-        return Candidate(rel, filtered=reason)
-    text, reason = convert(text)
-    return Candidate(rel, filtered=reason) if reason else Candidate(rel, text)
 
 
 def _as_text(text: str) -> tuple[str, str | None]:
@@ -98,7 +57,8 @@ def _tree_reader(kind_of: Callable[[str], Callable | None]) -> Reader:
                 yield Candidate(rel, filtered=reason)
                 continue
             convert = kind_of(rel)
-            yield _read(rel, path, convert) if convert else Candidate(rel, filtered="other-format")
+            yield read_candidate(rel, path, convert) if convert else \
+                Candidate(rel, filtered="other-format")
     return read
 
 
@@ -148,7 +108,7 @@ def read_debian_reference(root: Path) -> Iterator[Candidate]:
                 continue
             yield from _chapters(rel, text)
         elif suffix_of(rel) == ".html" and not has_txt:
-            yield _read(rel, path, _as_html)
+            yield read_candidate(rel, path, _as_html)
         else:
             yield Candidate(rel, filtered="other-format")
 

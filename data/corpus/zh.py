@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from data.corpus.source_base import Candidate, Source, read_candidate, walk
 from data.corpus.text import (MAX_LINK_SHARE, NON_TEXT_SUFFIXES, html_to_text, is_index_name,
                               logical_name, read_text_file, suffix_of)
 
@@ -130,16 +131,6 @@ def roff_to_text(source: str) -> str:
 
 # -- readers ---------------------------------------------------------------------------------
 
-def _candidate(rel: str, path: Path, convert: Callable[[str], tuple[str, str | None]]):
-    from data.corpus.sources import Candidate
-
-    text, reason = read_text_file(path)
-    if text is None:
-        return Candidate(rel, filtered=reason)
-    text, reason = convert(text)
-    return Candidate(rel, filtered=reason) if reason else Candidate(rel, text)
-
-
 def _html(markup: str) -> tuple[str, str | None]:
     text, link_share = html_to_text(markup)
     return text, ("index" if link_share > MAX_LINK_SHARE else None)
@@ -155,15 +146,13 @@ def zh_tree_reader(kind_of: Callable[[str], Callable | None]):
     """A reader over a tree of Chinese files, each converted by the converter `kind_of`
     picks for its relative path (None: "other-format")."""
     def read(root: Path) -> Iterator:
-        from data.corpus.sources import Candidate, walk
-
         for rel, path in walk(root):
             reason = zh_path_filter(rel)
             convert = None if reason else kind_of(rel)
             if reason or convert is None:
                 yield Candidate(rel, filtered=reason or "other-format")
             else:
-                yield _candidate(rel, path, convert)
+                yield read_candidate(rel, path, convert)
     return read
 
 
@@ -186,8 +175,6 @@ _ZH_CHAPTER = re.compile(r"^(第\s*\d+\s*章|附录\s*[A-Z])\s", re.M)
 
 def read_debian_reference_zh(root: Path) -> Iterator:
     """The Simplified Chinese plain-text book, one document per chapter."""
-    from data.corpus.sources import Candidate, walk
-
     for rel, path in walk(root):
         if logical_name(rel) != "debian-reference.zh-cn.txt":
             yield Candidate(rel, filtered="other-format")
@@ -205,8 +192,6 @@ def read_debian_reference_zh(root: Path) -> Iterator:
 
 def zh_sources() -> tuple:
     """The Chinese `Source`s (language "zh"), in the order `vst corpus build` lists them."""
-    from data.corpus.sources import Source
-
     return (
         Source("manpages-zh", "manpages-zh", "GFDL-1.2+ and GPL (per page)",
                ("/usr/share/man/zh_CN",), zh_tree_reader(man_kind), language="zh"),
