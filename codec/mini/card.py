@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from codec.mini import MODES, WEIGHTS_DIR
+from codec.mini.card_tables import stage_table
 from codec.mini.configs import CardConfig
 from data.errors import existing_path
 
@@ -133,11 +134,7 @@ def write_card(args: CardConfig) -> Path:
         *[st["command"] for st in stages(train)],
         "```",
         "",
-        "| stage | steps | minutes | validation greedy precision (tiny / small / base) |",
-        "|---|---|---|---|",
-        *[f"| {i + 1} | {st['steps_done']} | {st['minutes']} | "
-          + " / ".join(f"{st['val'][m]['precision']:.3f}" for m in MODES if m in st["val"])
-          + " |" for i, st in enumerate(stages(train))],
+        *stage_table(stages(train), MODES),
         "",
         ("Validation pages come from demo-corpus documents held out of training (every 20th). "
         "Stages 1-2 ran before the synthetic-page generator capped lines at 72 characters "

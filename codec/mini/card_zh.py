@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from codec.mini import VARIANTS, WEIGHTS_DIR
+from codec.mini.card_tables import stage_table
 
 TARGETS_ZH = ((0.95, 5.0), (0.90, 8.0))  # (precision, compression) pairs from issue #24
 
@@ -140,11 +141,7 @@ def zh_section(metrics_path: Path) -> list[str]:
         ("Validation (below) reads the first 12 pages of the held-out documents, which are "
          "English (python-docs sorts first): it tracks the English reading only."),
         "",
-        "| stage | steps | minutes | validation greedy precision (" + " / ".join(metas) + ") |",
-        "|---|---|---|---|",
-        *[f"| {i + 1} | {st['steps_done']} | {st['minutes']} | "
-          + " / ".join(f"{st['val'][m]['precision']:.3f}" for m in metas if m in st["val"])
-          + " |" for i, st in enumerate(_stages(train))],
+        *stage_table(_stages(train), metas),
         "",
         ("Data: `vst corpus build --sources python-docs,manpages-zh,debian-reference-zh,"
          "gimp-help-zh,libreoffice-help-zh,debian-edu-doc-zh --heldout-source "
