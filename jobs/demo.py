@@ -264,7 +264,7 @@ def stage_evaluate(s: DemoSettings, state: DemoState) -> Section:
         codec_path=str(s.codec_path) if s.codec_path else None,
         lengths=list(s.eval_lengths), train_per_length=s.eval_train_per_length,
         eval_per_length=s.eval_samples, budgets=[s.eval_budget], text_depths=[1],
-        short_chars=0, seed=s.seed), codec=codec)
+        short_chars=0, hier=False, seed=s.seed), codec=codec)
     held = set(summary.get("heldout_tasks", []))
     metrics = {}
     for fam, scores in summary["scores"].items():

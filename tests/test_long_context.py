@@ -2,6 +2,7 @@
 the CLI evaluation path on its checkpoints, and the report's target rows."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -23,7 +24,7 @@ def study(tmp_path_factory, local_ray):
 
 def test_every_family_is_trained_at_the_budget_and_scored_per_task_and_length(study):
     out, cfg, summary = study
-    fams = ("vst", "text_cl100k", "text_bytes", "truncation", "text_cl100k_short")
+    fams = ("vst", "text_cl100k", "text_bytes", "truncation", "text_cl100k_short", "vst_hier")
     assert set(summary["scores"]) == set(fams)
     for fam in fams:
         assert set(summary["scores"][fam]) == {"niah_single_1", "niah_multiquery"}
@@ -36,7 +37,10 @@ def test_every_family_is_trained_at_the_budget_and_scored_per_task_and_length(st
     # truncation reads as many positions as the VST did (its instruction and latest context)
     assert pos["truncation"]["1200"] <= pos["vst"]["1200"] + 1
     assert summary["budget"] == 3e9 and len(summary["commit"]) >= 7
-    assert "skipped" in summary["by_budget"]["3e+09"]["vst_hier"]
+    # the hierarchical-reader VST: trained at the budget, its reader in its checkpoint
+    assert 3e9 <= summary["train_flops"]["vst_hier"]
+    hier = json.loads((out / "vst_hier" / "b0" / "result.json").read_text())
+    assert (Path(hier["checkpoint"]) / "reader.safetensors").exists()
     assert (out / "report.md").read_text().count("| vst |") >= 2
     assert list(out.glob("score_vs_length_*.png"))
     saved = json.loads((out / "summary.json").read_text())

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from data.errors import BadCheckpoint, BadInput, BadStore, MissingPath
 from vst.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
-from vst.reader import reader_extra
+from vst.reader import build_reader, reader_extra, reader_parameters, restore_reader
 from vst.config import ModelConfig
 from vst.heads import energy_score
 from vst.losses import decoder_nll, window_mean
@@ -155,10 +155,12 @@ def sft_step_flops(model: VST, batch: SFTBatch, cfg: SFTConfig, codec=None) -> f
         total += sum(pointer_flops(int(r), n, model.cfg.pointer)
                      for r, n in zip(batch.resp.sum(1), lens))
     if cfg.dec > 0 and codec is not None:
-        from vst.flops import decoder_ce_flops
+        from vst.flops import per_page_flops
 
         texts = [t for pages in batch.resp_pages for _, t in pages]
-        total += decoder_ce_flops(codec, len(texts), texts)
+        if texts:  # a trained reader's weight gradients count too
+            total += len(texts) * per_page_flops(
+                codec, texts, weight_grads=bool(reader_parameters(codec)))
     return total
 
 
@@ -241,6 +243,14 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
     codec = codec if codec is not None else codec_of_state(base_state, cfg.codec, cfg.codec_mode)
     for p in codec.parameters():  # a base run's trained reader reads, frozen, as the codec does
         p.requires_grad_(False)
+    if cfg.reader != "frozen":  # a hierarchical reader trained beside the VST (vst/reader.py)
+        if cfg.dec <= 0:
+            raise BadInput("--reader trainable learns through decoder-CE", hint="give --dec > 0")
+        if world > 1:
+            raise BadInput("--reader trainable runs in one process for now",
+                           hint="drop torchrun or use --reader frozen")
+        codec = build_reader(cfg.reader, codec)
+    reader_params = reader_parameters(codec)
     source = codec_source(base_state) if cfg.codec is None else \
         {"spec": cfg.codec, "mode": cfg.codec_mode, "path": None, "options": []}
     ckpt = latest_checkpoint(out) if cfg.resume else None
@@ -289,11 +299,15 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
         from vst.lora import apply_lora
 
         lora = apply_lora(model, cfg.lora_rank, cfg.lora_alpha)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                            betas=(0.9, 0.95), weight_decay=0.0)
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    if reader_params:  # its own peak lr, the same schedule
+        groups.append({"params": reader_params,
+                       "lr_scale": (cfg.reader_lr or cfg.lr) / cfg.lr})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     step, seconds, flops = 0, 0.0, 0.0
     if ckpt is not None:
         st = load_checkpoint(ckpt, model, opt, rank=rank)
+        restore_reader(codec, ckpt)
         step, seconds, flops = st["step"], st.get("train_seconds", 0.0), st.get("train_flops", 0.0)
     if lead:
         (out / "config.json").write_text(json.dumps({"sft": asdict(cfg),
@@ -315,7 +329,9 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
     def state() -> dict[str, Any]:
         return {"sft": {"config": asdict(cfg), "base": str(base), "codec": codec_record(codec),
                         "source": source},
-                "train_config": base_state.get("train_config", {}),
+                # a trained reader is loaded back by vst/reader.py's load_reader
+                "train_config": {**base_state.get("train_config", {}),
+                                 **({"reader": cfg.reader} if reader_params else {})},
                 "model_config": model.cfg.to_dict(), "train_seconds": seconds,
                 "train_flops": flops, "lora": lora,
                 "history_tail": history[-5:]}
@@ -332,7 +348,7 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
                                 seconds / cfg.max_seconds if cfg.max_seconds else 0.0,
                                 flops / cfg.max_flops if cfg.max_flops else 0.0))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         batch = collate_sft(chunk, model.cfg.grid, model.cfg.D, model.cfg.rope,
                             cfg.max_context_pages).to(device)
         loss, terms = sft_losses(model, batch, cfg, codec)
@@ -342,7 +358,8 @@ def _sft(cfg: SFTConfig, codec, rank: int, world: int, local_rank: int) -> dict[
             _average_across_ranks([p.grad for p in model.parameters() if p.grad is not None],
                                   world)
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_([*model.parameters(), *reader_params],
+                                           cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1

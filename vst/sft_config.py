@@ -30,6 +30,9 @@ class SFTConfig:
     energy: float = 1.0  # weight of the energy score (energy-head models)
     stop: float = 1.0  # weight of the stop head's BCE ("the response ended here")
     ptr: float = 1.0  # weight of the pointer head's NLL and gate BCE (models with one)
+    reader: str = "frozen"  # frozen (the base run's reader) | trainable (a hierarchical reader,
+        # vst/reader.py, trained jointly through decoder-CE; needs --dec > 0; one process)
+    reader_lr: Optional[float] = None  # the trainable reader's peak learning rate (default --lr)
     pointer_dim: int = 0  # >0: give the model a pointer (copy) head of this key width, so an
         # answer can be an exact copy of a context token (vst/pointer.py); 0: the base's own
     lora_rank: int = 0  # >0: LoRA adapters of this rank (peft) on the trunk's linear layers,
