@@ -40,7 +40,15 @@ def test_every_family_is_trained_at_the_budget_and_scored_per_task_and_length(st
     # the hierarchical-reader VST: trained at the budget, its reader in its checkpoint
     assert 3e9 <= summary["train_flops"]["vst_hier"]
     hier = json.loads((out / "vst_hier" / "b0" / "result.json").read_text())
-    assert (Path(hier["checkpoint"]) / "reader.safetensors").exists()
+    import torch
+    from safetensors.torch import load_file
+
+    from codec import load_codec
+
+    trained = load_file(Path(hier["checkpoint"]) / "reader.safetensors")
+    start = load_codec("mini", mode="small").trainable_reader().reader_state()
+    assert set(trained) == set(start)
+    assert any(not torch.equal(trained[k], start[k].cpu()) for k in start)  # it trained
     assert (out / "report.md").read_text().count("| vst |") >= 2
     assert list(out.glob("score_vs_length_*.png"))
     saved = json.loads((out / "summary.json").read_text())
