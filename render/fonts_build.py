@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from render.charsets import gb2312_chars
+
 SOURCE = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc#2"  # face 2: SC
 OUT = Path(__file__).parent / "fonts" / "NotoSansCJKsc-VST.otf"
 FAMILY = "Noto Sans CJK SC VST"
@@ -43,20 +45,8 @@ RANGES: tuple[tuple[int, int], ...] = (
 )
 
 
-def gb2312_chars() -> set[str]:
-    """Every character of GB2312 (7,445: the 6,763 hanzi plus its symbols and kana)."""
-    out: set[str] = set()
-    for hi in range(0xA1, 0xF8):
-        for lo in range(0xA1, 0xFF):
-            try:
-                out.add(bytes([hi, lo]).decode("gb2312"))
-            except UnicodeDecodeError:
-                pass
-    return out
-
-
 def codepoints() -> set[int]:
-    cps = {ord(c) for c in gb2312_chars()}
+    cps = {ord(c) for c in "".join(gb2312_chars())}  # symbols and hanzi
     for lo, hi in RANGES:
         cps.update(range(lo, hi + 1))
     return cps

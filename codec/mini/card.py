@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from codec.mini import MODES, WEIGHTS_DIR
-from codec.mini.card_tables import stage_table
+from codec.mini.card_tables import stage_table, stages
 from codec.mini.configs import CardConfig
 from data.errors import existing_path
 
@@ -57,15 +57,6 @@ tokens; greedy decoding reads every line of a batch at once with a KV cache.
 - Trained for about two hours in all on a shared 2-core CPU; longer training improves
   every mode (see the training log in the JSON beside each checkpoint).
 """
-
-
-def stages(train: dict) -> list[dict]:
-    """The chain of training runs behind a checkpoint, oldest first."""
-    chain = []
-    while train:
-        chain.append(train)
-        train = train.get("previous")
-    return chain[::-1]
 
 
 TARGETS = ((0.97, 10.0), (0.90, 20.0))  # (precision, compression) pairs from the issue

@@ -10,3 +10,12 @@ def stage_table(stages_: list[dict], modes) -> list[str]:
             *[f"| {i + 1} | {st['steps_done']} | {st['minutes']} | "
               + " / ".join(f"{st['val'][m]['precision']:.3f}" for m in modes if m in st["val"])
               + " |" for i, st in enumerate(stages_)]]
+
+
+def stages(train: dict) -> list[dict]:
+    """The chain of training runs behind a checkpoint, oldest first."""
+    chain = []
+    while train:
+        chain.append(train)
+        train = train.get("previous")
+    return chain[::-1]

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from codec.mini import VARIANTS, WEIGHTS_DIR
-from codec.mini.card_tables import stage_table
+from codec.mini.card_tables import stage_table, stages
 
 TARGETS_ZH = ((0.95, 5.0), (0.90, 8.0))  # (precision, compression) pairs from issue #24
 
@@ -46,14 +46,6 @@ LIMITS = """### mini-zh limitations (honest)
   in Chinese documentation (cl100k packs those densely) keep cl100k tokens per visual
   token low; a `tiny` mode (24x1) would double it, untrained so far.
 """
-
-
-def _stages(train: dict) -> list[dict]:
-    chain = []
-    while train:
-        chain.append(train)
-        train = train.get("previous")
-    return chain[::-1]
 
 
 def shipped_mib() -> dict[str, float]:
@@ -128,20 +120,20 @@ def zh_section(metrics_path: Path) -> list[str]:
         "| mode | version | grid | steps trained (all stages) |",
         "|---|---|---|---|",
         *[f"| {m} | `{meta['version']}` | {grids[m]} | "
-          f"{sum(st['steps_done'] for st in _stages(meta['training']))} |"
+          f"{sum(st['steps_done'] for st in stages(meta['training']))} |"
           for m, meta in metas.items()],
         "",
         "Training (each `--init` continues the previous stage; `--init-from shipped` copies "
         "every tensor of `mini`'s weights whose shape fits, class heads row by row):",
         "",
         "```bash",
-        *[st["command"] for st in _stages(train)],
+        *[st["command"] for st in stages(train)],
         "```",
         "",
         ("Validation (below) reads the first 12 pages of the held-out documents, which are "
          "English (python-docs sorts first): it tracks the English reading only."),
         "",
-        *stage_table(_stages(train), metas),
+        *stage_table(stages(train), metas),
         "",
         ("Data: `vst corpus build --sources python-docs,manpages-zh,debian-reference-zh,"
          "gimp-help-zh,libreoffice-help-zh,debian-edu-doc-zh --heldout-source "

@@ -16,6 +16,7 @@ import functools
 import math
 
 from data.errors import BadInput
+from render.charsets import gb2312_chars  # noqa: F401 (also this module's API)
 
 # Non-ASCII characters common in English technical prose (and shown by the mini font).
 EXTRA_CHARS = "’‘“”—–…°ßéèêàâçüöäñÉ×·•→≤≥±µ§©®€£¥"
@@ -59,20 +60,6 @@ class Vocab:
 
     def __repr__(self) -> str:
         return f"Vocab({self.name!r}, {self.n_classes} classes)"
-
-
-def gb2312_chars() -> tuple[str, str]:
-    """(symbols of rows 1-9, hanzi of rows 16-87) of GB2312, in code order, from Python's
-    `gb2312` codec (every valid two-byte code)."""
-    symbols, hanzi = [], []
-    for row in range(0xA1, 0xF8):  # rows 1..87
-        for col in range(0xA1, 0xFF):
-            try:
-                ch = bytes((row, col)).decode("gb2312")
-            except UnicodeDecodeError:
-                continue
-            (hanzi if row >= 0xB0 else symbols).append(ch)
-    return "".join(symbols), "".join(hanzi)
 
 
 def _zh_chars() -> str:
