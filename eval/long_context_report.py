@@ -28,15 +28,14 @@ def _mean(xs) -> float:
 
 
 def task_means(scores: dict, tasks: list[str]) -> dict[str, float]:
-    """Mean score over `tasks` at each length {length: score}."""
+    """Mean score over `tasks` at each length {length: score} (lengths are string keys,
+    as jobs/long_context.py writes them)."""
     lengths = sorted({int(k) for t in tasks for k in scores.get(t, {})})
-    return {str(n): _mean(scores.get(t, {}).get(str(n), scores.get(t, {}).get(n))
-                          for t in tasks) for n in lengths}
+    return {str(n): _mean(_get(scores, t, n) for t in tasks) for n in lengths}
 
 
 def _get(scores: dict, task: str, length) -> float | None:
-    by = scores.get(task, {})
-    return by.get(str(length), by.get(int(length)) if str(length).isdigit() else None)
+    return scores.get(task, {}).get(str(length))
 
 
 def plot(summary: dict, out: Path) -> list[Path]:

@@ -284,29 +284,26 @@ def eval_files(root: Path, length: int) -> list[Path]:
 
 
 def evaluate(runner, root: Path, name: str, lengths: list[int]) -> dict:
-    """Scores {task: {length: score}} and per-length mean positions and seconds."""
+    """Scores {task: {length: score}} and per-length mean positions and seconds, keyed by
+    the length as a string, in memory as in the JSON files they are saved to."""
     from eval.runners.common import run_tasks
     from eval.ruler import score_directory
 
-    scores: dict[str, dict[int, float]] = {}
-    stats: dict[int, dict[str, float]] = {}
+    scores: dict[str, dict[str, float]] = {}
+    stats: dict[str, dict[str, float]] = {}
     for length in lengths:
         pred_dir = root / "eval" / name / str(length)
         run_tasks(runner, eval_files(root, length), pred_dir, progress=True)
         for stem, res in score_directory(pred_dir).items():
             task = stem.rsplit("_", 1)[0]
-            scores.setdefault(task, {})[length] = res["score"]
+            scores.setdefault(task, {})[str(length)] = res["score"]
         recs = [json.loads(line) for p in pred_dir.glob("*.jsonl")
                 for line in p.read_text().splitlines() if line.strip()]
         got = [r["stats"] for r in recs if "stats" in r]
         if got:
-            stats[length] = {k: sum(s[k] for s in got) / len(got) for k in ("positions", "seconds")}
+            stats[str(length)] = {k: sum(s[k] for s in got) / len(got)
+                                  for k in ("positions", "seconds")}
     return {"scores": scores, "stats": stats}
-
-
-def kv_bytes_per_position(mcfg) -> int:
-    """Keys and values of every layer in bf16."""
-    return 2 * mcfg.depth * mcfg.n_kv_heads * mcfg.head_dim * 2
 
 
 # ---------------------------------------------------------------- the study
@@ -314,14 +311,11 @@ def kv_bytes_per_position(mcfg) -> int:
 HIER_SKIP = "not run (--no-hier)"
 
 
-def _at(by_length: dict, length: int) -> dict:
-    return by_length.get(length, by_length.get(str(length), {}))
-
-
 def budget_results(cfg: StudyConfig, root: Path, i: int, budget: float, codec,
                    lengths: list[int]) -> dict:
     """Every family's scores at one budget; each family is saved as it finishes, so a
     re-run computes only what is missing (eval/b{i}.json)."""
+    from eval.compare import kv_bytes_per_position
     from eval.runners.text import VSTTextRunner
     from eval.runners.vst_runner import VSTRunner
 
@@ -340,7 +334,7 @@ def budget_results(cfg: StudyConfig, root: Path, i: int, budget: float, codec,
         runner = VSTRunner(vst["checkpoint"], codec=codec, device=cfg.device, name="vst")
         save("vst", {**evaluate(runner, root, f"vst/b{i}", lengths),
                      "train_flops": vst["train_flops"], "steps": vst["steps"],
-                     "kv_bytes_per_position": kv_bytes_per_position(runner.model.cfg)})
+                     "kv_bytes_per_position": kv_bytes_per_position(runner.model)})
     for tok, run in best.items():
         if f"text_{tok}" in res:
             continue
@@ -350,13 +344,13 @@ def budget_results(cfg: StudyConfig, root: Path, i: int, budget: float, codec,
         save(f"text_{tok}", {**evaluate(r, root, f"text_{tok}/b{i}", lengths),
                              "train_flops": run["train_flops"], "depth": run["depth"],
                              "steps": run["steps"], "read_window": cap,
-                             "kv_bytes_per_position": kv_bytes_per_position(r.model.cfg),
+                             "kv_bytes_per_position": kv_bytes_per_position(r.model),
                              "sizes": {f"d{x['depth']}": x["val_loss"] for x in text[tok]}})
     if "truncation" not in res:
         # the cl100k model reading as many positions as the VST used at each length
         trunc: dict = {"scores": {}, "stats": {}}
         for length in lengths:
-            n = int(_at(res["vst"]["stats"], length).get("positions", 0)) or None
+            n = int(res["vst"]["stats"].get(str(length), {}).get("positions", 0)) or None
             r = VSTTextRunner(best["cl100k"]["checkpoint"], device=cfg.device, max_length=n,
                               name=f"truncation-{length}")
             part = evaluate(r, root, f"truncation/b{i}", [length])
@@ -365,7 +359,7 @@ def budget_results(cfg: StudyConfig, root: Path, i: int, budget: float, codec,
             trunc["stats"].update(part["stats"])
         save("truncation", {**trunc, "train_flops": best["cl100k"]["train_flops"],
                             "depth": best["cl100k"]["depth"],
-                            "kv_bytes_per_position": kv_bytes_per_position(r.model.cfg)})
+                            "kv_bytes_per_position": kv_bytes_per_position(r.model)})
     if cfg.short_chars and "text_cl100k_short" not in res:
         # what users do: a text model trained on short samples, evaluated longer
         d = best["cl100k"]["depth"]
@@ -375,7 +369,7 @@ def budget_results(cfg: StudyConfig, root: Path, i: int, budget: float, codec,
                                    "train_flops": run["train_flops"], "depth": d,
                                    "steps": run["steps"], "trained_chars": cfg.short_chars,
                                    "kv_bytes_per_position":
-                                       kv_bytes_per_position(r.model.cfg)})
+                                       kv_bytes_per_position(r.model)})
     if not cfg.hier:
         res.setdefault("vst_hier", {"skipped": HIER_SKIP})
     elif "scores" not in res.get("vst_hier", {}):
@@ -384,7 +378,7 @@ def budget_results(cfg: StudyConfig, root: Path, i: int, budget: float, codec,
         runner = VSTRunner(run["checkpoint"], device=cfg.device, name="vst_hier")
         save("vst_hier", {**evaluate(runner, root, f"vst_hier/b{i}", lengths),
                           "train_flops": run["train_flops"], "steps": run["steps"],
-                          "kv_bytes_per_position": kv_bytes_per_position(runner.model.cfg)})
+                          "kv_bytes_per_position": kv_bytes_per_position(runner.model)})
     return res
 
 
@@ -416,28 +410,20 @@ def run_study(cfg: StudyConfig, codec=None) -> dict:
     return summary
 
 
-def _commit() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def summarize(cfg: StudyConfig, by_budget: dict[str, dict], manifest: dict,
               seconds: float) -> dict:
     """The issue's shape for the largest budget, plus every budget under `by_budget`."""
+    from jobs.speedrun import commit
+
     top = by_budget[max(by_budget, key=float)]
     fams = [f for f in FAMILIES if "scores" in top.get(f, {})]
     return {
         "scores": {f: top[f]["scores"] for f in fams},
-        "positions": {f: {str(k): v["positions"] for k, v in top[f]["stats"].items()}
+        "positions": {f: {k: v["positions"] for k, v in top[f]["stats"].items()}
                       for f in fams},
-        "kv_bytes": {f: {str(k): v["positions"] * top[f]["kv_bytes_per_position"]
+        "kv_bytes": {f: {k: v["positions"] * top[f]["kv_bytes_per_position"]
                          for k, v in top[f]["stats"].items()} for f in fams},
-        "prefill_seconds": {f: {str(k): v["seconds"] for k, v in top[f]["stats"].items()}
+        "prefill_seconds": {f: {k: v["seconds"] for k, v in top[f]["stats"].items()}
                             for f in fams},
         "train_flops": {f: top[f]["train_flops"] for f in fams},
         "budget": max(float(b) for b in by_budget),
@@ -447,5 +433,5 @@ def summarize(cfg: StudyConfig, by_budget: dict[str, dict], manifest: dict,
         "heldout_tasks": manifest.get("config", {}).get("heldout_tasks", []),
         "config": asdict(cfg),
         "study_seconds": seconds,
-        "commit": _commit(),
+        "commit": commit(),
     }

@@ -28,7 +28,7 @@ def test_every_family_is_trained_at_the_budget_and_scored_per_task_and_length(st
     assert set(summary["scores"]) == set(fams)
     for fam in fams:
         assert set(summary["scores"][fam]) == {"niah_single_1", "niah_multiquery"}
-        assert 0 <= summary["scores"][fam]["niah_single_1"][1200] <= 100
+        assert 0 <= summary["scores"][fam]["niah_single_1"]["1200"] <= 100
     for fam in ("vst", "text_cl100k", "text_bytes", "text_cl100k_short"):  # equal FLOPs: the
         # budget, at most one step over
         assert 3e9 <= summary["train_flops"][fam] < 3e9 * 3
@@ -53,7 +53,7 @@ def test_every_family_is_trained_at_the_budget_and_scored_per_task_and_length(st
     assert list(out.glob("score_vs_length_*.png"))
     saved = json.loads((out / "summary.json").read_text())
     assert saved["scores"]["vst"]["niah_single_1"]["1200"] == \
-        summary["scores"]["vst"]["niah_single_1"][1200]
+        summary["scores"]["vst"]["niah_single_1"]["1200"]
 
 
 def test_a_rerun_resumes_without_training_again(study):
@@ -63,8 +63,7 @@ def test_a_rerun_resumes_without_training_again(study):
     stamp = (out / "vst" / "b0" / "result.json").stat().st_mtime
     again = run_study(cfg)
     assert (out / "vst" / "b0" / "result.json").stat().st_mtime == stamp
-    assert again["scores"] == json.loads(json.dumps(summary["scores"])) or \
-        again["scores"] == summary["scores"]
+    assert again["scores"] == summary["scores"]
 
 
 def test_vst_eval_run_and_score_ruler_answer_with_the_study_checkpoints(study, tmp_path):

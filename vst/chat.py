@@ -23,7 +23,7 @@ from data.errors import BadCheckpoint
 from vst.generate import _predict
 from vst.model import VST
 from vst.pointer import PointerMemory
-from vst.sft_data import encode_segment, layout
+from vst.sft_data import encode_segment, latest_pages, layout
 
 
 class NotSFTModel(BadCheckpoint):
@@ -88,12 +88,9 @@ class ChatSession:
         n, D = cfg.tokens_per_page, cfg.D
         parts = list(self.history)
         parts.append(("instruction", *encode_segment(self.codec, instruction)))
-        ctx, ctx_texts = encode_segment(self.codec, context)
-        if self.max_context_pages is not None:  # the latest pages, as a truncated reader
-            keep = max(0, self.max_context_pages)
-            ctx, ctx_texts = ctx[ctx.size(0) - min(keep, ctx.size(0)):], \
-                ctx_texts[len(ctx_texts) - min(keep, len(ctx_texts)):]
-        parts.append(("context", ctx, ctx_texts))
+        # a truncated reader keeps the context's latest pages
+        ctx = latest_pages(*encode_segment(self.codec, context), self.max_context_pages)
+        parts.append(("context", *ctx))
         parts.append(("response", None, None))
         items = layout(parts, cfg.grid, D, cfg.rope)
         N = len(items.special)

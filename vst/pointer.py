@@ -137,34 +137,40 @@ def text_pointer_nll(head: PointerHead, h: torch.Tensor, lm_head: nn.Module,
 
 
 class PointerMemory:
-    """Keys and values of every input so far, for generation (one sequence)."""
+    """Keys and values of every input so far, for generation (one sequence). Each step
+    appends to one tensor, so a step reads its memory without rebuilding it."""
 
     def __init__(self, head: PointerHead) -> None:
         self.head = head
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
-        self.ok: list[torch.Tensor] = []
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+        self.ok: torch.Tensor | None = None
 
     def extend(self, h: torch.Tensor, values: torch.Tensor, ok: torch.Tensor) -> None:
         """h [T, d] hidden states of positions whose inputs were values [T, ...]."""
-        self.keys.append(self.head.k(h))
-        self.values.append(values)
-        self.ok.append(ok.to(torch.bool))
+        new = (self.head.k(h), values, ok.to(torch.bool))
+        if self.keys is None:
+            self.keys, self.values, self.ok = new
+        else:
+            self.keys, self.values, self.ok = (torch.cat([old, x]) for old, x in
+                                               zip((self.keys, self.values, self.ok), new))
 
-    def _weights(self, h_last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        keys, ok = torch.cat(self.keys), torch.cat(self.ok)
-        logits = self.head.scores(h_last[None], keys)[0].masked_fill(~ok, NEG)
-        gate = torch.sigmoid(self.head.gate(h_last)[0].float()).item()
-        return torch.softmax(logits, -1) * ok, torch.cat(self.values), gate
+    def _gate(self, h_last: torch.Tensor) -> float:
+        return torch.sigmoid(self.head.gate(h_last)[0].float()).item()
+
+    def _logits(self, h_last: torch.Tensor) -> torch.Tensor:
+        return self.head.scores(h_last[None], self.keys)[0].masked_fill(~self.ok, NEG)
 
     def next_vector(self, h_last: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
         """The input with the highest pointer weight if the gate says copy, else `generated`."""
-        a, values, gate = self._weights(h_last)
-        return values[int(a.argmax())].to(generated.dtype) if gate > 0.5 else generated
+        if self._gate(h_last) <= 0.5:
+            return generated
+        return self.values[int(self._logits(h_last).argmax())].to(generated.dtype)
 
     def next_id(self, h_last: torch.Tensor, lm_logits: torch.Tensor) -> int:
         """Greedy id of the pointer-generator mixture."""
-        a, values, gate = self._weights(h_last)
+        gate = self._gate(h_last)
+        a = torch.softmax(self._logits(h_last), -1) * self.ok
         p = (1 - gate) * torch.softmax(lm_logits.float(), -1)
-        p = p.index_add(0, values.long(), gate * a)
+        p = p.index_add(0, self.values.long(), gate * a)
         return int(p.argmax())

@@ -128,11 +128,16 @@ def layout(parts: Sequence[tuple[str, torch.Tensor | None, list[str] | None]], g
     return Items(torch.cat(vecs), torch.cat(spec), p3, torch.cat(role), resp_pages, pg)
 
 
+def latest_pages(tokens: torch.Tensor, texts: list[str], k: int | None):
+    """A segment's last k pages (all of them when k is None; none when k is 0)."""
+    if k is None:
+        return tokens, texts
+    start = max(0, tokens.size(0) - max(0, k))
+    return tokens[start:], texts[start:]
+
+
 def sample_parts(e: EncodedSample, max_context_pages: int | None = None):
-    ctx = e.tokens["context"]
-    ctx_texts = e.texts["context"]
-    if max_context_pages is not None and ctx.size(0) > max_context_pages:
-        ctx, ctx_texts = ctx[-max_context_pages:], ctx_texts[-max_context_pages:]
+    ctx, ctx_texts = latest_pages(e.tokens["context"], e.texts["context"], max_context_pages)
     return [("instruction", e.tokens["instruction"], e.texts["instruction"]),
             ("context", ctx, ctx_texts),
             ("response", e.tokens["response"], e.texts["response"]), ("end", None, None)]

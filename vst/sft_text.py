@@ -165,43 +165,12 @@ def save_text_sft(model: VST, tokenizer: str, out: str | Path, order: str = "con
                            state, keep=1)
 
 
-@torch.no_grad()
-def greedy_ids(model: VST, ids: list[int], n_new: int, stop=None) -> list[int]:
-    """Greedy continuation of `ids` (read after the document-start vector) with the KV
-    cache, through the pointer-generator mixture when the model has a pointer head.
-    `stop(out_ids) -> bool` ends it early."""
-    from vst.pointer import PointerMemory
-
-    dev = model.doc_start.device
-    inputs = torch.tensor([[0] + ids], device=dev)
-    bos = torch.zeros_like(inputs, dtype=torch.bool)
-    bos[0, 0] = True
-    cache = model.new_cache(1, inputs.size(1) + n_new)
-    h = model(inputs, bos, torch.arange(inputs.size(1), device=dev)[None], cache=cache)
-    memory = None
-    if model.cfg.pointer:
-        memory = PointerMemory(model.pointer)
-        memory.extend(h[0], inputs[0], ~bos[0])
-    out: list[int] = []
-    no_bos = torch.zeros(1, 1, dtype=torch.bool, device=dev)
-    for step in range(n_new):
-        logits = model.lm_head(h[0, -1]).float()
-        nxt = memory.next_id(h[0, -1], logits) if memory is not None else int(logits.argmax())
-        out.append(nxt)
-        if (stop is not None and stop(out)) or step + 1 == n_new:
-            break
-        x = torch.tensor([[nxt]], device=dev)
-        h = model(x, no_bos, torch.tensor([[inputs.size(1) + step]], device=dev), cache=cache)
-        if memory is not None:
-            memory.extend(h[0], x[0], torch.ones(1, dtype=torch.bool, device=dev))
-    return out
-
-
 def text_answer(model: VST, tokenizer: str, instruction: str, context: str, n_new: int = 40,
                 context_tokens: int | None = None, order: str = "context-first") -> str:
     """Greedy answer's first non-empty line; `context_tokens` cuts the context (from the
     left) to that many tokens first (the truncation baseline)."""
     from vst.data import text_decode
+    from vst.generate import greedy_ids
 
     encode = text_codec(tokenizer)[0]
     first = order == "instruction-first"

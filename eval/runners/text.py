@@ -230,7 +230,7 @@ class VSTTextRunner(Runner):
         return self.max_length or max(1, self.model.cfg.max_seq_len - max_new_tokens - 1)
 
     def _greedy(self, ids: list[int], max_new_tokens: int, stops: Sequence[str]) -> str:
-        from vst.sft_text import greedy_ids
+        from vst.generate import greedy_ids
 
         # position 0 reads the document-start vector; a pointer model copies where it says
         stop = (lambda out: any(s in self.decode(out) for s in stops)) if stops else None
