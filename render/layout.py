@@ -48,6 +48,14 @@ NO_BREAK_BEFORE = frozenset(
     ",.;:!?)]}%’”"
 )
 NO_BREAK_AFTER = frozenset("（「『【《〈〔〖〘〚［｛｟｢([{“‘")
+
+
+def is_hangul(ch: str) -> bool:
+    """Hangul syllables and jamo: Korean puts spaces between words and breaks lines there
+    (CSS `word-break: keep-all`), not between the syllables of a word."""
+    return ("\uac00" <= ch <= "\ud7a3" or "\u1100" <= ch <= "\u11ff"
+            or "\u3130" <= ch <= "\u318f" or "\ua960" <= ch <= "\ua97f"
+            or "\ud7b0" <= ch <= "\ud7ff")
 _GLUED = frozenset({"Mn", "Mc", "Me", "Cf"})  # categories that belong to the character before
 
 
@@ -176,10 +184,12 @@ class Typesetter:
         """May a line break between the non-space characters `before` and `after`?
 
         Only next to a wide character, never against kinsoku, never inside a dash pair
-        (——), and never before a combining mark or format character (a decomposed が,
-        an ideographic variation selector) or after a zero-width joiner.
+        (——), never inside a Korean word (two Hangul characters), and never before a
+        combining mark or format character (a decomposed が, an ideographic variation
+        selector) or after a zero-width joiner.
         """
         return ((self.wide(before) or self.wide(after)) and after not in NO_BREAK_BEFORE
+                and not (is_hangul(before) and is_hangul(after))
                 and before not in NO_BREAK_AFTER and not before == after == "\u2014"
                 and before != "\u200d" and unicodedata.category(after) not in _GLUED)
 

@@ -215,6 +215,16 @@ def test_no_break_after_an_opening_bracket(preset: str) -> None:
     assert lines[0] == "一二三" and lines[1].startswith("「四")
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_korean_breaks_between_words_not_syllables(preset: str) -> None:
+    text = "한국어 문장은 띄어쓰기로 단어를 나눕니다"
+    lines = line_texts(text, narrow(preset, 7))
+    assert "".join(lines) == text
+    assert len(lines) > 2 and all(line.endswith(" ") for line in lines[:-1])  # at spaces
+    setter = Typesetter(narrow(preset, 7))
+    assert not setter.cjk_break("한", "국") and setter.cjk_break("한", "中")
+
+
 def test_cjk_breaks_next_to_english_and_english_is_unchanged() -> None:
     config = narrow("ds-base", 8)
     english = "the quick brown fox jumps over the lazy dog again and again"
