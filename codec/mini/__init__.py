@@ -48,11 +48,11 @@ MODES: dict[str, dict] = {
 }
 
 
-# Token grid of each mini-zh mode on the `mini-zh` page (24 lines of 60 half-width cells:
-# 30 hanzi or 60 ASCII characters); columns split a line.
+# Token grid of each mini-zh mode on the `mini-zh` page (24 lines of 51 half-width cells:
+# 25 hanzi or 51 ASCII characters); columns split a line.
 ZH_MODES: dict[str, dict] = {
-    "tiny": {"lines_per_band": 1, "cols": 1},  # 24 tokens: a line (30 hanzi) per token
-    "small": {"lines_per_band": 1, "cols": 2},  # 48 tokens: half a line (15 hanzi) per token
+    "tiny": {"lines_per_band": 1, "cols": 1},  # 24 tokens: a line (25 hanzi) per token
+    "small": {"lines_per_band": 1, "cols": 2},  # 48 tokens: half a line (12-13 hanzi) per token
     "base": {"lines_per_band": 1, "cols": 4},  # 96 tokens: a quarter line per token
 }
 

@@ -33,11 +33,11 @@ textbook version (a byte-level decoder over a whole page, the tokens as its pref
 20 CPU minutes and it never learned to read: it had to discover *where to look*. Since we
 own the renderer, the layout answers that: every token is tied to a known part of a line,
 and the decoder's rotary positions count character cells, so the step that predicts the
-character in column j sits next to prefix cell j. With that, the decoder reads within a
-few dozen steps. Stages 1-4 train the encoder, compressor and trunk with a CTC head on
-the same frames (plus a canonical-path cross-entropy and a glyph probe, training aids
-only); stages 5-6 freeze them, so the visual tokens are unchanged, and train the causal
-decoder.
+character in cell j sits next to prefix cell j (a hanzi takes two cells). With that, the
+decoder reads within a few dozen steps. Stages 1-4 train the encoder, compressor and trunk
+with a CTC head on the same frames (plus a canonical-path cross-entropy and a glyph probe,
+training aids only); stages 5-6 freeze them, so the visual tokens are unchanged, and train
+the causal decoder.
 `text_nll` is its exact teacher-forced likelihood of each line, differentiable w.r.t. the
 tokens; greedy decoding reads every line of a batch at once with a KV cache.
 

@@ -8,7 +8,8 @@ def stage_table(stages_: list[dict], modes) -> list[str]:
     return ["| stage | steps | minutes | validation greedy precision ("
             + " / ".join(modes) + ") |", "|---|---|---|---|",
             *[f"| {i + 1} | {st['steps_done']} | {st['minutes']} | "
-              + " / ".join(f"{st['val'][m]['precision']:.3f}" for m in modes if m in st["val"])
+              + " / ".join(f"{st['val'][m]['precision']:.3f}" if m in st["val"] else "-"
+                           for m in modes)
               + " |" for i, st in enumerate(stages_)]]
 
 
@@ -19,3 +20,15 @@ def stages(train: dict) -> list[dict]:
         chain.append(train)
         train = train.get("previous")
     return chain[::-1]
+
+
+def merged_stages(trains: list[dict]) -> list[dict]:
+    """The training runs behind several checkpoints (modes that share their first stages
+    and then part), each once, oldest first: shared stages, then each mode's own."""
+    seen, out = set(), []
+    for train in trains:
+        for st in stages(train):
+            if st["command"] not in seen:
+                seen.add(st["command"])
+                out.append(st)
+    return out

@@ -89,6 +89,8 @@ class CodecTrainConfig(MiniRunConfig):
     bf16: bool = False  # bf16 autocast on CPU
     init_from: Optional[str] = None  # copy every weight whose shape fits from this folder's
         # `mini` checkpoints ('shipped': mini's), class heads row by row (a new variant's start)
+    freeze_encoder: bool = False  # keep the shared line encoder as loaded (--init-from or
+        # --init): a new mode joins a variant without changing its other modes' tokens
 
 
 @dataclass
@@ -108,6 +110,9 @@ class ReaderTrainConfig(MiniRunConfig):
     tune_trunk: bool = False  # also fine-tune the read-out trunk that unfolds tokens into cells
     empty_lines: float = 0.25  # fraction of empty line slots (below the text) trained on
     structured: float = 0.2  # share of structured pages (tables, aligned columns, grammar lines)
+    reader_from: Optional[str] = None  # start the reader from this folder's causal reader:
+        # every weight whose shape fits, class rows row by row ('shipped': mini's; mini-zh's
+        # start, whose first classes are mini's)
 
 
 @dataclass

@@ -238,13 +238,26 @@ def collate(samples: list[PageSample]) -> list[PageSample]:
 
 def render_pages(texts: list[str], render_config, max_pages: int,
                  chars: vocab.Vocab = vocab.EN) -> list[PageSample]:
-    """Every page of `texts` in order, up to max_pages (validation sets)."""
+    """Up to max_pages pages of `texts` (validation sets), spread over the documents: the
+    first page of documents picked evenly along the list, then their second pages, and so
+    on. (Every page of the first documents in order made a mini-zh run validate on English
+    pages only: its corpus lists its English source first.)"""
     from render import paginate, rasterize
 
+    if max_pages <= 0 or not texts:
+        return []
+    n = len(texts)
+    picked = sorted({i * n // max_pages for i in range(max_pages)}) if n > max_pages \
+        else list(range(n))
+    streams = [iter(paginate(texts[i], render_config)) for i in picked]  # lazy: long docs
     out: list[PageSample] = []
-    for text in texts:
-        for page in paginate(text, render_config):
-            if len(out) == max_pages:
-                return out
+    while streams and len(out) < max_pages:
+        going = []
+        for doc in streams:
+            page = next(doc, None)
+            if page is None or len(out) == max_pages:
+                continue
             out.append(to_sample(page, rasterize(page, render_config), render_config, chars))
+            going.append(doc)
+        streams = going
     return out

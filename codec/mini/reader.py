@@ -13,10 +13,13 @@ vector. Prefix positions see each other; character positions see the whole prefi
 the characters before them.
 
 Rotary positions are in character cells: prefix vector c sits at position c and the step
-that predicts the character in column j sits at position j (monospace layout, so the
-j-th character of a line is in cell j). Relative positions then tell every step where on
-the line to look, which is what a decoder from scratch otherwise learns slowly (see the
-design's probe). The likelihood is exact teacher forcing, differentiable w.r.t. the
+that predicts a character sits at the cell that character starts in: the sum of the
+widths of the characters before it (monospace layout: one cell each, two for a wide CJK
+form, `Vocab.widths`; for text without wide forms the j-th character is in cell j).
+Relative positions then tell every step where on the line to look, which is what a
+decoder from scratch otherwise learns slowly (see the design's probe). Counting steps
+instead of cells put every character after a hanzi one cell further off its glyph.
+The likelihood is exact teacher forcing, differentiable w.r.t. the
 tokens; decoding is greedy with a KV cache, all lines of all pages in parallel.
 """
 
@@ -32,8 +35,11 @@ BOS = EOS = vocab.BLANK  # the CTC blank is never a character, so it can mark li
 
 
 def rotary(x: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels of x [N, H, S, hd] by angles pos [S] * inv_freq."""
-    ang = pos.float()[:, None] * inv_freq[None, :]  # [S, hd/2]
+    """Rotate pairs of channels of x [N, H, S, hd] by angles pos * inv_freq (pos [S], or
+    [N, S]: each row its own positions)."""
+    ang = pos.float()[..., None] * inv_freq  # [S, hd/2] or [N, S, hd/2]
+    if ang.dim() == 3:
+        ang = ang[:, None]  # every head of a row
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     a, b = x[..., 0::2], x[..., 1::2]
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
@@ -50,7 +56,8 @@ class CausalBlock(nn.Module):
 
     def qkv_heads(self, x: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor):
         N, S, d = x.shape
-        q, k, v = self.qkv(self.n1(x)).view(N, S, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(self.n1(x)).view(N, S, 3, self.heads, d // self.heads) \
+            .permute(2, 0, 3, 1, 4)
         return rotary(q, pos, inv_freq), rotary(k, pos, inv_freq), v
 
     def finish(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
@@ -76,10 +83,17 @@ class CausalReader(nn.Module):
         self.blocks = nn.ModuleList([CausalBlock(dim, heads) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, chars.n_classes)
+        self.register_buffer("widths", torch.tensor(chars.widths), persistent=False)
         hd = dim // heads
         # Periods from ~6 cells up to ~thousands: fine alignment and whole-line context.
         self.register_buffer("inv_freq", 1.0 / (1000.0 ** (torch.arange(0, hd, 2).float() / hd)),
                              persistent=False)
+
+    def cell_positions(self, ids_in: torch.Tensor) -> torch.Tensor:
+        """The cell each step's character starts in: ids_in [N, L] (BOS first, then the
+        characters read so far) -> [N, L], the widths of the characters before it summed."""
+        w = self.widths[ids_in]
+        return w.cumsum(1) - w[:, :1]
 
     @staticmethod
     def cell_features(frames: torch.Tensor) -> torch.Tensor:
@@ -91,9 +105,12 @@ class CausalReader(nn.Module):
         """Teacher forcing: cells [N, C, 2fd], ids_in [N, L] (BOS first) -> logits [N, L, V]."""
         P, L = cells.shape[1], ids_in.shape[1]
         x = torch.cat([self.prefix(cells), self.embed(ids_in)], dim=1)
-        pos = torch.cat([torch.arange(P), torch.arange(L)]).to(x.device)
+        N = cells.shape[0]
+        pos = torch.cat([torch.arange(P, device=x.device).expand(N, P),
+                         self.cell_positions(ids_in)], dim=1)
         i = torch.arange(P + L, device=x.device)
-        mask = (i[None, :] < P) | (i[None, :] <= i[:, None])  # prefix: visible to all; chars: causal
+        # prefix: visible to all; characters: causal
+        mask = (i[None, :] < P) | (i[None, :] <= i[:, None])
         for block in self.blocks:
             x = block(x, pos, self.inv_freq, mask)
         return self.head(self.norm(x[:, P:]))
@@ -115,11 +132,12 @@ class CausalReader(nn.Module):
             cache.append(kv)
             x = block.finish(x, F.scaled_dot_product_attention(q, k, v))
         token = torch.full((N, 1), BOS, dtype=torch.long, device=x.device)
+        column = torch.zeros(N, 1, dtype=torch.long, device=x.device)  # cell of the next char
         out = [[] for _ in range(N)]
         active = torch.arange(N)  # lines still being read; finished ones leave the batch
         for t in range(max_len):
             h = self.embed(token)
-            step_pos = torch.tensor([t], device=x.device)
+            step_pos = column
             end = P + t + 1
             for block, kv in zip(self.blocks, cache):
                 q, k, v = block.qkv_heads(h, step_pos, self.inv_freq)
@@ -132,6 +150,7 @@ class CausalReader(nn.Module):
                 token = torch.multinomial(probs, 1, generator=generator).to(logits.device)
             else:
                 token = logits.argmax(-1)  # [A, 1]
+            column = column + self.widths[token]
             ids = token[:, 0].tolist()
             going = [i for i, t_id in enumerate(ids) if t_id != EOS]
             for i in going:
@@ -140,7 +159,7 @@ class CausalReader(nn.Module):
                 break
             if len(going) < len(ids):
                 keep = torch.tensor(going, device=x.device)
-                active, token = active[keep.cpu()], token[keep]
+                active, token, column = active[keep.cpu()], token[keep], column[keep]
                 cache = [kv[:, keep] for kv in cache]
         return out
 

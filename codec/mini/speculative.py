@@ -16,8 +16,9 @@ settled character before it (the cache is written in place). The reader's argmax
 fed position is the next character; a draft character is taken while it equals the
 argmax before it, and at the first disagreement the argmax is taken instead and the
 round ends for that line. The draft after a disagreement is the CTC reading from the
-next character's cell on (monospace: character j of a line sits in cell j, frames 2j and
-2j+1), which re-aligns after a missed or doubled character.
+next character's cell on (monospace: a character in cell c has frames 2c and 2c+1; the
+cell is the widths of the characters before it summed, `Vocab.widths`), which re-aligns
+after a missed or doubled character.
 
 Exactness. The reader's logits here come from batched matmuls where greedy decoding
 uses one-row steps, so they differ in the last bits: at most 1.7e-5 on ~12,700 settled
@@ -73,16 +74,19 @@ class ReadStats:
 SPACE, NEWLINE, TAB = vocab.encode(" \n\t")  # the same ids in every vocabulary
 
 
-def ctc_drafts(frame_logits: torch.Tensor) -> list[tuple[list[int], list[int]]]:
+def ctc_drafts(frame_logits: torch.Tensor, widths: list[int] | None = None
+               ) -> list[tuple[list[int], list[int]]]:
     """Each line's draft: its best-path characters, each placed in the cell it was seen in
-    (monospace: character j of a line sits in cell j, frames 2j and 2j+1), and the frame
-    of each. frame_logits [N, T, classes] -> [(ids, frames)] per line.
+    (monospace: a character in cell c has frames 2c and 2c+1), and the frame of each.
+    frame_logits [N, T, classes] -> [(ids, frames)] per line; `widths`: cells per class
+    (`Vocab.widths`; default one each).
 
     Best-path decoding merges a run of spaces into one (CTC needs a blank between equal
     neighbours, and blank cells read as blanks), and the reader then disagreed once per
     missing space: a table row of held-out-like structured text took 41 rounds. Cells
     skipped between two characters are spaces, so the draft fills them in (not before a
-    line end, whose frame is not a cell, nor after a tab, which spans cells).
+    line end, whose frame is not a cell, nor after a tab, which spans cells; a wide
+    character's second cell is its own).
     """
     ids = frame_logits.argmax(-1)
     keep = ids != vocab.BLANK
@@ -93,7 +97,8 @@ def ctc_drafts(frame_logits: torch.Tensor) -> list[tuple[list[int], list[int]]]:
     for r, f, ch in zip(rows.tolist(), cols.tolist(), chars):
         seq, frames = out[r]
         if seq and ch != NEWLINE and seq[-1] != TAB:
-            for cell in range(frames[-1] // 2 + 1, f // 2):
+            after = frames[-1] // 2 + (1 if widths is None else widths[seq[-1]])
+            for cell in range(after, f // 2):
                 seq.append(SPACE)
                 frames.append(2 * cell)
         seq.append(ch)
@@ -183,6 +188,9 @@ def _draft_and_verify(reader, cells, drafts, max_len, stats) -> list[list[int]] 
     dev = cells.device
     cache = _prefix_cache(reader, cells, max_len)  # chunks never pass position max_len - 1
     out: list[list[int]] = [[] for _ in range(N)]
+    widths_t = reader.widths.cpu()
+    widths = widths_t.tolist()
+    column = [0] * N  # the cell of each line's next character (its rotary position)
     active = list(range(N))  # lines still reading (cache rows)
     dptr = [0] * N  # next draft index of each line
     # Draft characters fed per line: all of them at first, REFEED after a miss (doubling
@@ -207,15 +215,20 @@ def _draft_and_verify(reader, cells, drafts, max_len, stats) -> list[list[int]] 
         col = torch.arange(int(lens.sum())) - torch.repeat_interleave(lens.cumsum(0) - lens, lens)
         starts = torch.tensor([len(out[n]) for n in active])
         cpos = starts[arow] + col
+        inp_cpu = torch.tensor([t for c in chunks for t in c])
+        # rotary positions: the cell each fed step's character starts in (the line's next
+        # cell, plus the widths of the chunk's characters before it; = cpos without wide forms)
+        w = widths_t[inp_cpu].masked_fill(col == 0, 0).cumsum(0)
+        rpos = torch.tensor([column[n] for n in active])[arow] + w - w[lens.cumsum(0) - lens][arow]
         rows = torch.tensor(active) if A < N else None
         row = arow if rows is None else rows[arow]
-        inp = torch.tensor([t for c in chunks for t in c], device=dev)
+        inp = inp_cpu.to(dev)
         K = P + int(cpos.max()) + 1
         key = torch.arange(K)
         qpos = starts[:, None] + torch.arange(W)  # [A, W]
         mask = ((key < P) | (key - P <= qpos[..., None]))[:, None].to(dev)  # [A, 1, W, K]
         where = (row.to(dev), arow.to(dev), col.to(dev), cpos.to(dev))
-        rot = _rotation(cpos.to(dev), reader.inv_freq)[:, None]  # [T, 1, hd/2]
+        rot = _rotation(rpos.to(dev), reader.inv_freq)[:, None]  # [T, 1, hd/2]
         h = reader.embed(inp)
         for block, kv in zip(reader.blocks, cache):
             h = _layer(block, h, kv, where, rot, mask, None if rows is None else rows.to(dev), P)
@@ -238,6 +251,7 @@ def _draft_and_verify(reader, cells, drafts, max_len, stats) -> list[list[int]] 
                     done = True
                     break
                 out[n].append(g)
+                column[n] += widths[g]
                 if len(out[n]) >= max_len:
                     done = True
                     break
@@ -246,7 +260,7 @@ def _draft_and_verify(reader, cells, drafts, max_len, stats) -> list[list[int]] 
                     dptr[n] += 1
                     continue
                 # rejected (or the draft ran out): re-anchor the draft at the next cell
-                nxt, frames = len(out[n]), drafts[n][1]
+                nxt, frames = column[n], drafts[n][1]
                 j = dptr[n]
                 # (a draft character seen from frame 2 * nxt on: 6 rounds for 16 pages,
                 # from 2 * nxt - 1 the same, from 2 * nxt + 1 on 70)
@@ -279,7 +293,7 @@ def _draft_and_verify(reader, cells, drafts, max_len, stats) -> list[list[int]] 
 def read_lines(net, tokens: torch.Tensor, stats: ReadStats | None = None) -> list[list[str]]:
     """`net.read_lines(tokens)` (greedy) exactly, fast: [B][n_lines] line texts."""
     feats = net.readout.features(tokens.float())  # what `net.line_cells` computes, once
-    drafts = ctc_drafts(net.readout.head(feats))  # the CTC head on each line's frames
+    drafts = ctc_drafts(net.readout.head(feats), net.cfg.chars.widths)  # the CTC head's
     cells = CausalReader.cell_features(feats)
     ids = fast_greedy(net.reader, cells, drafts, cells.shape[1] + 4, stats)
     lines = [net.cfg.chars.decode(s) for s in ids]

@@ -30,6 +30,7 @@ from codec.mini.configs import (CodecTrainConfig, MiniRunConfig, init_files, tra
 from codec.mini.ctc import band_nll, best_path
 from codec.mini.data import PageSample, PageStream, bands_of, collate, render_pages
 from codec.mini.model import GlyphProbe, MiniNet, to_ink
+from data.errors import BadInput
 
 
 def load_texts(corpus: str | None, workdir: Path, n_docs: int) -> list[str]:
@@ -67,10 +68,10 @@ def aligned_targets(samples: list[PageSample], cfg) -> tuple[torch.Tensor, torch
     return torch.from_numpy(np.stack(paths).astype(np.int64)), torch.tensor(ok)
 
 
-def init_from(net: MiniNet, folder: Path) -> list[str]:
-    """Copy into `net` every weight of the `mini` checkpoint of its mode in `folder` (else
-    `small`'s) whose shape fits; class heads (`mini`'s classes are the first ids of every
-    vocabulary) row by row. Returns the names copied."""
+def init_from(net: MiniNet, folder: Path, prefix: str = "") -> list[str]:
+    """Copy into `net` every weight (named `prefix`...) of the checkpoint of its mode in
+    `folder` (else `small`'s) whose shape fits; class heads and embeddings (`mini`'s classes
+    are the first ids of every vocabulary) row by row. Returns the names copied."""
     from safetensors.torch import load_file
 
     path = folder / f"{net.cfg.mode}.safetensors"
@@ -79,12 +80,13 @@ def init_from(net: MiniNet, folder: Path) -> list[str]:
     copied = []
     for name, value in state.items():
         mine = own.get(name)
-        if mine is None:
+        if mine is None or not name.startswith(prefix):
             continue
         if mine.shape == value.shape:
             mine.copy_(value.float())
         elif mine.dim() >= 1 and mine.shape[1:] == value.shape[1:] and \
-                mine.shape[0] > value.shape[0] and name.endswith(("head.weight", "head.bias")):
+                mine.shape[0] > value.shape[0] and \
+                name.endswith(("head.weight", "head.bias", "embed.weight")):
             mine[:value.shape[0]].copy_(value.float())
         else:
             continue
@@ -283,6 +285,8 @@ def train(args: CodecTrainConfig) -> dict:
     from tqdm import tqdm
 
     init = init_files(args.init, args.modes, ".safetensors", args.variant) if args.init else {}
+    if args.freeze_encoder and not (args.init or args.init_from):
+        raise BadInput("--freeze-encoder needs an encoder to keep: give --init or --init-from")
     run = start_run(args)
     render_config, workdir, train_texts, val_texts, val = (
         run.render_config, run.workdir, run.train_texts, run.val_texts, run.val)
@@ -306,9 +310,12 @@ def train(args: CodecTrainConfig) -> dict:
                 copied = init_from(net, weights_dir(args.init_from))
                 print(f"[{mode}] initialised {len(copied)} tensors from {args.init_from}: "
                       + ", ".join(copied))
+    encoder = next(iter(nets.values())).encoder
+    if args.freeze_encoder:
+        encoder.requires_grad_(False)
     probes = {mode: GlyphProbe(net.cfg) for mode, net in nets.items()}  # training aid only
     params = list({id(p): p for m in [*nets.values(), *probes.values()]
-                   for p in m.parameters()}.values())
+                   for p in m.parameters() if p.requires_grad}.values())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     loader = page_loader(args, run)
 
@@ -321,7 +328,8 @@ def train(args: CodecTrainConfig) -> dict:
         total = torch.zeros(())
         per_mode = {}
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            feats = next(iter(nets.values())).encoder(ink)
+            with torch.set_grad_enabled(not args.freeze_encoder):
+                feats = encoder(ink)
             for mode, net in nets.items():
                 codes = net.compressor.code(feats)
                 noisy = step >= args.noise_after * args.steps  # clean tokens while learning to read
@@ -352,7 +360,8 @@ def train(args: CodecTrainConfig) -> dict:
 def meta_of(args: CodecTrainConfig, history: list[dict], t0: float, train_texts: list,
             val_texts: list) -> dict:
     previous = None  # the training record of the checkpoint this run started from
-    init = weights_dir(args.init, args.variant) if args.init else None
+    init = (weights_dir(args.init, args.variant) if args.init
+            else weights_dir(args.init_from) if args.init_from else None)
     if init and (init / "small.json").exists():
         previous = json.loads((init / "small.json").read_text()).get("training")
     return {"training": {**training_record(args, "vst codec train"),

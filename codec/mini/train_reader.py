@@ -32,6 +32,7 @@ from codec.mini.reader import line_nll
 from data.errors import BadCheckpoint
 from codec.mini.train import (
     corrupt,
+    init_from,
     ink_batch,
     optimizer_step,
     page_loader,
@@ -97,15 +98,20 @@ def train(args: ReaderTrainConfig) -> dict:
 
     from render.layout import Typesetter
 
-    init_files(args.init, args.modes, ".json")  # a wrong --init fails before any data is read
+    # a wrong --init fails before any data is read
+    init_files(args.init, args.modes, ".json", args.variant)
     run = start_run(args)  # the same held-out documents as stage 1
     render_config, workdir, val = run.render_config, run.workdir, run.val
     setter = Typesetter(render_config)
 
-    init = weights_dir(args.init)
+    init = weights_dir(args.init, args.variant)
     nets, metas = {}, {}
     for mode in args.modes.split(","):
         nets[mode], metas[mode] = load_stage1(init, mode, args)
+        if args.reader_from and not metas[mode]["model"].get("reader") == "causal":
+            with torch.no_grad():  # a stage-2 --init keeps its own reader
+                copied = init_from(nets[mode], weights_dir(args.reader_from), "reader.")
+            print(f"[{mode}] reader: {len(copied)} tensors from {args.reader_from}")
     encoder = next(iter(nets.values())).encoder  # shared by every mode, frozen
     params = [p for net in nets.values() for p in trainable(net, args.tune_trunk)]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -140,7 +146,7 @@ def train(args: ReaderTrainConfig) -> dict:
             metrics = evaluate(nets, val, setter)
             record_validation(log, bar, history, step, t0, metrics, train_nats_per_char=shown)
             for mode, net in nets.items():  # a usable checkpoint at every validation
-                save(net, render_config, weights_dir(args.out),
+                save(net, render_config, weights_dir(args.out, args.variant),
                      meta_of(args, metas[mode], history, t0,
                              (len(run.train_texts), len(run.val_texts))))
     bar.close()

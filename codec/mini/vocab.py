@@ -17,6 +17,7 @@ import math
 
 from data.errors import BadInput
 from render.charsets import gb2312_chars  # noqa: F401 (also this module's API)
+from render.fonts import is_wide
 
 # Non-ASCII characters common in English technical prose (and shown by the mini font).
 EXTRA_CHARS = "’‘“”—–…°ßéèêàâçüöäñÉ×·•→≤≥±µ§©®€£¥"
@@ -42,6 +43,9 @@ class Vocab:
         self.chars = chars
         self.n_classes = len(chars) + 2
         self.index = {ch: i + 2 for i, ch in enumerate(chars)}
+        # Character cells each class takes on the mini page (wide CJK forms take two; the
+        # blank, unknown and every other character one): the causal reader's positions.
+        self.widths = [1, 1] + [2 if is_wide(ch) else 1 for ch in chars]
 
     def encode(self, text: str) -> list[int]:
         index = self.index
