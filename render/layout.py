@@ -48,6 +48,7 @@ NO_BREAK_BEFORE = frozenset(
     ",.;:!?)]}%’”"
 )
 NO_BREAK_AFTER = frozenset("（「『【《〈〔〖〘〚［｛｟｢([{“‘")
+_GLUED = frozenset({"Mn", "Mc", "Me", "Cf"})  # categories that belong to the character before
 
 
 def is_hangul(ch: str) -> bool:
@@ -56,7 +57,6 @@ def is_hangul(ch: str) -> bool:
     return ("\uac00" <= ch <= "\ud7a3" or "\u1100" <= ch <= "\u11ff"
             or "\u3130" <= ch <= "\u318f" or "\ua960" <= ch <= "\ua97f"
             or "\ud7b0" <= ch <= "\ud7ff")
-_GLUED = frozenset({"Mn", "Mc", "Me", "Cf"})  # categories that belong to the character before
 
 
 class Run(NamedTuple):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from codec.mini import MODES, VARIANTS, WEIGHTS_DIR
+from codec.mini import MODES, VARIANTS
 from data.errors import existing_path
 
 # A weights flag's symbolic value: the weights this repository ships (codec/mini/weights,
@@ -33,9 +33,7 @@ SHIPPED = "shipped"
 def weights_dir(value: str, variant: str = "mini") -> Path:
     """The folder a weights flag (--init, --out) names: `shipped` (the variant's shipped
     weights: codec/mini/weights, or codec/mini/weights_zh for mini-zh), or a path."""
-    if value != SHIPPED:
-        return Path(value)
-    return WEIGHTS_DIR if variant == "mini" else VARIANTS[variant].weights_dir
+    return VARIANTS[variant].weights_dir if value == SHIPPED else Path(value)
 
 
 def init_files(value: str, modes: str, suffix: str, variant: str = "mini") -> dict[str, Path]:

@@ -246,18 +246,19 @@ def render_pages(texts: list[str], render_config, max_pages: int,
 
     if max_pages <= 0 or not texts:
         return []
-    n = len(texts)
-    picked = sorted({i * n // max_pages for i in range(max_pages)}) if n > max_pages \
-        else list(range(n))
-    streams = [iter(paginate(texts[i], render_config)) for i in picked]  # lazy: long docs
+    n, k = len(texts), min(len(texts), max_pages)
+    # documents i * n / k (distinct, in order), each paginated lazily: long docs stay cheap
+    streams = [iter(paginate(texts[i * n // k], render_config)) for i in range(k)]
     out: list[PageSample] = []
-    while streams and len(out) < max_pages:
+    while streams:
         going = []
         for doc in streams:
             page = next(doc, None)
-            if page is None or len(out) == max_pages:
+            if page is None:
                 continue
             out.append(to_sample(page, rasterize(page, render_config), render_config, chars))
+            if len(out) == max_pages:
+                return out
             going.append(doc)
         streams = going
     return out

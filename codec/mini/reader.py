@@ -137,10 +137,9 @@ class CausalReader(nn.Module):
         active = torch.arange(N)  # lines still being read; finished ones leave the batch
         for t in range(max_len):
             h = self.embed(token)
-            step_pos = column
             end = P + t + 1
             for block, kv in zip(self.blocks, cache):
-                q, k, v = block.qkv_heads(h, step_pos, self.inv_freq)
+                q, k, v = block.qkv_heads(h, column, self.inv_freq)
                 kv[0, :, :, end - 1:end], kv[1, :, :, end - 1:end] = k, v
                 h = block.finish(h, F.scaled_dot_product_attention(q, kv[0, :, :, :end],
                                                                     kv[1, :, :, :end]))

@@ -108,7 +108,7 @@ def train(args: ReaderTrainConfig) -> dict:
     nets, metas = {}, {}
     for mode in args.modes.split(","):
         nets[mode], metas[mode] = load_stage1(init, mode, args)
-        if args.reader_from and not metas[mode]["model"].get("reader") == "causal":
+        if args.reader_from and metas[mode]["model"].get("reader") != "causal":
             with torch.no_grad():  # a stage-2 --init keeps its own reader
                 copied = init_from(nets[mode], weights_dir(args.reader_from), "reader.")
             print(f"[{mode}] reader: {len(copied)} tensors from {args.reader_from}")
